@@ -1,0 +1,383 @@
+"""Run stores: a local directory or a gs:// bucket prefix behind one small interface.
+
+This module must not import TensorFlow: the submit side (jobs/) reads results with it.
+TensorFlow's own gs:// filesystem is deliberately not used; bytes move through
+google-cloud-storage so that the same code runs against a GCS emulator
+(STORAGE_EMULATOR_HOST) and gets generation preconditions for compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+DEFAULT_OUTPUT = "./runs"
+
+# https://cloud.google.com/storage/docs/buckets#naming (dotted names aside, 3-63 chars).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
+
+
+class StoreError(Exception):
+    """A store operation failed in a way the user must act on."""
+
+
+class NotFound(StoreError):
+    """The key does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """A create-only write found the key already there."""
+
+
+class Store(Protocol):
+    """What the trainer and the results tools need from a place that keeps runs."""
+
+    uri: str
+
+    def child(self, *parts: str) -> Store: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def upload_file(self, local: Path, key: str) -> None: ...
+    def download_file(self, key: str, local: Path) -> None: ...
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]: ...
+    def write_versioned(self, key: str, data: bytes, version: str | None) -> bool: ...
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class LocalStore:
+    """A directory on the local filesystem; writes are atomic renames."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.uri!r})"
+
+    def child(self, *parts: str) -> LocalStore:
+        return LocalStore(self.root.joinpath(*[p for p in parts if p]))
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve() if key else self.root
+        if path != self.root.resolve() and self.root.resolve() not in path.parents:
+            raise StoreError(f"key {key!r} escapes the store {self.uri}")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            raise NotFound(f"{self.uri}/{key} does not exist") from e
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if if_absent:
+                # link() fails if the target exists: an atomic create-only publish.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as e:
+                    raise AlreadyExists(f"{self.uri}/{key} already exists") from e
+            else:
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        out = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                out.append(path.relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def delete_prefix(self, prefix: str) -> int:
+        path = self._path(prefix)
+        if path.is_file():
+            path.unlink()
+            return 1
+        if not path.is_dir():
+            return 0
+        count = sum(1 for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return count
+
+    def upload_file(self, local: Path, key: str) -> None:
+        self.write_bytes(key, Path(local).read_bytes())
+
+    def download_file(self, key: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(self.read_bytes(key))
+
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self.read_bytes(key)
+        except NotFound:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_versioned(self, key: str, data: bytes, version: str | None) -> bool:
+        """Compare-and-swap: write only if the key is still at `version` (None: absent)."""
+        with self._lock(key):
+            _, current = self.read_versioned(key)
+            if current != version:
+                return False
+            self.write_bytes(key, data)
+            return True
+
+
+class GCSStore:
+    """A gs://bucket/prefix through google-cloud-storage (honours STORAGE_EMULATOR_HOST)."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, client=None, deadline: float | None = None):
+        _check_bucket(bucket)
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"gs://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self._client = client
+        self.deadline = float(
+            deadline if deadline is not None else os.environ.get("IMDB_TRAIN_GCS_DEADLINE", 120)
+        )
+
+    def __repr__(self) -> str:
+        return f"GCSStore({self.uri!r})"
+
+    @property
+    def client(self):
+        if self._client is None:
+            from google.cloud import storage
+
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                self._client = storage.Client(
+                    project=os.environ.get("GOOGLE_CLOUD_PROJECT", "imdb-train"),
+                    credentials=AnonymousCredentials(),
+                )
+            else:
+                self._client = storage.Client()
+        return self._client
+
+    @property
+    def bucket(self):
+        return self.client.bucket(self.bucket_name)
+
+    def _retry(self):
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        # Bounded: an unreachable store ends in an error, not a hang.
+        return DEFAULT_RETRY.with_deadline(self.deadline).with_delay(
+            initial=0.2, maximum=5.0, multiplier=2.0
+        )
+
+    def _name(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    def child(self, *parts: str) -> GCSStore:
+        return GCSStore(
+            self.bucket_name, _join(self.prefix, *parts), client=self._client, deadline=self.deadline
+        )
+
+    def _wrap(self, op: str, key: str, e: Exception) -> StoreError:
+        from google.api_core import exceptions as gexc
+
+        where = f"gs://{self.bucket_name}/{self._name(key)}"
+        if isinstance(e, gexc.NotFound):
+            return NotFound(f"{where} does not exist")
+        if isinstance(e, gexc.PreconditionFailed):
+            return AlreadyExists(f"{where} already exists")
+        if isinstance(e, gexc.Forbidden):
+            return StoreError(f"{op} {where}: permission denied ({e.message})")
+        return StoreError(f"{op} {where} failed: {type(e).__name__}: {e}")
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self.bucket.blob(self._name(key)).download_as_bytes(retry=self._retry())
+        except Exception as e:
+            raise self._wrap("read", key, e) from e
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        blob = self.bucket.blob(self._name(key))
+        kwargs = {"if_generation_match": 0} if if_absent else {}
+        try:
+            blob.upload_from_string(data, retry=self._retry(), **kwargs)
+        except Exception as e:
+            err = self._wrap("write", key, e)
+            if if_absent and isinstance(err, AlreadyExists) and self._same_content(key, data):
+                # Our first attempt landed but its response was lost; the retry then hit
+                # the precondition. Reading back settles it.
+                return
+            raise err from e
+
+    def _same_content(self, key: str, data: bytes) -> bool:
+        try:
+            return self.read_bytes(key) == data
+        except StoreError:
+            return False
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.bucket.blob(self._name(key)).exists(retry=self._retry())
+        except Exception as e:
+            raise self._wrap("stat", key, e) from e
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._name(prefix)
+        if full:
+            full = full + ("/" if prefix == "" or not prefix.endswith("/") else "")
+        try:
+            names = [
+                b.name
+                for b in self.client.list_blobs(
+                    self.bucket_name, prefix=full or None, retry=self._retry()
+                )
+            ]
+        except Exception as e:
+            raise self._wrap("list", prefix, e) from e
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(n[strip:] for n in names)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            try:
+                self.bucket.blob(self._name(key)).delete(retry=self._retry())
+            except Exception as e:
+                err = self._wrap("delete", key, e)
+                if not isinstance(err, NotFound):
+                    raise err from e
+        return len(keys)
+
+    def upload_file(self, local: Path, key: str) -> None:
+        try:
+            self.bucket.blob(self._name(key)).upload_from_filename(
+                str(local), retry=self._retry()
+            )
+        except Exception as e:
+            raise self._wrap("upload", key, e) from e
+
+    def download_file(self, key: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        try:
+            self.bucket.blob(self._name(key)).download_to_filename(str(tmp), retry=self._retry())
+        except Exception as e:
+            tmp.unlink(missing_ok=True)
+            raise self._wrap("download", key, e) from e
+        os.replace(tmp, local)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._name(key))
+        try:
+            blob.reload(retry=self._retry())
+            generation = blob.generation
+            data = blob.download_as_bytes(if_generation_match=generation, retry=self._retry())
+        except gexc.NotFound:
+            return None, None
+        except gexc.PreconditionFailed:
+            # Replaced between stat and read: read again.
+            return self.read_versioned(key)
+        except Exception as e:
+            raise self._wrap("read", key, e) from e
+        return data, str(generation)
+
+    def write_versioned(self, key: str, data: bytes, version: str | None) -> bool:
+        """Compare-and-swap on the object generation (None: the object must not exist)."""
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._name(key))
+        expected = 0 if version is None else int(version)
+        try:
+            blob.upload_from_string(
+                data, if_generation_match=expected, retry=self._retry()
+            )
+            return True
+        except gexc.PreconditionFailed:
+            # A 412 can also mean our own earlier attempt landed and only its response was
+            # lost: read back and compare before calling it a lost race.
+            current, _ = self.read_versioned(key)
+            return current == data
+        except Exception as e:
+            raise self._wrap("write", key, e) from e
+
+
+def _check_bucket(bucket: str) -> None:
+    if not _BUCKET_RE.match(bucket) or ".." in bucket or bucket.startswith("goog"):
+        raise StoreError(
+            f"invalid bucket name {bucket!r}: expected 3-63 characters of a-z, 0-9, '-', '_', '.',"
+            " starting and ending with a letter or digit"
+        )
+
+
+def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
+    """Open a store from a URI.
+
+    Args:
+        uri: a local path, `file:///abs/path`, or `gs://bucket[/prefix]`. Defaults to ./runs.
+
+    Returns:
+        A LocalStore or GCSStore.
+
+    Raises:
+        StoreError: the scheme is unknown or the bucket name is invalid.
+    """
+    uri = str(uri) if uri is not None else DEFAULT_OUTPUT
+    if not uri:
+        raise StoreError("empty output URI: expected a local path, file:// or gs://bucket/prefix")
+    if uri.startswith("gs://"):
+        rest = uri[len("gs://") :]
+        bucket, _, prefix = rest.partition("/")
+        return GCSStore(bucket, prefix)
+    if uri.startswith("file://"):
+        return LocalStore(uri[len("file://") :] or "/")
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
+    if match:
+        raise StoreError(
+            f"unknown output scheme {match.group(1)!r} in {uri!r}: expected a local path,"
+            " file:// or gs://bucket/prefix"
+        )
+    return LocalStore(uri)
+
