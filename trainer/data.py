@@ -1,0 +1,473 @@
+"""IMDB data: a source (Keras npz | aclImdb tarball or directory | gs://) -> padded id arrays.
+
+The raw-text encoding reproduces `keras.datasets.imdb`: lower-case text, words are runs
+of [a-z0-9'] (so `<br />` becomes the word `br`), words ranked by frequency over train
+and test (ties by first occurrence), id = rank + index_from (3), 1 = start of review,
+2 = out of vocabulary (rank + 3 >= num_words), 0 = padding; then `pad_sequences`
+(pad and truncate at the front) to `max_review_length`.
+
+Encoded arrays and the word index are cached on disk, keyed by the source's sha256 and
+the encoding parameters, so a second run skips tokenisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import tempfile
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+START_CHAR = 1
+OOV_CHAR = 2
+INDEX_FROM = 3
+SHUFFLE_SEED = 113  # keras.datasets.imdb.load_data's default
+ENCODER_VERSION = 1  # bump when the encoding changes: invalidates caches
+
+KERAS_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
+KERAS_NPZ_SHA256 = "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
+KERAS_WORD_INDEX_URL = (
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb_word_index.json"
+)
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+_REVIEW_RE = re.compile(rb"(?:^|/)(train|test)/(pos|neg)/([^/]+)\.txt$")
+_KEEP = set(range(ord("a"), ord("z") + 1)) | set(b"0123456789'")
+_SEP = 0x00  # joins reviews; becomes the marker token "#" (never a word after translation)
+_TABLE = bytes(
+    c if c in _KEEP else (ord("#") if c == _SEP else ord(" ")) for c in range(256)
+)
+
+
+class DataError(ValueError):
+    """The data source is missing, corrupt, or not usable; the message says which and why."""
+
+
+@dataclass
+class Dataset:
+    """Encoded, padded IMDB splits plus the word index (word -> frequency rank, from 1)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    word_index: dict[str, int]
+    source: str
+    sha256: str
+    stats: dict = field(default_factory=dict)
+    from_cache: bool = False
+
+    def id_to_word(self, vocab_size: int) -> dict[int, str]:
+        """Map model input ids (rank + INDEX_FROM, below vocab_size) back to words."""
+        return {
+            rank + INDEX_FROM: word
+            for word, rank in self.word_index.items()
+            if rank + INDEX_FROM < vocab_size
+        }
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("IMDB_TRAIN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imdb-train"
+
+
+def _progress(total=None, desc="", unit="it", **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+                disable=os.environ.get("IMDB_TRAIN_PROGRESS", "1") == "0", **kw)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def download(url: str, dest: Path, sha256: str | None = None) -> Path:
+    """Download `url` to `dest` (atomically, with progress), verifying sha256 if given."""
+    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with _progress(total, f"download {dest.name}", "B", unit_scale=True) as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        if sha256 and (got := sha256_file(Path(tmp))) != sha256:
+            raise DataError(f"download of {url} has sha256 {got}: expected {sha256}")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise DataError(f"cannot download {url}: {e}") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_source(source: str, cache_dir: Path) -> Path:
+    """Turn 'keras', a gs:// URI or a path into a local file or directory."""
+    if source == "keras":
+        return download(KERAS_NPZ_URL, cache_dir / "downloads" / "imdb.npz", KERAS_NPZ_SHA256)
+    if source.startswith("gs://"):
+        from trainer.storage import StoreError, open_store
+
+        parent, _, name = source[len("gs://"):].rstrip("/").rpartition("/")
+        if not name or not parent:
+            raise DataError(f"invalid data URI {source!r}: expected gs://bucket/path/to/file")
+        key = hashlib.sha256(source.encode()).hexdigest()[:16]
+        local = cache_dir / "downloads" / key / name
+        try:
+            store = open_store("gs://" + parent)
+            if not local.exists():
+                store.download_file(name, local)
+            if name.endswith(".npz"):
+                with contextlib.suppress(StoreError):
+                    store.download_file("imdb_word_index.json", local.with_name(
+                        "imdb_word_index.json"))
+        except StoreError as e:
+            raise DataError(f"cannot read data source {source}: {e}") from e
+        return local
+    path = Path(source[len("file://"):] if source.startswith("file://") else source)
+    if not path.exists():
+        raise DataError(
+            f"data source {source!r} does not exist: expected 'keras', a path to imdb.npz, "
+            "an aclImdb tarball or directory, or a gs:// URI"
+        )
+    return path
+
+
+# ----------------------------------------------------------------------------- raw text
+
+
+def _read_tar_members(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
+    """(name, content) of regular files; a fast ustar walk with a tarfile fallback."""
+    out: list[tuple[bytes, bytes]] = []
+    off, n = 0, len(raw)
+    while off + 512 <= n:
+        header = raw[off:off + 512]
+        if header == b"\0" * 512:
+            return out
+        kind = header[156:157]
+        chksum = header[148:156].rstrip(b"\0 ")
+        if kind not in (b"0", b"\0", b"5") or not chksum:
+            return _read_tar_members_slow(raw, origin)  # pax / GNU long names: general reader
+        if int(chksum, 8) != sum(header[:148]) + 256 + sum(header[156:]):
+            raise DataError(f"corrupt tarball {origin}: bad header checksum at byte {off}")
+        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        name = header[:100].rstrip(b"\0")
+        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
+        off += 512
+        if off + size > n:
+            raise DataError(f"truncated tarball {origin}: {name.decode(errors='replace')} is cut off")
+        if kind != b"5":
+            out.append((prefix + b"/" + name if prefix else name, raw[off:off + size]))
+        off += (size + 511) // 512 * 512
+    if off < n or not out:
+        raise DataError(f"truncated tarball {origin}: ends inside a header")
+    return out
+
+
+def _read_tar_members_slow(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+            return [
+                (m.name.encode(), tf.extractfile(m).read()) for m in tf if m.isfile()
+            ]
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"corrupt or truncated tarball {origin}: {e}") from e
+
+
+def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
+    """Read raw reviews from an aclImdb tarball or directory.
+
+    Returns:
+        {"train": [(name, text_bytes, label)], "test": [...]}, sorted by name.
+    """
+    members: list[tuple[bytes, bytes]]
+    if path.is_dir():
+        members = [
+            (p.relative_to(path).as_posix().encode(), p.read_bytes())
+            for p in sorted(path.rglob("*.txt"))
+        ]
+    else:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as e:
+                raise DataError(f"corrupt or truncated tarball {path}: {e}") from e
+        members = _read_tar_members(data, str(path))
+    splits: dict[str, list[tuple[str, bytes, int]]] = {"train": [], "test": []}
+    for name, content in members:
+        m = _REVIEW_RE.search(name)
+        if m:
+            split, label = m.group(1).decode(), int(m.group(2) == b"pos")
+            splits[split].append((name.decode(errors="replace"), content, label))
+    for split in splits.values():
+        split.sort(key=lambda r: r[0])
+    if not splits["train"] or not splits["test"]:
+        missing = [s for s, v in splits.items() if not v]
+        raise DataError(
+            f"no {'/'.join(missing)} reviews in {path}: expected "
+            "aclImdb/{train,test}/{pos,neg}/*.txt"
+        )
+    return splits
+
+
+def tokenize_and_rank(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Tokenise all texts at once.
+
+    Returns:
+        (ranks, row_splits, words): ranks[row_splits[i]:row_splits[i+1]] are the 1-based
+        frequency ranks of review i's words; words[r - 1] is the word of rank r.
+    """
+    # One pass over one buffer: join with a separator that translation turns into the
+    # marker token "#", which no real word can be; markers give the review boundaries.
+    big = (b"\0 " + b" \0 ".join(texts)).lower().translate(_TABLE)
+    tokens = big.split()
+    first_seen = dict.fromkeys(tokens)
+    index = {w: i for i, w in enumerate(first_seen)}
+    ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    del tokens
+    marker = index[b"#"]
+    is_marker = ids == marker
+    counts = np.bincount(ids, minlength=len(index))
+    counts[marker] = -1  # never ranked
+    order = np.argsort(-counts, kind="stable")  # ties: first occurrence, like Counter
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    words_in_order = list(first_seen)
+    words = [words_in_order[i].decode() for i in order[:-1]]
+    starts = np.flatnonzero(is_marker)
+    ranks = rank[ids[~is_marker]]
+    row_splits = np.append(starts - np.arange(len(starts)), len(ranks))
+    return ranks, row_splits, words
+
+
+def encode(ranks: np.ndarray, row_splits: np.ndarray, num_words: int, maxlen: int,
+           index_from: int = INDEX_FROM) -> np.ndarray:
+    """Keras encoding + `pad_sequences(maxlen)` (pre-padding, pre-truncation), vectorised.
+
+    Args:
+        ranks: flat 1-based word ranks of all reviews.
+        row_splits: review i is ranks[row_splits[i]:row_splits[i+1]].
+        num_words: ids >= num_words become OOV_CHAR.
+        maxlen: output width.
+
+    Returns:
+        int32 array (n_reviews, maxlen).
+    """
+    ids = ranks.astype(np.int64) + index_from
+    ids[ids >= num_words] = OOV_CHAR
+    n = len(row_splits) - 1
+    starts = row_splits[:-1]
+    lengths = np.diff(row_splits) + 1  # + start char
+    take = np.minimum(lengths, maxlen)
+    out = np.zeros((n, maxlen), dtype=np.int32)
+    row = np.repeat(np.arange(n), take)
+    pos = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
+    col = np.repeat(maxlen - take, take) + pos
+    # Position j of review i's sequence [1, w0, w1, ...] kept from the end.
+    seq_pos = np.repeat(lengths - take, take) + pos
+    src = np.repeat(starts, take) + seq_pos - 1
+    vals = np.where(seq_pos == 0, START_CHAR, ids[np.clip(src, 0, max(len(ids) - 1, 0))])
+    out[row, col] = vals
+    return out
+
+
+def _shuffled(n: int, rng: np.random.RandomState) -> np.ndarray:
+    idx = np.arange(n)
+    rng.shuffle(idx)
+    return idx
+
+
+def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:
+    with _progress(4, f"encode {path.name}", "step") as bar:
+        splits = read_reviews(path)
+        bar.update()
+        undecodable = 0
+        texts: list[bytes] = []
+        labels: list[int] = []
+        for split in ("train", "test"):
+            for _, content, label in splits[split]:
+                try:
+                    content.decode("utf-8")
+                except UnicodeDecodeError:
+                    # Keep the review: decode with replacement and count it.
+                    undecodable += 1
+                    content = content.decode("utf-8", errors="replace").encode()
+                if b"\0" in content:  # the separator must not occur inside a review
+                    content = content.replace(b"\0", b" ")
+                texts.append(content)
+                labels.append(label)
+        n_train = len(splits["train"])
+        del splits
+        bar.update()
+        ranks, row_splits, words = tokenize_and_rank(texts)
+        bar.update()
+        x = encode(ranks, row_splits, num_words, maxlen)
+        y = np.asarray(labels, dtype=np.int32)
+        bar.update()
+    rng = np.random.RandomState(SHUFFLE_SEED)
+    tr, te = _shuffled(n_train, rng), _shuffled(len(y) - n_train, rng)
+    arrays = {
+        "x_train": x[:n_train][tr], "y_train": y[:n_train][tr],
+        "x_test": x[n_train:][te], "y_test": y[n_train:][te],
+    }
+    word_index = {w: i + 1 for i, w in enumerate(words)}
+    stats = {"reviews": int(len(y)), "undecodable_reviews": undecodable,
+             "tokens": int(len(ranks)), "distinct_words": len(words)}
+    return arrays, word_index, stats
+
+
+def encode_npz(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:
+    """Keras `imdb.npz` (lists of 1-based ranks) -> the same encoding as load_data."""
+    try:
+        with np.load(path, allow_pickle=True) as f:
+            missing = [k for k in NPZ_ARRAYS if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"npz {path} lacks arrays {', '.join(missing)}: expected "
+                    f"{', '.join(NPZ_ARRAYS)}"
+                )
+            raw = {k: f[k] for k in NPZ_ARRAYS}
+    except (OSError, ValueError, zlib.error, EOFError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot read npz {path}: {e}") from e
+    rng = np.random.RandomState(SHUFFLE_SEED)
+    arrays = {}
+    for split in ("train", "test"):
+        xs, ys = raw[f"x_{split}"], np.asarray(raw[f"y_{split}"], dtype=np.int32)
+        idx = _shuffled(len(xs), rng)
+        xs, ys = xs[idx], ys[idx]
+        seqs = [np.asarray(s, dtype=np.int64) for s in xs]
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        arrays[f"x_{split}"] = encode(flat, np.append(0, np.cumsum(lengths)), num_words, maxlen)
+        arrays[f"y_{split}"] = ys
+    index_path = path.with_name("imdb_word_index.json")
+    if not index_path.exists() and path.resolve() == (
+        default_cache_dir() / "downloads" / "imdb.npz"
+    ).resolve():
+        download(KERAS_WORD_INDEX_URL, index_path)
+    if index_path.exists():
+        word_index = {str(k): int(v) for k, v in json.loads(index_path.read_text()).items()}
+    else:
+        word_index = {}
+    stats = {"reviews": int(len(arrays["y_train"]) + len(arrays["y_test"])),
+             "undecodable_reviews": 0}
+    return arrays, word_index, stats
+
+
+def _check(arrays: dict, origin: str) -> None:
+    for split in ("train", "test"):
+        y = arrays[f"y_{split}"]
+        if len(y) == 0:
+            raise DataError(f"dataset {origin} has no {split} reviews: expected at least one")
+        classes = sorted(set(np.unique(y).tolist()))
+        if classes != [0, 1]:
+            raise DataError(
+                f"dataset {origin} {split} split has labels {classes}: expected both 0 and 1"
+            )
+
+
+def load(source: str, num_words: int = 5000, maxlen: int = 100, sample: int = 0,
+         cache_dir: str | Path | None = None) -> Dataset:
+    """Load, encode (or read from the cache) and optionally subsample the IMDB splits.
+
+    Args:
+        source: 'keras', a path/`file://`/`gs://` URI of imdb.npz, an aclImdb tarball or dir.
+        num_words: vocabulary size (ids >= num_words become OOV).
+        maxlen: padded review length.
+        sample: if > 0, keep the first `sample` (shuffled) reviews of each split.
+        cache_dir: where downloads and encoded arrays are cached.
+
+    Raises:
+        DataError: the source is missing, corrupt, or not a usable two-class dataset.
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    local = resolve_source(source, cache)
+    if local.is_dir():
+        digest = hashlib.sha256()
+        for p in sorted(local.rglob("*.txt")):
+            st = p.stat()
+            digest.update(f"{p.relative_to(local)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        source_sha = digest.hexdigest()
+    else:
+        source_sha = sha256_file(local)
+    key = hashlib.sha256(
+        f"v{ENCODER_VERSION}:{source_sha}:{num_words}:{maxlen}:{INDEX_FROM}".encode()
+    ).hexdigest()[:24]
+    cached = cache / "encoded" / f"{key}.npz"
+    cached_index = cached.with_suffix(".json")
+    from_cache = cached.exists() and cached_index.exists()
+    if from_cache:
+        with np.load(cached) as f:
+            arrays = {k: f[k] for k in NPZ_ARRAYS}
+        meta = json.loads(cached_index.read_text())
+        word_index, stats = meta["word_index"], meta["stats"]
+    else:
+        t0 = time.perf_counter()
+        is_npz = local.is_file() and local.read_bytes()[:4] == b"PK\x03\x04"
+        arrays, word_index, stats = (encode_npz if is_npz else encode_reviews)(
+            local, num_words, maxlen
+        )
+        stats["encode_seconds"] = round(time.perf_counter() - t0, 3)
+        _check(arrays, source)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, cached)
+        tmp_index = cached_index.with_name(f".{cached_index.name}.tmp")
+        tmp_index.write_text(json.dumps({"word_index": word_index, "stats": stats}))
+        os.replace(tmp_index, cached_index)
+    if sample:
+        arrays = {k: v[:sample] for k, v in arrays.items()}
+    _check(arrays, source)
+    return Dataset(**arrays, word_index=word_index, source=source, sha256=source_sha,
+                   stats=stats, from_cache=from_cache)
+
+
+def make_tf_datasets(ds: Dataset, global_batch_size: int, seed: int = 0):
+    """tf.data pipelines at the GLOBAL batch size (the strategy splits each batch)."""
+    import tensorflow as tf
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
+        .cache()
+        .shuffle(len(ds.y_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(global_batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    test = (
+        tf.data.Dataset.from_tensor_slices((ds.x_test, ds.y_test))
+        .batch(global_batch_size)
+        .cache()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return train, test
