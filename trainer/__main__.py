@@ -76,12 +76,27 @@ def run(
 
     try:
         cfg = TrainConfig(
-            model=model, data=data, output=output, run_id=run_id, epochs=epochs,
-            batch_size=batch_size, vocab_size=vocab_size, max_review_length=max_review_length,
-            embedding_dim=embedding_dim, lstm_units=lstm_units, learning_rate=learning_rate,
-            seed=seed, sample=sample, neighbours=neighbours, k=k, metric=metric,
-            cpu_devices=cpu_devices, promote=promote, min_accuracy=min_accuracy,
-            tolerance=tolerance, cache_dir=cache_dir,
+            model=model,
+            data=data,
+            output=output,
+            run_id=run_id,
+            epochs=epochs,
+            batch_size=batch_size,
+            vocab_size=vocab_size,
+            max_review_length=max_review_length,
+            embedding_dim=embedding_dim,
+            lstm_units=lstm_units,
+            learning_rate=learning_rate,
+            seed=seed,
+            sample=sample,
+            neighbours=neighbours,
+            k=k,
+            metric=metric,
+            cpu_devices=cpu_devices,
+            promote=promote,
+            min_accuracy=min_accuracy,
+            tolerance=tolerance,
+            cache_dir=cache_dir,
         )
         from trainer.storage import open_store
 
@@ -90,13 +105,13 @@ def run(
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
             os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        from trainer.train import Preempted, train
+        from trainer.train import PreemptedError, train
 
         train(cfg)
     except (ConfigError, DataError, StoreError, distribute.DistributeError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
-    except Preempted as e:
+    except PreemptedError as e:
         print(f"preempted: {e}", file=sys.stderr)
         raise SystemExit(EXIT_RETRYABLE) from None
 

@@ -69,11 +69,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.model = str(self.model)
         if self.model not in MODELS:
-            raise ConfigError(
-                f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}"
-            )
-        for name in ("epochs", "batch_size", "vocab_size", "max_review_length",
-                     "embedding_dim", "lstm_units", "k"):
+            raise ConfigError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
+        for name in (
+            "epochs",
+            "batch_size",
+            "vocab_size",
+            "max_review_length",
+            "embedding_dim",
+            "lstm_units",
+            "k",
+        ):
             setattr(self, name, _positive_int(name.replace("_", "-"), getattr(self, name)))
         if self.vocab_size < 4:
             raise ConfigError(

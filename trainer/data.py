@@ -45,9 +45,7 @@ NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _REVIEW_RE = re.compile(rb"(?:^|/)(train|test)/(pos|neg)/([^/]+)\.txt$")
 _KEEP = set(range(ord("a"), ord("z") + 1)) | set(b"0123456789'")
 _SEP = 0x00  # joins reviews; becomes the marker token "#" (never a word after translation)
-_TABLE = bytes(
-    c if c in _KEEP else (ord("#") if c == _SEP else ord(" ")) for c in range(256)
-)
+_TABLE = bytes(c if c in _KEEP else (ord("#") if c == _SEP else ord(" ")) for c in range(256))
 
 
 class DataError(ValueError):
@@ -88,8 +86,15 @@ def default_cache_dir() -> Path:
 def _progress(total=None, desc="", unit="it", **kw):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
-                disable=os.environ.get("IMDB_TRAIN_PROGRESS", "1") == "0", **kw)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        dynamic_ncols=True,
+        disable=os.environ.get("IMDB_TRAIN_PROGRESS", "1") == "0",
+        **kw,
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -134,7 +139,7 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
     if source.startswith("gs://"):
         from trainer.storage import StoreError, open_store
 
-        parent, _, name = source[len("gs://"):].rstrip("/").rpartition("/")
+        parent, _, name = source[len("gs://") :].rstrip("/").rpartition("/")
         if not name or not parent:
             raise DataError(f"invalid data URI {source!r}: expected gs://bucket/path/to/file")
         key = hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -145,12 +150,13 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
                 store.download_file(name, local)
             if name.endswith(".npz"):
                 with contextlib.suppress(StoreError):
-                    store.download_file("imdb_word_index.json", local.with_name(
-                        "imdb_word_index.json"))
+                    store.download_file(
+                        "imdb_word_index.json", local.with_name("imdb_word_index.json")
+                    )
         except StoreError as e:
             raise DataError(f"cannot read data source {source}: {e}") from e
         return local
-    path = Path(source[len("file://"):] if source.startswith("file://") else source)
+    path = Path(source[len("file://") :] if source.startswith("file://") else source)
     if not path.exists():
         raise DataError(
             f"data source {source!r} does not exist: expected 'keras', a path to imdb.npz, "
@@ -167,7 +173,7 @@ def _read_tar_members(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     off, n = 0, len(raw)
     while off + 512 <= n:
-        header = raw[off:off + 512]
+        header = raw[off : off + 512]
         if header == b"\0" * 512:
             return out
         kind = header[156:157]
@@ -181,9 +187,10 @@ def _read_tar_members(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
         prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
         off += 512
         if off + size > n:
-            raise DataError(f"truncated tarball {origin}: {name.decode(errors='replace')} is cut off")
+            member = name.decode(errors="replace")
+            raise DataError(f"truncated tarball {origin}: {member} is cut off")
         if kind != b"5":
-            out.append((prefix + b"/" + name if prefix else name, raw[off:off + size]))
+            out.append((prefix + b"/" + name if prefix else name, raw[off : off + size]))
         off += (size + 511) // 512 * 512
     if off < n or not out:
         raise DataError(f"truncated tarball {origin}: ends inside a header")
@@ -193,9 +200,7 @@ def _read_tar_members(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
 def _read_tar_members_slow(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
     try:
         with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
-            return [
-                (m.name.encode(), tf.extractfile(m).read()) for m in tf if m.isfile()
-            ]
+            return [(m.name.encode(), tf.extractfile(m).read()) for m in tf if m.isfile()]
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DataError(f"corrupt or truncated tarball {origin}: {e}") from e
 
@@ -267,8 +272,13 @@ def tokenize_and_rank(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[
     return ranks, row_splits, words
 
 
-def encode(ranks: np.ndarray, row_splits: np.ndarray, num_words: int, maxlen: int,
-           index_from: int = INDEX_FROM) -> np.ndarray:
+def encode(
+    ranks: np.ndarray,
+    row_splits: np.ndarray,
+    num_words: int,
+    maxlen: int,
+    index_from: int = INDEX_FROM,
+) -> np.ndarray:
     """Keras encoding + `pad_sequences(maxlen)` (pre-padding, pre-truncation), vectorised.
 
     Args:
@@ -334,12 +344,18 @@ def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[
     rng = np.random.RandomState(SHUFFLE_SEED)
     tr, te = _shuffled(n_train, rng), _shuffled(len(y) - n_train, rng)
     arrays = {
-        "x_train": x[:n_train][tr], "y_train": y[:n_train][tr],
-        "x_test": x[n_train:][te], "y_test": y[n_train:][te],
+        "x_train": x[:n_train][tr],
+        "y_train": y[:n_train][tr],
+        "x_test": x[n_train:][te],
+        "y_test": y[n_train:][te],
     }
     word_index = {w: i + 1 for i, w in enumerate(words)}
-    stats = {"reviews": int(len(y)), "undecodable_reviews": undecodable,
-             "tokens": int(len(ranks)), "distinct_words": len(words)}
+    stats = {
+        "reviews": int(len(y)),
+        "undecodable_reviews": undecodable,
+        "tokens": int(len(ranks)),
+        "distinct_words": len(words),
+    }
     return arrays, word_index, stats
 
 
@@ -370,16 +386,19 @@ def encode_npz(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str,
         arrays[f"x_{split}"] = encode(flat, np.append(0, np.cumsum(lengths)), num_words, maxlen)
         arrays[f"y_{split}"] = ys
     index_path = path.with_name("imdb_word_index.json")
-    if not index_path.exists() and path.resolve() == (
-        default_cache_dir() / "downloads" / "imdb.npz"
-    ).resolve():
+    if (
+        not index_path.exists()
+        and path.resolve() == (default_cache_dir() / "downloads" / "imdb.npz").resolve()
+    ):
         download(KERAS_WORD_INDEX_URL, index_path)
     if index_path.exists():
         word_index = {str(k): int(v) for k, v in json.loads(index_path.read_text()).items()}
     else:
         word_index = {}
-    stats = {"reviews": int(len(arrays["y_train"]) + len(arrays["y_test"])),
-             "undecodable_reviews": 0}
+    stats = {
+        "reviews": int(len(arrays["y_train"]) + len(arrays["y_test"])),
+        "undecodable_reviews": 0,
+    }
     return arrays, word_index, stats
 
 
@@ -395,8 +414,13 @@ def _check(arrays: dict, origin: str) -> None:
             )
 
 
-def load(source: str, num_words: int = 5000, maxlen: int = 100, sample: int = 0,
-         cache_dir: str | Path | None = None) -> Dataset:
+def load(
+    source: str,
+    num_words: int = 5000,
+    maxlen: int = 100,
+    sample: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
     """Load, encode (or read from the cache) and optionally subsample the IMDB splits.
 
     Args:
@@ -449,8 +473,14 @@ def load(source: str, num_words: int = 5000, maxlen: int = 100, sample: int = 0,
     if sample:
         arrays = {k: v[:sample] for k, v in arrays.items()}
     _check(arrays, source)
-    return Dataset(**arrays, word_index=word_index, source=source, sha256=source_sha,
-                   stats=stats, from_cache=from_cache)
+    return Dataset(
+        **arrays,
+        word_index=word_index,
+        source=source,
+        sha256=source_sha,
+        stats=stats,
+        from_cache=from_cache,
+    )
 
 
 def make_tf_datasets(ds: Dataset, global_batch_size: int, seed: int = 0):

@@ -61,8 +61,7 @@ def is_chief(env: Mapping[str, str] | None = None) -> bool:
         return True
     task = cfg["task"]
     return task.get("type") == "chief" or (
-        task.get("type") == "worker" and int(task["index"]) == 0
-        and "chief" not in cfg["cluster"]
+        task.get("type") == "worker" and int(task["index"]) == 0 and "chief" not in cfg["cluster"]
     )
 
 

@@ -21,8 +21,13 @@ def distances(queries: np.ndarray, vectors: np.ndarray, metric: str = "euclidean
     raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
 
 
-def nearest(vectors: np.ndarray, id_to_word: dict[int, str], queries: list[str], k: int = 10,
-            metric: str = "euclidean") -> dict:
+def nearest(
+    vectors: np.ndarray,
+    id_to_word: dict[int, str],
+    queries: list[str],
+    k: int = 10,
+    metric: str = "euclidean",
+) -> dict:
     """The k closest words to each query word.
 
     Args:
@@ -40,8 +45,12 @@ def nearest(vectors: np.ndarray, id_to_word: dict[int, str], queries: list[str],
         raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
     word_to_id = {w: i for i, w in id_to_word.items() if i < len(vectors)}
     known = [w for w in queries if w in word_to_id]
-    result = {"metric": metric, "k": int(k), "queries": {},
-              "unknown": [w for w in queries if w not in word_to_id]}
+    result = {
+        "metric": metric,
+        "k": int(k),
+        "queries": {},
+        "unknown": [w for w in queries if w not in word_to_id],
+    }
     if not known:
         return result
     valid = np.zeros(len(vectors), dtype=bool)

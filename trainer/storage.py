@@ -29,11 +29,11 @@ class StoreError(Exception):
     """A store operation failed in a way the user must act on."""
 
 
-class NotFound(StoreError):
+class NotFoundError(StoreError):
     """The key does not exist."""
 
 
-class AlreadyExists(StoreError):
+class AlreadyExistsError(StoreError):
     """A create-only write found the key already there."""
 
 
@@ -81,7 +81,7 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
-            raise NotFound(f"{self.uri}/{key} does not exist") from e
+            raise NotFoundError(f"{self.uri}/{key} does not exist") from e
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
@@ -97,7 +97,7 @@ class LocalStore:
                 try:
                     os.link(tmp, path)
                 except FileExistsError as e:
-                    raise AlreadyExists(f"{self.uri}/{key} already exists") from e
+                    raise AlreadyExistsError(f"{self.uri}/{key} already exists") from e
             else:
                 os.replace(tmp, path)
         finally:
@@ -152,7 +152,7 @@ class LocalStore:
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         try:
             data = self.read_bytes(key)
-        except NotFound:
+        except NotFoundError:
             return None, None
         return data, hashlib.sha256(data).hexdigest()
 
@@ -169,7 +169,9 @@ class LocalStore:
 class GCSStore:
     """A gs://bucket/prefix through google-cloud-storage (honours STORAGE_EMULATOR_HOST)."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, client=None, deadline: float | None = None):
+    def __init__(
+        self, bucket: str, prefix: str = "", *, client=None, deadline: float | None = None
+    ):
         _check_bucket(bucket)
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
@@ -215,7 +217,10 @@ class GCSStore:
 
     def child(self, *parts: str) -> GCSStore:
         return GCSStore(
-            self.bucket_name, _join(self.prefix, *parts), client=self._client, deadline=self.deadline
+            self.bucket_name,
+            _join(self.prefix, *parts),
+            client=self._client,
+            deadline=self.deadline,
         )
 
     def _wrap(self, op: str, key: str, e: Exception) -> StoreError:
@@ -223,9 +228,9 @@ class GCSStore:
 
         where = f"gs://{self.bucket_name}/{self._name(key)}"
         if isinstance(e, gexc.NotFound):
-            return NotFound(f"{where} does not exist")
+            return NotFoundError(f"{where} does not exist")
         if isinstance(e, gexc.PreconditionFailed):
-            return AlreadyExists(f"{where} already exists")
+            return AlreadyExistsError(f"{where} already exists")
         if isinstance(e, gexc.Forbidden):
             return StoreError(f"{op} {where}: permission denied ({e.message})")
         return StoreError(f"{op} {where} failed: {type(e).__name__}: {e}")
@@ -243,7 +248,7 @@ class GCSStore:
             blob.upload_from_string(data, retry=self._retry(), **kwargs)
         except Exception as e:
             err = self._wrap("write", key, e)
-            if if_absent and isinstance(err, AlreadyExists) and self._same_content(key, data):
+            if if_absent and isinstance(err, AlreadyExistsError) and self._same_content(key, data):
                 # Our first attempt landed but its response was lost; the retry then hit
                 # the precondition. Reading back settles it.
                 return
@@ -284,15 +289,13 @@ class GCSStore:
                 self.bucket.blob(self._name(key)).delete(retry=self._retry())
             except Exception as e:
                 err = self._wrap("delete", key, e)
-                if not isinstance(err, NotFound):
+                if not isinstance(err, NotFoundError):
                     raise err from e
         return len(keys)
 
     def upload_file(self, local: Path, key: str) -> None:
         try:
-            self.bucket.blob(self._name(key)).upload_from_filename(
-                str(local), retry=self._retry()
-            )
+            self.bucket.blob(self._name(key)).upload_from_filename(str(local), retry=self._retry())
         except Exception as e:
             raise self._wrap("upload", key, e) from e
 
@@ -331,9 +334,7 @@ class GCSStore:
         blob = self.bucket.blob(self._name(key))
         expected = 0 if version is None else int(version)
         try:
-            blob.upload_from_string(
-                data, if_generation_match=expected, retry=self._retry()
-            )
+            blob.upload_from_string(data, if_generation_match=expected, retry=self._retry())
             return True
         except gexc.PreconditionFailed:
             # A 412 can also mean our own earlier attempt landed and only its response was
@@ -380,4 +381,3 @@ def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
             " file:// or gs://bucket/prefix"
         )
     return LocalStore(uri)
-

@@ -8,6 +8,7 @@ and moves by compare-and-swap through a quality gate (see promote()).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -28,7 +29,7 @@ from trainer import data as data_mod
 from trainer import distribute
 from trainer.config import ConfigError, TrainConfig
 from trainer.neighbours import nearest
-from trainer.storage import AlreadyExists, NotFound, Store, open_store
+from trainer.storage import AlreadyExistsError, NotFoundError, Store, open_store
 
 SUCCESS = "_SUCCESS"
 LATEST = "latest.json"
@@ -36,11 +37,22 @@ CKPT_DIR = "checkpoints"
 CKPT_RE = re.compile(r"^checkpoints/epoch-(\d{4})\.keras$")
 RESERVED = {0: "<pad>", 1: "<start>", 2: "<oov>", 3: "<unused>"}
 # Keys that must match when a run id is started again (anything else may differ).
-RESUME_KEYS = ("model", "data", "epochs", "batch_size", "vocab_size", "max_review_length",
-               "embedding_dim", "lstm_units", "learning_rate", "seed", "sample")
+RESUME_KEYS = (
+    "model",
+    "data",
+    "epochs",
+    "batch_size",
+    "vocab_size",
+    "max_review_length",
+    "embedding_dim",
+    "lstm_units",
+    "learning_rate",
+    "seed",
+    "sample",
+)
 
 
-class Preempted(Exception):
+class PreemptedError(Exception):
     """SIGTERM arrived: the run stopped at a checkpoint and can be resumed."""
 
 
@@ -62,8 +74,11 @@ class Termination:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
-        print(f"received {signal.Signals(signum).name}: stopping after this batch, "
-              "checkpointing", file=sys.stderr, flush=True)
+        print(
+            f"received {signal.Signals(signum).name}: stopping after this batch, checkpointing",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @property
     def requested(self) -> bool:
@@ -76,12 +91,17 @@ def new_run_id() -> str:
 
 def _versions() -> dict:
     out = {"python": platform.python_version()}
-    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "tf-keras", "numpy",
-                "google-cloud-storage", "imdb-train"):
-        try:
+    for pkg in (
+        "tensorflow",
+        "tensorflow-cpu",
+        "keras",
+        "tf-keras",
+        "numpy",
+        "google-cloud-storage",
+        "imdb-train",
+    ):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -105,10 +125,13 @@ def _latest_checkpoint(store: Store) -> tuple[int, str] | None:
 def _check_resumable(store: Store, cfg: TrainConfig) -> None:
     try:
         previous = json.loads(store.read_bytes("config.json"))["config"]
-    except NotFound:
+    except NotFoundError:
         return
-    diffs = [f"{k}: {previous.get(k)!r} -> {cfg.to_dict()[k]!r}" for k in RESUME_KEYS
-             if previous.get(k) != cfg.to_dict()[k]]
+    diffs = [
+        f"{k}: {previous.get(k)!r} -> {cfg.to_dict()[k]!r}"
+        for k in RESUME_KEYS
+        if previous.get(k) != cfg.to_dict()[k]
+    ]
     if diffs:
         raise ConfigError(
             f"run {cfg.run_id!r} already exists in {store.uri} with other settings "
@@ -164,34 +187,48 @@ def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int =
         if current and current.get("run_id") == cfg.run_id:
             return {"promoted": True, "reason": "already the latest run", "previous": current}
         if acc < cfg.min_accuracy:
-            return {"promoted": False, "previous": current,
-                    "reason": f"test accuracy {acc:.4f} is below the floor {cfg.min_accuracy:.4f}"}
+            return {
+                "promoted": False,
+                "previous": current,
+                "reason": f"test accuracy {acc:.4f} is below the floor {cfg.min_accuracy:.4f}",
+            }
         if current and acc < float(current["test_accuracy"]) - cfg.tolerance:
-            return {"promoted": False, "previous": current,
-                    "reason": f"test accuracy {acc:.4f} is worse than latest run "
-                              f"{current['run_id']} ({float(current['test_accuracy']):.4f}) by "
-                              f"more than the tolerance {cfg.tolerance:.4f}"}
+            return {
+                "promoted": False,
+                "previous": current,
+                "reason": f"test accuracy {acc:.4f} is worse than latest run "
+                f"{current['run_id']} ({float(current['test_accuracy']):.4f}) by "
+                f"more than the tolerance {cfg.tolerance:.4f}",
+            }
         pointer = {
-            "run_id": cfg.run_id, "model": cfg.model, "test_accuracy": acc,
+            "run_id": cfg.run_id,
+            "model": cfg.model,
+            "test_accuracy": acc,
             "test_loss": metrics.get("test_loss"),
             "uri": f"{model_store.uri}/{cfg.run_id}",
             "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "previous_run_id": current.get("run_id") if current else None,
         }
         if model_store.write_versioned(LATEST, _json(pointer), version):
-            return {"promoted": True, "previous": current,
-                    "reason": "first run" if not current else
-                    f"test accuracy {acc:.4f} vs {float(current['test_accuracy']):.4f}"}
+            return {
+                "promoted": True,
+                "previous": current,
+                "reason": "first run"
+                if not current
+                else f"test accuracy {acc:.4f} vs {float(current['test_accuracy']):.4f}",
+            }
         time.sleep(0.05 + secrets.randbelow(100) / 1000)
-    return {"promoted": False, "previous": None,
-            "reason": f"latest.json kept changing; gave up after {attempts} attempts"}
+    return {
+        "promoted": False,
+        "previous": None,
+        "reason": f"latest.json kept changing; gave up after {attempts} attempts",
+    }
 
 
 class Trainer:
     """One training run of one model variant."""
 
-    def __init__(self, cfg: TrainConfig, termination: Termination | None = None,
-                 log=print) -> None:
+    def __init__(self, cfg: TrainConfig, termination: Termination | None = None, log=print) -> None:
         if not cfg.run_id:
             cfg.run_id = new_run_id()
         self.cfg = cfg
@@ -219,10 +256,13 @@ class Trainer:
             self.log(f"run {cfg.run_id} is already complete in {self.store.uri}; nothing to do")
             return json.loads(self.store.read_bytes("metrics.json"))
         _check_resumable(self.store, cfg)
-        dataset = data_mod.load(cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample,
-                                cfg.cache_dir or None)
-        self.log(f"data: {len(dataset.y_train)} train / {len(dataset.y_test)} test reviews "
-                 f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}")
+        dataset = data_mod.load(
+            cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
+        )
+        self.log(
+            f"data: {len(dataset.y_train)} train / {len(dataset.y_test)} test reviews "
+            f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}"
+        )
         with tempfile.TemporaryDirectory(prefix="imdb-train-") as tmp:
             return self._train(dataset, Path(tmp))
 
@@ -291,18 +331,24 @@ class Trainer:
         if initial_epoch < cfg.epochs:
             self.termination.install()
             model.fit(
-                train_ds, validation_data=test_ds, epochs=cfg.epochs,
-                initial_epoch=initial_epoch, callbacks=callbacks,
+                train_ds,
+                validation_data=test_ds,
+                epochs=cfg.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2,
             )
         if self.termination.requested:
             done = _latest_checkpoint(self.store)
-            raise Preempted(f"stopped by signal {self.termination.signum} after epoch "
-                            f"{done[0] if done else 0} of {cfg.epochs}; rerun with --run-id "
-                            f"{cfg.run_id} to resume")
+            raise PreemptedError(
+                f"stopped by signal {self.termination.signum} after epoch "
+                f"{done[0] if done else 0} of {cfg.epochs}; rerun with --run-id "
+                f"{cfg.run_id} to resume"
+            )
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
-        return self._publish(model, dataset, state, replicas, float(test_loss),
-                             float(test_acc), workdir, tb_dir)
+        return self._publish(
+            model, dataset, state, replicas, float(test_loss), float(test_acc), workdir, tb_dir
+        )
 
     def _checkpoint(self, model, epoch: int, state: dict, workdir: Path, tb_dir: Path) -> None:
         # Every worker saves (collectives may be involved); only the chief uploads.
@@ -317,8 +363,9 @@ class Trainer:
             self._upload_tree(tb_dir, "tensorboard")
         self.log(f"checkpoint: epoch {epoch} saved to {self.store.uri}/{CKPT_DIR}/")
 
-    def _publish(self, model, dataset, state, replicas, test_loss, test_acc, workdir,
-                 tb_dir) -> dict:
+    def _publish(
+        self, model, dataset, state, replicas, test_loss, test_acc, workdir, tb_dir
+    ) -> dict:
         cfg = self.cfg
         id_to_word = dataset.id_to_word(cfg.vocab_size)
         vectors = model.get_layer("embedding").get_weights()[0]
@@ -330,8 +377,9 @@ class Trainer:
             "test_accuracy": test_acc,
             "test_loss": test_loss,
             "epochs_completed": len(history.get("loss", [])),
-            "history": {k: history.get(k, []) for k in
-                        ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "history": {
+                k: history.get(k, []) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+            },
             "epoch_seconds": state["epoch_seconds"],
             "replicas": replicas,
             "global_batch_size": cfg.batch_size,
@@ -342,8 +390,11 @@ class Trainer:
         if self.chief:
             model.save(workdir / "model.keras")
             write_embedding(workdir, vectors, id_to_word)
-            plot_curves(history, workdir / "curves.png",
-                        f"{cfg.model} run {cfg.run_id}: test accuracy {test_acc:.4f}")
+            plot_curves(
+                history,
+                workdir / "curves.png",
+                f"{cfg.model} run {cfg.run_id}: test accuracy {test_acc:.4f}",
+            )
             self._put("word_index.json", json.dumps(dataset.word_index).encode())
             self._put("neighbours.json", _json(neighbours))
             self.store.upload_file(workdir / "model.keras", "model.keras")
@@ -351,13 +402,14 @@ class Trainer:
             self._upload_tree(workdir / "embedding", "embedding")
             self._upload_tree(tb_dir, "tensorboard")
             self._put("metrics.json", _json(metrics))
-            try:
+            # A previous attempt may have finished publishing first: same run, same content.
+            with contextlib.suppress(AlreadyExistsError):
                 self._put(SUCCESS, _json({"run_id": cfg.run_id}), if_absent=True)
-            except AlreadyExists:
-                pass  # a previous attempt finished publishing first; same run, same content
-        self.log(f"\n{cfg.model} run {cfg.run_id}: test accuracy {test_acc:.4f} "
-                 f"(loss {test_loss:.4f}) after {metrics['epochs_completed']} epochs "
-                 f"on {replicas} replica(s)")
+        self.log(
+            f"\n{cfg.model} run {cfg.run_id}: test accuracy {test_acc:.4f} "
+            f"(loss {test_loss:.4f}) after {metrics['epochs_completed']} epochs "
+            f"on {replicas} replica(s)"
+        )
         great = neighbours["queries"].get("great")
         if great is not None:
             self.log("nearest to 'great': " + ", ".join(n["word"] for n in great))
@@ -373,6 +425,5 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
-    """Run one training job to completion (or raise Preempted)."""
+    """Run one training job to completion (or raise PreemptedError)."""
     return Trainer(cfg, log=log).run()
-
