@@ -1,0 +1,321 @@
+"""The only module that talks to the Kubernetes API server; every failure says what to do."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from jobs.manifest import CONTAINER_NAME, LABEL_JOB_NAME
+
+
+class ClusterError(Exception):
+    """An API call failed; the message names the object and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOutcome:
+    """How a finished Job ended."""
+
+    name: str
+    succeeded: bool
+    reason: str
+    message: str
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """In-cluster config inside a pod, kubeconfig (KUBECONFIG, ~/.kube/config) elsewhere.
+
+    Raises:
+        ClusterError: no usable configuration was found.
+    """
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        except config.ConfigException as e:
+            raise ClusterError(f"in-cluster Kubernetes configuration is unusable: {e}") from e
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (config.ConfigException, OSError) as e:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise ClusterError(
+            f"no usable Kubernetes configuration in {where} ({str(e).strip()}); set KUBECONFIG, "
+            "pass --kubeconfig, or run `gcloud container clusters get-credentials CLUSTER`"
+        ) from e
+
+
+def _status_details(e: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(e.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _translate(
+    e: Exception, verb: str, resource: str, namespace: str, name: str | None = None, group: str = ""
+) -> ClusterError:
+    what = f"{resource.rstrip('s')} {name}" if name else resource
+    if not isinstance(e, ApiException):
+        return ClusterError(
+            f"cannot {verb} {what} in namespace {namespace}: the API server is unreachable "
+            f"({type(e).__name__}: {e}); check your kubeconfig context and network"
+        )
+    body = _status_details(e)
+    details = body.get("details") or {}
+    message = body.get("message") or e.reason or ""
+    if e.status == 409 and verb == "create":
+        return ClusterError(
+            f"{what} already exists in namespace {namespace}; pass --run-id to start another run"
+        )
+    if e.status == 403:
+        api_group = group or "core"
+        return ClusterError(
+            f"forbidden: cannot {verb} {what} in namespace {namespace}: your account needs the "
+            f"RBAC verb {verb!r} on resource {resource!r} (API group {api_group!r}); apply "
+            f"k8s/rbac.yaml and bind it to you ({message})"
+        )
+    if e.status == 404 and (details.get("kind") == "namespaces" or "namespaces" in message):
+        return ClusterError(f"namespace {namespace} does not exist; create it or pass --namespace")
+    if e.status == 404:
+        return ClusterError(f"{what} not found in namespace {namespace}")
+    if e.status == 401:
+        return ClusterError(
+            f"cannot {verb} {what} in namespace {namespace}: the cluster rejected your "
+            "credentials (expired token?); refresh your kubeconfig"
+        )
+    if e.status == 422:
+        return ClusterError(
+            f"the API server rejected {what} in namespace {namespace} as invalid: {message}"
+        )
+    return ClusterError(
+        f"cannot {verb} {what} in namespace {namespace}: HTTP {e.status} {e.reason}: {message}"
+    )
+
+
+def job_outcome(job: client.V1Job) -> JobOutcome | None:
+    """The Job's terminal condition, or None while it is still running."""
+    for cond in (job.status and job.status.conditions) or []:
+        if cond.status != "True":
+            continue
+        if cond.type == "Complete":
+            return JobOutcome(
+                job.metadata.name, True, cond.reason or "Complete", cond.message or ""
+            )
+        if cond.type == "Failed":
+            return JobOutcome(job.metadata.name, False, cond.reason or "Failed", cond.message or "")
+    return None
+
+
+class Cluster:
+    """Jobs, their pods and logs in one API server (client injected for tests)."""
+
+    def __init__(self, api_client: client.ApiClient):
+        self.api_client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def _call(self, verb, resource, namespace, name, fn, *args, group="", **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise _translate(e, verb, resource, namespace, name, group) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _translate(e, verb, resource, namespace, name, group) from e
+
+    def create(self, objs: list[Any]) -> list[Any]:
+        """Create a Job and, for multi-worker runs, its headless Service (owned by the Job)."""
+        created: list[Any] = []
+        jobs = [o for o in objs if isinstance(o, client.V1Job)]
+        for job in jobs:
+            ns, name = job.metadata.namespace, job.metadata.name
+            created.append(
+                self._call(
+                    "create",
+                    "jobs",
+                    ns,
+                    name,
+                    self.batch.create_namespaced_job,
+                    ns,
+                    job,
+                    group="batch",
+                )
+            )
+        owners = {j.metadata.name: j for j in created}
+        for svc in (o for o in objs if isinstance(o, client.V1Service)):
+            ns, name = svc.metadata.namespace, svc.metadata.name
+            owner = owners.get(svc.spec.selector.get(LABEL_JOB_NAME, ""))
+            if owner is not None:
+                # Deleting the Job (cancel, TTL) then garbage-collects the Service.
+                svc = svc.model_copy(deep=True)
+                svc.metadata.owner_references = [
+                    client.V1OwnerReference(
+                        api_version="batch/v1",
+                        kind="Job",
+                        name=owner.metadata.name,
+                        uid=owner.metadata.uid,
+                    )
+                ]
+            created.append(
+                self._call(
+                    "create", "services", ns, name, self.core.create_namespaced_service, ns, svc
+                )
+            )
+        return created
+
+    def get_job(self, namespace: str, name: str) -> client.V1Job:
+        return self._call(
+            "get",
+            "jobs",
+            namespace,
+            name,
+            self.batch.read_namespaced_job,
+            name,
+            namespace,
+            group="batch",
+        )
+
+    def list_jobs(self, namespace: str, selector: str = "") -> list[client.V1Job]:
+        result = self._call(
+            "list",
+            "jobs",
+            namespace,
+            None,
+            self.batch.list_namespaced_job,
+            namespace,
+            label_selector=selector or None,
+            group="batch",
+        )
+        return list(result.items)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job; Background propagation removes its pods (and Service) too."""
+        self._call(
+            "delete",
+            "jobs",
+            namespace,
+            name,
+            self.batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+            group="batch",
+        )
+
+    def job_pods(self, namespace: str, job_name: str) -> list[client.V1Pod]:
+        result = self._call(
+            "list",
+            "pods",
+            namespace,
+            None,
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_JOB_NAME}={job_name}",
+        )
+        return sorted(
+            result.items, key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name)
+        )
+
+    def wait_job(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        timeout: float | None = None,
+        on_change: Callable[[client.V1Job], None] | None = None,
+        watch_seconds: int = 300,
+    ) -> JobOutcome:
+        """Watch a Job until it completes or fails.
+
+        Raises:
+            ClusterError: the Job vanished, the API failed, or `timeout` seconds passed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(namespace, name)
+            outcome = job_outcome(job)
+            if outcome:
+                return outcome
+            if on_change:
+                on_change(job)
+            remaining = watch_seconds if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterError(
+                    f"timed out after {timeout:g}s waiting for job {name} in namespace "
+                    f"{namespace}; it is still running (check with python -m jobs.status)"
+                )
+            w = watch.Watch()
+            try:
+                # A bounded watch from the version just read: no event is missed, and a
+                # stale version (410 Gone) only costs a fresh get.
+                for event in w.stream(
+                    self.batch.list_namespaced_job,
+                    namespace,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=job.metadata.resource_version,
+                    timeout_seconds=max(1, int(min(remaining, watch_seconds))),
+                ):
+                    obj = event["object"]
+                    if event["type"] == "DELETED":
+                        raise ClusterError(
+                            f"job {name} in namespace {namespace} was deleted before it finished"
+                        )
+                    outcome = job_outcome(obj)
+                    if outcome:
+                        w.stop()
+                        return outcome
+                    if on_change:
+                        on_change(obj)
+            except ApiException as e:
+                if e.status != 410:
+                    raise _translate(e, "watch", "jobs", namespace, name, "batch") from e
+
+    def wait_pod_started(self, namespace: str, job_name: str, timeout: float = 600) -> str:
+        """Name of the Job's newest pod once it runs (or already ended), for log streaming."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.job_pods(namespace, job_name)
+            if (
+                pods
+                and pods[-1].status
+                and pods[-1].status.phase in ("Running", "Succeeded", "Failed")
+            ):
+                return pods[-1].metadata.name
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"no running pod for job {job_name} in namespace {namespace} after "
+                    f"{timeout:g}s; check `kubectl describe job {job_name} -n {namespace}`"
+                )
+            time.sleep(1)
+
+    def stream_log(
+        self, namespace: str, pod: str, *, follow: bool = True, tail_lines: int | None = None
+    ) -> Iterator[str]:
+        """The trainer container's log, line by line (until the container ends, if following)."""
+        resp = self._call(
+            "get",
+            "pods/log",
+            namespace,
+            pod,
+            self.core.read_namespaced_pod_log,
+            pod,
+            namespace,
+            container=CONTAINER_NAME,
+            follow=follow,
+            tail_lines=tail_lines,
+            _preload_content=False,
+        )
+        try:
+            yield from watch.watch.iter_resp_lines(resp)
+        finally:
+            resp.close()
+            resp.release_conn()

@@ -1,0 +1,396 @@
+"""Pure translation from JobSpec to Kubernetes objects (V1Job, V1CronJob, ...); no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from jobs.spec import VERSION, WORKER_PORT, JobSpec
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_MODEL = "imdb-train/model"
+LABEL_RUN_ID = "imdb-train/run-id"
+# Set by the Job controller on every pod it creates (Kubernetes >= 1.27).
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+
+APP_NAME = "imdb-train"
+MANAGED_BY = "imdb-train-submit"
+CONTAINER_NAME = "trainer"
+RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"
+WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"
+
+# The trainer's exit codes (its CLI contract).
+EXIT_BAD_INPUT = 2  # permanent: retrying cannot help
+EXIT_RETRYABLE = 75  # EX_TEMPFAIL: preempted / transient; counts against backoffLimit
+
+UID = 10001  # the image's non-root user (see Dockerfile)
+TMP_DIR = "/tmp"
+CACHE_DIR = "/cache"
+
+SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
+    ("batch", "jobs", ["create", "get", "list", "watch", "delete"]),
+    ("", "pods", ["get", "list", "watch"]),
+    ("", "pods/log", ["get"]),
+    # Multi-worker runs come with a headless Service owned by the Job.
+    ("", "services", ["create", "get", "delete"]),
+]
+
+
+def labels(spec: JobSpec, component: str = "trainer", *, run_id: bool = True) -> dict[str, str]:
+    """The labels of every object made for one spec (selectors use a subset)."""
+    out = {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: spec.name,
+        LABEL_COMPONENT: component,
+        LABEL_VERSION: VERSION,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MODEL: spec.model,
+    }
+    if run_id:
+        out[LABEL_RUN_ID] = spec.run_id
+    return out
+
+
+def _base_labels(name: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: component,
+        LABEL_VERSION: VERSION,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
+    env = [
+        client.V1EnvVar(name="HOME", value=CACHE_DIR),
+        client.V1EnvVar(name="IMDB_TRAIN_CACHE", value=f"{CACHE_DIR}/imdb-train"),
+        client.V1EnvVar(name="MPLCONFIGDIR", value=f"{TMP_DIR}/matplotlib"),
+    ]
+    if scheduled:
+        # A CronJob's Jobs are named <cronjob>-<minute>; the name is the run id, stable across
+        # the pod retries of one Job (so a retried pod resumes its own checkpoints).
+        env.append(
+            client.V1EnvVar(
+                name=RUN_ID_ENV,
+                value_from=client.V1EnvVarSource(
+                    field_ref=client.V1ObjectFieldSelector(
+                        field_path=f"metadata.labels['{LABEL_JOB_NAME}']"
+                    )
+                ),
+            )
+        )
+    if spec.workers > 1:
+        # With JOB_COMPLETION_INDEX (set by Kubernetes on Indexed Jobs) the trainer builds
+        # TF_CONFIG.
+        env.append(client.V1EnvVar(name=WORKER_HOSTS_ENV, value=",".join(spec.worker_hosts())))
+    return env
+
+
+def _resources(spec: JobSpec) -> client.V1ResourceRequirements:
+    requests = {k: v for k, v in (("cpu", spec.cpu_request), ("memory", spec.memory_request)) if v}
+    limits: dict[str, str] = {
+        k: v for k, v in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if v
+    }
+    if spec.gpus:
+        limits["nvidia.com/gpu"] = str(spec.gpus)
+    return client.V1ResourceRequirements(requests=requests or None, limits=limits or None)
+
+
+def container_security_context() -> client.V1SecurityContext:
+    """Pod Security Standards "restricted", plus a read-only root filesystem."""
+    return client.V1SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=client.V1Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        run_as_user=UID,
+        run_as_group=UID,
+        seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Container:
+    """The trainer container; args follow the trainer CLI contract."""
+    args = spec.trainer_args(run_id=f"$({RUN_ID_ENV})" if scheduled else None)
+    ports = (
+        [client.V1ContainerPort(name="tf-worker", container_port=WORKER_PORT)]
+        if spec.workers > 1
+        else None
+    )
+    return client.V1Container(
+        name=CONTAINER_NAME,
+        image=spec.image,
+        image_pull_policy=spec.image_pull_policy,
+        args=args,
+        env=_env(spec, scheduled=scheduled),
+        ports=ports,
+        resources=_resources(spec),
+        security_context=container_security_context(),
+        volume_mounts=[
+            client.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
+            client.V1VolumeMount(name="cache", mount_path=CACHE_DIR),
+        ],
+    )
+
+
+def _tolerations(spec: JobSpec) -> list[client.V1Toleration] | None:
+    if not spec.tolerations:
+        return None
+    return [
+        client.V1Toleration(
+            key=t.get("key"),
+            operator=t.get("operator"),
+            value=t.get("value"),
+            effect=t.get("effect"),
+            toleration_seconds=t.get("tolerationSeconds"),
+        )
+        for t in spec.tolerations
+    ]
+
+
+def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpec:
+    return client.V1PodSpec(
+        # The Job controller, not the kubelet, decides about retries (podFailurePolicy).
+        restart_policy="Never",
+        service_account_name=spec.service_account,
+        # Workload Identity reaches GCP through the metadata server; no token in the pod.
+        automount_service_account_token=False,
+        # SIGTERM -> the trainer checkpoints and exits 75 before SIGKILL.
+        termination_grace_period_seconds=spec.termination_grace_period_seconds,
+        subdomain=spec.service_name if spec.workers > 1 else None,
+        node_selector=spec.node_selector or None,
+        tolerations=_tolerations(spec),
+        security_context=client.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=UID,
+            run_as_group=UID,
+            fs_group=UID,
+            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        containers=[build_container(spec, scheduled=scheduled)],
+        volumes=[
+            client.V1Volume(
+                name="tmp", empty_dir=client.V1EmptyDirVolumeSource(size_limit=spec.tmp_size_limit)
+            ),
+            client.V1Volume(
+                name="cache",
+                empty_dir=client.V1EmptyDirVolumeSource(size_limit=spec.cache_size_limit),
+            ),
+        ],
+    )
+
+
+def build_pod_template(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodTemplateSpec:
+    return client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels=labels(spec, run_id=not scheduled)),
+        spec=build_pod_spec(spec, scheduled=scheduled),
+    )
+
+
+def build_pod_failure_policy() -> client.V1PodFailurePolicy:
+    """Disruptions are free, bad input is final, everything else (incl. 75) is a retry."""
+    return client.V1PodFailurePolicy(
+        rules=[
+            # Preemption, node drain, eviction: not the trainer's fault; do not count it.
+            client.V1PodFailurePolicyRule(
+                action="Ignore",
+                on_pod_conditions=[
+                    client.V1PodFailurePolicyOnPodConditionsPattern(
+                        type="DisruptionTarget", status="True"
+                    )
+                ],
+            ),
+            # Exit 2 = bad input: the same pod would fail the same way again.
+            client.V1PodFailurePolicyRule(
+                action="FailJob",
+                on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                    container_name=CONTAINER_NAME, operator="In", values=[EXIT_BAD_INPUT]
+                ),
+            ),
+        ]
+    )
+
+
+def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpec:
+    indexed = spec.workers > 1
+    return client.V1JobSpec(
+        # Multi-worker training is one synchronous all-reduce group: a lost worker stalls the
+        # others, and per-index retries (backoffLimitPerIndex) would restart one member into a
+        # group that is already broken. So an indexed Job fails on its first failure, Kubernetes
+        # stops the other workers, and the whole group is re-run (same run id, resuming from
+        # checkpoints). A single worker retries in place up to backoffLimit.
+        backoff_limit=0 if indexed else spec.backoff_limit,
+        completion_mode="Indexed" if indexed else None,
+        completions=spec.workers if indexed else None,
+        parallelism=spec.workers if indexed else None,
+        pod_failure_policy=build_pod_failure_policy(),
+        # Never two pods for one index: the old one may still be writing its checkpoint.
+        pod_replacement_policy="Failed",
+        active_deadline_seconds=spec.active_deadline_seconds,
+        ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        template=build_pod_template(spec, scheduled=scheduled),
+    )
+
+
+def build_job(spec: JobSpec) -> client.V1Job:
+    """The trainer Job for one spec (Indexed, one pod per worker, when workers > 1)."""
+    return client.V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=client.V1ObjectMeta(
+            name=spec.job_name, namespace=spec.namespace, labels=labels(spec)
+        ),
+        spec=build_job_spec(spec),
+    )
+
+
+def build_service(spec: JobSpec) -> client.V1Service:
+    """The headless Service that gives each indexed worker pod a DNS name <job>-<i>.<svc>."""
+    return client.V1Service(
+        api_version="v1",
+        kind="Service",
+        metadata=client.V1ObjectMeta(
+            name=spec.service_name, namespace=spec.namespace, labels=labels(spec)
+        ),
+        spec=client.V1ServiceSpec(
+            cluster_ip="None",
+            # Workers resolve each other while still starting, before any readiness.
+            publish_not_ready_addresses=True,
+            selector={LABEL_JOB_NAME: spec.job_name},
+            ports=[
+                client.V1ServicePort(
+                    name="tf-worker", port=WORKER_PORT, target_port=WORKER_PORT, protocol="TCP"
+                )
+            ],
+        ),
+    )
+
+
+def build_objects(spec: JobSpec) -> list[Any]:
+    """What one submission creates: [Service,] Job."""
+    return [build_service(spec), build_job(spec)] if spec.workers > 1 else [build_job(spec)]
+
+
+def cronjob_name(spec: JobSpec) -> str:
+    return f"{spec.name}-retrain-{spec.model}"
+
+
+def build_cronjob(
+    spec: JobSpec,
+    *,
+    schedule: str = "0 3 * * 0",
+    time_zone: str = "Etc/UTC",
+    starting_deadline_seconds: int = 3600,
+    successful_jobs_history_limit: int = 3,
+    failed_jobs_history_limit: int = 3,
+    suspend: bool = False,
+) -> client.V1CronJob:
+    """Scheduled retraining: one Job per tick, each with its own run id (its Job name).
+
+    Raises:
+        ValueError: workers > 1 (an Indexed group needs a per-run Service) or the name is too long.
+    """
+    if spec.workers > 1:
+        raise ValueError(
+            f"invalid workers {spec.workers} for a CronJob: expected 1 (multi-worker runs are "
+            "submitted with jobs.submit)"
+        )
+    name = cronjob_name(spec)
+    # The controller appends -<11 digits> to make Job names; those must stay within 63.
+    if len(name) > 52:
+        raise ValueError(f"invalid name {spec.name!r}: CronJob name {name!r} exceeds 52 characters")
+    return client.V1CronJob(
+        api_version="batch/v1",
+        kind="CronJob",
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=spec.namespace, labels=labels(spec, "retrain", run_id=False)
+        ),
+        spec=client.V1CronJobSpec(
+            schedule=schedule,
+            time_zone=time_zone,
+            # A retrain still running when the next tick comes is not doubled up.
+            concurrency_policy="Forbid",
+            starting_deadline_seconds=starting_deadline_seconds,
+            successful_jobs_history_limit=successful_jobs_history_limit,
+            failed_jobs_history_limit=failed_jobs_history_limit,
+            suspend=suspend,
+            job_template=client.V1JobTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels(spec, "retrain", run_id=False)),
+                spec=build_job_spec(spec, scheduled=True),
+            ),
+        ),
+    )
+
+
+def build_service_account(
+    name: str,
+    namespace: str,
+    *,
+    instance: str,
+    component: str,
+    gcp_service_account: str = "",
+) -> client.V1ServiceAccount:
+    """A ServiceAccount; the trainer's maps to a GCP SA through Workload Identity (no keys)."""
+    annotations = (
+        {"iam.gke.io/gcp-service-account": gcp_service_account} if gcp_service_account else None
+    )
+    return client.V1ServiceAccount(
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=client.V1ObjectMeta(
+            name=name,
+            namespace=namespace,
+            labels=_base_labels(instance, component),
+            annotations=annotations,
+        ),
+        automount_service_account_token=False,
+    )
+
+
+def build_role(name: str, namespace: str, *, instance: str) -> client.V1Role:
+    """Only what jobs.submit/status/logs/cancel need, in one namespace."""
+    return client.V1Role(
+        api_version="rbac.authorization.k8s.io/v1",
+        kind="Role",
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=namespace, labels=_base_labels(instance, "submitter")
+        ),
+        rules=[
+            client.V1PolicyRule(api_groups=[group], resources=[resource], verbs=verbs)
+            for group, resource, verbs in SUBMITTER_RULES
+        ],
+    )
+
+
+def build_role_binding(
+    name: str, namespace: str, *, instance: str, service_account: str
+) -> client.V1RoleBinding:
+    return client.V1RoleBinding(
+        api_version="rbac.authorization.k8s.io/v1",
+        kind="RoleBinding",
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=namespace, labels=_base_labels(instance, "submitter")
+        ),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=name),
+        subjects=[
+            client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)
+        ],
+    )
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The object as the API server would receive it (camelCase keys, no nulls)."""
+    # An ApiClient only builds a connection pool object here; nothing is sent.
+    return client.ApiClient().sanitize_for_serialization(obj)
+
+
+def to_yaml(objs: list[Any]) -> str:
+    """Multi-document YAML of Kubernetes objects, keys in API order."""
+    return yaml.safe_dump_all([to_dict(o) for o in objs], sort_keys=False, default_flow_style=False)

@@ -1,0 +1,298 @@
+"""JobSpec: everything needed to build one trainer Job, validated where it is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+VERSION = "0.1.0"
+"""The app version: chart appVersion, the image tag and the `app.kubernetes.io/version` label."""
+
+MODELS = ("mean", "lstm")
+MODEL_CHOICES = (*MODELS, "all")
+
+DEFAULT_NAME = "imdb-train"
+DEFAULT_IMAGE = f"imdb-train:{VERSION}"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_OUTPUT = "gs://imdb-train-runs/imdb"
+DEFAULT_DATA = "keras"
+DEFAULT_SERVICE_ACCOUNT = "imdb-train"
+# Labels set by NVIDIA GPU feature discovery / the GPU operator; GKE users pass
+# --node-selector cloud.google.com/gke-accelerator=nvidia-l4 instead.
+GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+# GPU node pools are usually tainted so that only pods asking for GPUs land there.
+GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+]
+
+WORKER_PORT = 2222
+MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostname prefix
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run id unique per submission: UTC timestamp plus 4 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def resolve_models(model: Any) -> list[str]:
+    """Expand a --model value (`mean`, `lstm`, `all`, or a comma list) into model names.
+
+    Raises:
+        ValueError: a name is not one of MODEL_CHOICES.
+    """
+    names = list(model) if isinstance(model, (list, tuple)) else str(model).split(",")
+    out: list[str] = []
+    for raw in names:
+        name = str(raw).strip()
+        if name not in MODEL_CHOICES:
+            raise ValueError(f"invalid model {name!r}: expected one of {', '.join(MODEL_CHOICES)}")
+        for m in MODELS if name == "all" else (name,):
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def _int(field: str, value: Any, minimum: int) -> int:
+    # fire hands over whatever the flag looked like: 10, "10", 10.0 or True.
+    if isinstance(value, bool):
+        raise ValueError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or value < minimum:
+        raise ValueError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def _optional_int(field: str, value: Any, minimum: int) -> int | None:
+    return None if value is None or value == "" else _int(field, value, minimum)
+
+
+def _quantity(field: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(
+            f"invalid {field} {value!r}: expected a Kubernetes quantity like 4, 500m, 16Gi"
+        )
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if not _QUANTITY.match(text):
+        raise ValueError(
+            f"invalid {field} {value!r}: expected a Kubernetes quantity like 4, 500m, 16Gi"
+        )
+    return text
+
+
+def _node_selector(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [p for p in text.split(",") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise ValueError(
+                    f"invalid node selector {text!r}: expected key=value[,key=value] "
+                    "or a JSON object"
+                )
+            value = dict(p.strip().split("=", 1) for p in pairs)
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"invalid node selector {value!r}: expected key=value[,key=value] or a JSON object"
+        )
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _tolerations(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, Sequence) or not all(isinstance(t, Mapping) for t in value):
+        raise ValueError(
+            f"invalid tolerations {value!r}: expected a JSON list of objects with "
+            f"{', '.join(sorted(_TOLERATION_KEYS))}"
+        )
+    for t in value:
+        unknown = set(t) - _TOLERATION_KEYS
+        if unknown:
+            raise ValueError(
+                f"invalid toleration key {sorted(unknown)[0]!r}: expected one of "
+                f"{', '.join(sorted(_TOLERATION_KEYS))}"
+            )
+    return [dict(t) for t in value]
+
+
+def _check_output(output: str) -> None:
+    # Imported here so that importing jobs.spec stays cheap; storage imports no TensorFlow.
+    from trainer.storage import StoreError, open_store
+
+    if not (output.startswith("gs://") or output.startswith("file:///") or output.startswith("/")):
+        raise ValueError(
+            f"invalid output {output!r}: expected gs://bucket/prefix or an absolute path on a "
+            "volume mounted into the pod"
+        )
+    try:
+        open_store(output)
+    except StoreError as e:
+        raise ValueError(f"invalid output {output!r}: {e}") from e
+
+
+@dataclasses.dataclass
+class JobSpec:
+    """One trainer Job: which model, where from, where to, on what hardware."""
+
+    model: str
+    run_id: Any = None
+    image: str = DEFAULT_IMAGE
+    namespace: str = DEFAULT_NAMESPACE
+    name: str = DEFAULT_NAME
+    gpus: Any = 1
+    epochs: Any = 10
+    batch_size: Any = 64
+    data: str = DEFAULT_DATA
+    output: str = DEFAULT_OUTPUT
+    workers: Any = 1
+    extra_args: Any = ()
+    node_selector: Any = None  # None: GPU_NODE_SELECTOR when gpus > 0, else none
+    tolerations: Any = None  # None: GPU_TOLERATIONS when gpus > 0, else none
+    cpu_request: Any = "4"
+    cpu_limit: Any = "8"
+    memory_request: Any = "16Gi"
+    memory_limit: Any = "16Gi"
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    active_deadline_seconds: Any = 6 * 3600
+    backoff_limit: Any = 3
+    ttl_seconds_after_finished: Any = 3 * 24 * 3600
+    termination_grace_period_seconds: Any = 120
+    image_pull_policy: str = "IfNotPresent"
+    tmp_size_limit: Any = "10Gi"
+    cache_size_limit: Any = "10Gi"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"invalid model {self.model!r}: expected one of {', '.join(MODELS)}")
+        self.run_id = new_run_id() if self.run_id in (None, "") else self.run_id
+        if isinstance(self.run_id, bool) or not isinstance(self.run_id, (str, int)):
+            raise ValueError(
+                f"invalid run id {self.run_id!r}: expected lower-case letters, digits and '-'"
+            )
+        self.run_id = str(self.run_id)  # fire reads --run-id 123 as an int
+        if not _RUN_ID.match(self.run_id):
+            raise ValueError(
+                f"invalid run id {self.run_id!r}: expected lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        for field in ("namespace", "name", "service_account"):
+            value = str(getattr(self, field))
+            if not _DNS_LABEL.match(value) or len(value) > MAX_NAME:
+                raise ValueError(
+                    f"invalid {field.replace('_', ' ')} {value!r}: expected a DNS label "
+                    "(lower-case letters, digits and '-', at most 63 characters)"
+                )
+            setattr(self, field, value)
+        self.image = str(self.image)
+        if not _IMAGE.match(self.image):
+            raise ValueError(
+                f"invalid image {self.image!r}: expected a reference like repo/name:tag"
+            )
+        self.gpus = _int("gpus", self.gpus, 0)
+        self.epochs = _int("epochs", self.epochs, 1)
+        self.batch_size = _int("batch size", self.batch_size, 1)
+        self.workers = _int("workers", self.workers, 1)
+        replicas = self.workers * max(self.gpus, 1)
+        if self.batch_size % replicas:
+            raise ValueError(
+                f"invalid batch size {self.batch_size}: the global batch must divide evenly over "
+                f"{replicas} replicas ({self.workers} workers x {max(self.gpus, 1)} GPUs)"
+            )
+        self.data = str(self.data)
+        if not self.data.strip():
+            raise ValueError("invalid data '': expected keras, a path, or gs://bucket/path")
+        self.output = str(self.output)
+        _check_output(self.output)
+        if isinstance(self.extra_args, str):
+            self.extra_args = self.extra_args.split()
+        self.extra_args = tuple(str(a) for a in self.extra_args)
+        self.node_selector = (
+            dict(GPU_NODE_SELECTOR if self.gpus else {})
+            if self.node_selector is None
+            else _node_selector(self.node_selector)
+        )
+        self.tolerations = (
+            ([dict(t) for t in GPU_TOLERATIONS] if self.gpus else [])
+            if self.tolerations is None
+            else _tolerations(self.tolerations)
+        )
+        self.cpu_request = _quantity("cpu request", self.cpu_request)
+        self.cpu_limit = _quantity("cpu limit", self.cpu_limit)
+        self.memory_request = _quantity("memory request", self.memory_request)
+        self.memory_limit = _quantity("memory limit", self.memory_limit)
+        self.tmp_size_limit = _quantity("tmp size limit", self.tmp_size_limit)
+        self.cache_size_limit = _quantity("cache size limit", self.cache_size_limit)
+        self.active_deadline_seconds = _optional_int(
+            "active deadline seconds", self.active_deadline_seconds, 1
+        )
+        self.backoff_limit = _int("backoff limit", self.backoff_limit, 0)
+        self.ttl_seconds_after_finished = _optional_int(
+            "ttl seconds after finished", self.ttl_seconds_after_finished, 0
+        )
+        self.termination_grace_period_seconds = _int(
+            "termination grace period seconds", self.termination_grace_period_seconds, 0
+        )
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(
+                f"invalid image pull policy {self.image_pull_policy!r}: expected one of "
+                "Always, IfNotPresent, Never"
+            )
+        # Indexed pods are named <job>-<index>, and that must stay a DNS label.
+        suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
+        if len(self.job_name) + suffix > MAX_NAME:
+            raise ValueError(
+                f"invalid run id {self.run_id!r}: job name {self.job_name!r} is longer than "
+                f"{MAX_NAME - suffix} characters; pass a shorter --run-id"
+            )
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.name}-{self.model}-{self.run_id}"
+
+    @property
+    def service_name(self) -> str:
+        """The headless Service of a multi-worker Job: same name, so pod DNS reads naturally."""
+        return self.job_name
+
+    @property
+    def replicas(self) -> int:
+        return self.workers * max(self.gpus, 1)
+
+    def worker_hosts(self) -> list[str]:
+        """`host:port` of every worker, the contract the trainer turns into TF_CONFIG."""
+        return [
+            f"{self.job_name}-{i}.{self.service_name}:{WORKER_PORT}" for i in range(self.workers)
+        ]
+
+    def trainer_args(self, run_id: str | None = None) -> list[str]:
+        """The trainer CLI contract: `python -m trainer --model ... --batch-size N`."""
+        return [
+            "--model", self.model,
+            "--data", self.data,
+            "--output", self.output,
+            "--run-id", run_id or self.run_id,
+            "--epochs", str(self.epochs),
+            "--batch-size", str(self.batch_size),
+            *self.extra_args,
+        ]  # fmt: skip

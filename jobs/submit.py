@@ -1,0 +1,150 @@
+"""Submit trainer Jobs: `python -m jobs.submit --model lstm [--dry-run | --wait | --follow]`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from jobs import _cli
+from jobs import spec as specs
+from jobs.manifest import build_objects, to_yaml
+
+
+def build_specs(
+    model: Any = "lstm",
+    run_id: Any = None,
+    **fields: Any,
+) -> list[specs.JobSpec]:
+    """One validated JobSpec per model named by `model` (mean, lstm, all), sharing one run id."""
+    run_id = specs.new_run_id() if run_id in (None, "") else run_id
+    return [specs.JobSpec(model=m, run_id=run_id, **fields) for m in specs.resolve_models(model)]
+
+
+def submit(
+    model: str = "lstm",
+    image: str = specs.DEFAULT_IMAGE,
+    namespace: str = specs.DEFAULT_NAMESPACE,
+    gpus: int = 1,
+    epochs: int = 10,
+    batch_size: int = 64,
+    data: str = specs.DEFAULT_DATA,
+    output: str = specs.DEFAULT_OUTPUT,
+    run_id: str | None = None,
+    workers: int = 1,
+    extra_args: Any = (),
+    node_selector: Any = None,
+    tolerations: Any = None,
+    cpu: str = "4",
+    cpu_limit: str = "8",
+    memory: str = "16Gi",
+    memory_limit: str = "16Gi",
+    service_account: str = specs.DEFAULT_SERVICE_ACCOUNT,
+    active_deadline_seconds: int = 6 * 3600,
+    backoff_limit: int = 3,
+    ttl_seconds_after_finished: int = 3 * 24 * 3600,
+    name: str = specs.DEFAULT_NAME,
+    dry_run: bool = False,
+    wait: bool = False,
+    follow: bool = False,
+    timeout: float | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> None:
+    """Build the trainer Job(s) for a model and create them in the cluster.
+
+    Args:
+        model: mean, lstm, or all (one Job per model, same run id).
+        image: the trainer image (see Dockerfile).
+        namespace: where the Jobs run.
+        gpus: GPUs per worker (0: CPU only, no GPU node selector).
+        epochs: training epochs.
+        batch_size: GLOBAL batch size, split over all replicas.
+        data: keras (official imdb.npz), an aclImdb tarball/dir, or gs://.
+        output: store for artifacts, e.g. gs://bucket/imdb; runs land at OUTPUT/MODEL/RUN_ID/.
+        run_id: run id (default: UTC timestamp + random suffix); the Job is NAME-MODEL-RUN_ID.
+        workers: workers (>1: an Indexed Job with a headless Service, MultiWorkerMirrored).
+        extra_args: more trainer arguments, e.g. '["--promote"]'.
+        node_selector: key=value[,key=value] or JSON (default: GPU nodes when gpus > 0).
+        tolerations: JSON list of tolerations (default: the nvidia.com/gpu taint when gpus > 0).
+        cpu: CPU request per worker.
+        cpu_limit: CPU limit per worker.
+        memory: memory request per worker.
+        memory_limit: memory limit per worker.
+        service_account: the trainer's ServiceAccount (Workload Identity).
+        active_deadline_seconds: the whole Job, retries included, is stopped after this.
+        backoff_limit: pod retries of a single-worker Job (exit 75 = preempted counts here).
+        ttl_seconds_after_finished: finished Jobs are deleted after this.
+        name: name prefix and app.kubernetes.io/instance label.
+        dry_run: print the YAML that would be sent; needs no cluster.
+        wait: watch the Jobs to completion; exit 1 if any failed.
+        follow: stream the trainer pod's log.
+        timeout: seconds to wait (default: no limit).
+        kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config; in-cluster in a pod).
+        context: kubeconfig context.
+    """
+    job_specs = build_specs(
+        model=model,
+        run_id=run_id,
+        image=image,
+        namespace=namespace,
+        gpus=gpus,
+        epochs=epochs,
+        batch_size=batch_size,
+        data=data,
+        output=output,
+        workers=workers,
+        extra_args=extra_args,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        cpu_request=cpu,
+        cpu_limit=cpu_limit,
+        memory_request=memory,
+        memory_limit=memory_limit,
+        service_account=service_account,
+        active_deadline_seconds=active_deadline_seconds,
+        backoff_limit=backoff_limit,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        name=name,
+    )
+    objects = [obj for s in job_specs for obj in build_objects(s)]
+    if dry_run:
+        sys.stdout.write(to_yaml(objects))
+        return
+
+    from jobs.cluster import Cluster, load_api_client
+
+    cluster = Cluster(load_api_client(kubeconfig, context))
+    cluster.create(objects)
+    for s in job_specs:
+        print(
+            f"job.batch/{s.job_name} created in namespace {s.namespace}; "
+            f"results: {s.output.rstrip('/')}/{s.model}/{s.run_id}/"
+        )
+    if not (wait or follow):
+        print(f"follow with: python -m jobs.logs {job_specs[0].job_name} --follow")
+        return
+    if follow:
+        for s in job_specs:
+            pod = cluster.wait_pod_started(s.namespace, s.job_name, timeout=timeout or 600)
+            for line in cluster.stream_log(s.namespace, pod, follow=True):
+                print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
+    if wait:
+        failed = []
+        for s in job_specs:
+            outcome = cluster.wait_job(s.namespace, s.job_name, timeout=timeout)
+            if outcome.succeeded:
+                print(f"job.batch/{s.job_name} succeeded")
+            else:
+                failed.append(s.job_name)
+                print(
+                    f"job.batch/{s.job_name} failed: {outcome.reason}: {outcome.message}",
+                    file=sys.stderr,
+                )
+        if failed:
+            raise _cli.CommandFailedError(f"{len(failed)} of {len(job_specs)} jobs failed")
+
+
+main = _cli.entrypoint(submit, "jobs.submit")
+
+if __name__ == "__main__":
+    sys.exit(main())
