@@ -303,7 +303,8 @@ def encode(
     # Position j of review i's sequence [1, w0, w1, ...] kept from the end.
     seq_pos = np.repeat(lengths - take, take) + pos
     src = np.repeat(starts, take) + seq_pos - 1
-    vals = np.where(seq_pos == 0, START_CHAR, ids[np.clip(src, 0, max(len(ids) - 1, 0))])
+    safe = np.append(ids, OOV_CHAR)  # keeps the gather valid when every review is empty
+    vals = np.where(seq_pos == 0, START_CHAR, safe[np.clip(src, 0, len(safe) - 1)])
     out[row, col] = vals
     return out
 

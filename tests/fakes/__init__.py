@@ -1,0 +1,1 @@
+"""Test fakes at the network boundary: a Kubernetes API server on loopback."""

@@ -1,0 +1,104 @@
+"""Encoding, padding, sources and the cache of trainer.data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import write_keras_npz, write_tarball, write_tree
+from trainer import data
+
+# Frequencies in TINY: bad 5, great 5, movie 2, acting 2, boring 2, film 2, the rest 1;
+# ties go to the word seen first, reading files in name order (train/neg, train/pos,
+# test/neg, test/pos), like collections.Counter.most_common.
+EXPECTED_TOP = ["bad", "great", "movie", "acting", "boring", "film", "it's", "a", "br"]
+
+
+def test_tokenize_ranks_by_frequency_then_first_occurrence():
+    texts = [b"b a, A! c", b"a<br />b", b"", b"don't d0n't"]
+    ranks, splits, words = data.tokenize_and_rank(texts)
+    assert words[:4] == ["a", "b", "c", "br"]
+    assert set(words) == {"a", "b", "c", "br", "don't", "d0n't"}
+    assert splits.tolist() == [0, 4, 7, 7, 9]
+    rank = {w: i + 1 for i, w in enumerate(words)}
+    assert ranks.tolist() == [rank[w] for w in
+                              ["b", "a", "a", "c", "a", "br", "b", "don't", "d0n't"]]
+
+
+@pytest.mark.parametrize(
+    ("ranks", "lengths", "num_words", "maxlen", "expected"),
+    [
+        pytest.param([1, 2], [2], 10, 4, [[0, 1, 4, 5]], id="pad-front-with-start-char"),
+        pytest.param([1, 2, 3, 4, 5], [5], 100, 3, [[6, 7, 8]], id="truncate-front"),
+        pytest.param([1, 7], [2], 8, 4, [[0, 1, 4, 2]], id="oov-at-num-words"),
+        pytest.param([], [0], 10, 3, [[0, 0, 1]], id="empty-review"),
+        pytest.param([1, 2, 3], [1, 2], 10, 3, [[0, 1, 4], [1, 5, 6]], id="two-reviews"),
+    ],
+)
+def test_encode_matches_keras_load_data_and_pad_sequences(ranks, lengths, num_words, maxlen,
+                                                          expected):
+    splits = np.append(0, np.cumsum(lengths))
+    out = data.encode(np.array(ranks, dtype=np.int64), splits, num_words, maxlen)
+    assert out.dtype == np.int32
+    assert out.tolist() == expected
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "tar", "dir"])
+def test_raw_sources_encode_the_same(tmp_path, kind):
+    if kind == "dir":
+        src = write_tree(tmp_path / "tree")
+    else:
+        src = write_tarball(tmp_path / f"tiny.{kind}", compress=kind == "tar.gz")
+    ds = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "cache")
+    assert list(ds.word_index)[:9] == EXPECTED_TOP
+    assert ds.word_index["great"] == 2
+    assert ds.x_train.shape == (4, 6) and ds.x_test.shape == (2, 6)
+    assert sorted(ds.y_train.tolist()) == [0, 0, 1, 1]
+    # "Great fun" -> [start, great (rank 2 + 3), fun (rank 12 + 3 >= 10: OOV)], front-padded.
+    test_rows = {tuple(r) for r in ds.x_test.tolist()}
+    assert (0, 0, 0, 1, 5, 2) in test_rows
+    assert ds.stats["reviews"] == 6
+
+
+def test_cache_is_used_the_second_time(tmp_path):
+    src = write_tarball(tmp_path / "tiny.tar.gz")
+    first = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
+    second = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
+    other = data.load(str(src), num_words=10, maxlen=7, cache_dir=tmp_path / "c")
+    assert (first.from_cache, second.from_cache, other.from_cache) == (False, True, False)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    assert first.word_index == second.word_index
+
+
+def test_keras_npz_source(tmp_path):
+    npz = write_keras_npz(
+        tmp_path / "imdb.npz",
+        {"x_train": [[1, 2], [3, 9, 1]], "y_train": [1, 0],
+         "x_test": [[2], [4, 4]], "y_test": [0, 1]},
+        {"the": 1, "and": 2, "a": 3, "of": 4, "rare": 9},
+    )
+    ds = data.load(str(npz), num_words=8, maxlen=4, cache_dir=tmp_path / "c")
+    rows = {tuple(r) for r in ds.x_train.tolist()}
+    # rank + 3, start char 1, rank 9 -> id 12 >= 8 -> OOV 2.
+    assert rows == {(0, 1, 4, 5), (1, 6, 2, 4)}
+    assert ds.id_to_word(8) == {4: "the", 5: "and", 6: "a", 7: "of"}
+
+
+def test_undecodable_bytes_are_replaced_and_counted(tmp_path):
+    from tests.helpers import TINY
+
+    reviews = [*TINY, ("train", "pos", 9, b"great \xff\xfe movie")]
+    src = write_tarball(tmp_path / "bad-bytes.tar.gz", reviews)
+    ds = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
+    assert ds.stats["undecodable_reviews"] == 1
+    assert len(ds.y_train) == 5
+
+
+def test_sample_keeps_both_classes_of_the_real_data(shared_tarball, tmp_path):
+    ds = data.load(str(shared_tarball), sample=200, cache_dir=tmp_path / "c")
+    assert ds.x_train.shape == (200, 100) and ds.x_test.shape == (200, 100)
+    assert 0.3 < ds.y_train.mean() < 0.7
+    assert ds.stats["reviews"] == 50_000
+    assert list(ds.word_index)[:10] == ["the", "and", "a", "of", "to", "is", "br", "in",
+                                        "it", "i"]
+    assert ds.x_train.max() <= 4999 and ds.x_train.min() == 0
