@@ -43,6 +43,8 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
             return client.ApiClient(configuration)
         except config.ConfigException as e:
             raise ClusterError(f"in-cluster Kubernetes configuration is unusable: {e}") from e
+    # kubernetes.config reads KUBECONFIG once, at import; read it now instead.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)
     except (config.ConfigException, OSError) as e:

@@ -118,7 +118,8 @@ def test_cancel_unknown_job_names_it(kube, capsys):
 
 def test_status_lists_jobs_with_state(kube, capsys):
     kube.scripts["imdb-train-mean-s1"] = Script(outcome="hang")
-    run(submit.main, "--model", "all", "--run-id", "s1", "--wait", "--timeout", "2")
+    run(submit.main, "--model", "lstm", "--run-id", "s1", "--wait")
+    run(submit.main, "--model", "mean", "--run-id", "s1")
     capsys.readouterr()
     assert run(status.main, "--run-id", "s1") == 0
     lines = capsys.readouterr().out.splitlines()
