@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -242,23 +243,45 @@ class GCSStore:
             raise self._wrap("read", key, e) from e
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        blob = self.bucket.blob(self._name(key))
-        kwargs = {"if_generation_match": 0} if if_absent else {}
+        if if_absent:
+            if not self._conditional_upload(key, data, 0):
+                raise AlreadyExistsError(
+                    f"gs://{self.bucket_name}/{self._name(key)} already exists"
+                )
+            return
         try:
-            blob.upload_from_string(data, retry=self._retry(), **kwargs)
+            self.bucket.blob(self._name(key)).upload_from_string(data, retry=self._retry())
         except Exception as e:
-            err = self._wrap("write", key, e)
-            if if_absent and isinstance(err, AlreadyExistsError) and self._same_content(key, data):
-                # Our first attempt landed but its response was lost; the retry then hit
-                # the precondition. Reading back settles it.
-                return
-            raise err from e
+            raise self._wrap("write", key, e) from e
 
-    def _same_content(self, key: str, data: bytes) -> bool:
-        try:
-            return self.read_bytes(key) == data
-        except StoreError:
-            return False
+    def _conditional_upload(self, key: str, data: bytes, generation: int) -> bool:
+        """Upload only if the object is at `generation` (0: absent); False if it is not.
+
+        Retries transient faults itself rather than through the client, to know whether
+        an earlier attempt may have landed: only then does a 412 mean "check whether the
+        object now holds our bytes" rather than "somebody else won".
+        """
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import _should_retry
+
+        blob = self.bucket.blob(self._name(key))
+        give_up = time.monotonic() + self.deadline
+        delay, attempted = 0.2, False
+        while True:
+            try:
+                blob.upload_from_string(data, if_generation_match=generation, retry=None)
+                return True
+            except gexc.PreconditionFailed:
+                if attempted:
+                    current, _ = self.read_versioned(key)
+                    return current == data
+                return False
+            except Exception as e:
+                if not _should_retry(e) or time.monotonic() + delay > give_up:
+                    raise self._wrap("write", key, e) from e
+                attempted = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def exists(self, key: str) -> bool:
         try:
@@ -329,20 +352,7 @@ class GCSStore:
 
     def write_versioned(self, key: str, data: bytes, version: str | None) -> bool:
         """Compare-and-swap on the object generation (None: the object must not exist)."""
-        from google.api_core import exceptions as gexc
-
-        blob = self.bucket.blob(self._name(key))
-        expected = 0 if version is None else int(version)
-        try:
-            blob.upload_from_string(data, if_generation_match=expected, retry=self._retry())
-            return True
-        except gexc.PreconditionFailed:
-            # A 412 can also mean our own earlier attempt landed and only its response was
-            # lost: read back and compare before calling it a lost race.
-            current, _ = self.read_versioned(key)
-            return current == data
-        except Exception as e:
-            raise self._wrap("write", key, e) from e
+        return self._conditional_upload(key, data, 0 if version is None else int(version))
 
 
 def _check_bucket(bucket: str) -> None:
