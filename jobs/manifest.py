@@ -38,7 +38,7 @@ SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
     ("", "pods", ["get", "list", "watch"]),
     ("", "pods/log", ["get"]),
     # Multi-worker runs come with a headless Service owned by the Job.
-    ("", "services", ["create", "get", "delete"]),
+    ("", "services", ["create"]),
 ]
 
 

@@ -1,0 +1,249 @@
+"""JobSpec validation and the pure builders: schema-valid, restricted, the trainer contract."""
+
+from __future__ import annotations
+
+import pytest
+from fakes.k8s_checks import restricted_violations, validate
+
+from jobs.manifest import (
+    build_cronjob,
+    build_job,
+    build_objects,
+    build_role,
+    build_role_binding,
+    build_service,
+    build_service_account,
+    to_dict,
+)
+from jobs.spec import JobSpec, resolve_models
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": "foo"}, "invalid model 'foo': expected one of mean, lstm"),
+        ({"run_id": "Bad_ID"}, "invalid run id 'Bad_ID': expected lower-case letters"),
+        ({"run_id": True}, "invalid run id True"),
+        ({"run_id": "x" * 60}, "is longer than 63 characters; pass a shorter --run-id"),
+        ({"gpus": -1}, "invalid gpus -1: expected an integer >= 0"),
+        ({"epochs": 0}, "invalid epochs 0: expected an integer >= 1"),
+        ({"epochs": "ten"}, "invalid epochs 'ten': expected an integer >= 1"),
+        ({"batch_size": 63, "gpus": 2}, "invalid batch size 63: the global batch must divide"),
+        ({"workers": 0}, "invalid workers 0: expected an integer >= 1"),
+        ({"namespace": "Prod"}, "invalid namespace 'Prod': expected a DNS label"),
+        ({"output": "s3://b/x"}, "invalid output 's3://b/x': expected gs://bucket/prefix"),
+        ({"output": "runs"}, "invalid output 'runs': expected gs://bucket/prefix"),
+        ({"output": "gs://B/x"}, "invalid output 'gs://B/x': invalid bucket name 'B'"),
+        ({"memory_limit": "16GB"}, "invalid memory limit '16GB': expected a Kubernetes quantity"),
+        ({"node_selector": "gpu"}, "invalid node selector 'gpu': expected key=value"),
+        ({"tolerations": [{"keys": "x"}]}, "invalid toleration key 'keys': expected one of"),
+        ({"image": "bad image"}, "invalid image 'bad image'"),
+        ({"image_pull_policy": "Sometimes"}, "invalid image pull policy 'Sometimes'"),
+    ],
+)
+def test_spec_rejects_bad_values_naming_them(fields, message):
+    fields = {"model": "lstm", "run_id": "r1", **fields}
+    with pytest.raises(ValueError) as info:
+        JobSpec(**fields)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "attr", "expected"),
+    [
+        ({"run_id": 123}, "run_id", "123"),  # fire reads --run-id 123 as an int
+        ({"epochs": "7"}, "epochs", 7),
+        ({"batch_size": 128.0}, "batch_size", 128),
+        ({"cpu_request": 2}, "cpu_request", "2"),
+        ({"node_selector": "a=b,c=d"}, "node_selector", {"a": "b", "c": "d"}),
+        ({"node_selector": '{"a": "b"}'}, "node_selector", {"a": "b"}),
+        ({"gpus": 0}, "node_selector", {}),
+        ({"gpus": 0}, "tolerations", []),
+        ({"extra_args": "--promote --x 1"}, "extra_args", ("--promote", "--x", "1")),
+    ],
+)
+def test_spec_coerces_what_fire_parses(fields, attr, expected):
+    assert getattr(JobSpec(model="lstm", **{"run_id": "r1", **fields}), attr) == expected
+
+
+def test_default_run_ids_are_unique_and_valid():
+    ids = {JobSpec(model="mean").run_id for _ in range(20)}
+    assert len(ids) == 20
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("all", ["mean", "lstm"]), ("lstm", ["lstm"]), (("mean", "lstm"), ["mean", "lstm"])],
+)
+def test_resolve_models(value, expected):
+    assert resolve_models(value) == expected
+
+
+def test_resolve_models_names_the_choices():
+    with pytest.raises(ValueError, match=r"^invalid model 'cnn': expected one of mean, lstm, all$"):
+        resolve_models("cnn")
+
+
+SPECS = {
+    "default": {},
+    "cpu": {"gpus": 0},
+    "multi-worker": {"workers": 3, "gpus": 2, "batch_size": 96},
+    "custom": {"node_selector": "pool=a100", "ttl_seconds_after_finished": None,
+               "extra_args": ["--promote"]},
+}  # fmt: skip
+
+
+def all_objects():
+    for case, fields in SPECS.items():
+        spec = JobSpec(model="lstm", run_id="r1", **fields)
+        for obj in build_objects(spec):
+            yield pytest.param(obj, id=f"{case}-{obj.kind}")
+    spec = JobSpec(model="lstm", run_id="r1")
+    yield pytest.param(build_cronjob(spec), id="cronjob")
+    yield pytest.param(
+        build_service_account(
+            "sa",
+            "ns",
+            instance="i",
+            component="trainer",
+            gcp_service_account="t@p.iam.gserviceaccount.com",
+        ),
+        id="serviceaccount",
+    )
+    yield pytest.param(build_role("r", "ns", instance="i"), id="role")
+    yield pytest.param(
+        build_role_binding("r", "ns", instance="i", service_account="s"), id="rolebinding"
+    )
+
+
+@pytest.mark.parametrize("obj", list(all_objects()))
+def test_every_built_object_is_schema_valid_and_restricted(obj):
+    data = to_dict(obj)
+    validate(data)
+    assert restricted_violations(data) == []
+
+
+def test_restricted_check_catches_violations():
+    data = to_dict(build_job(JobSpec(model="lstm", run_id="r1")))
+    pod = data["spec"]["template"]["spec"]
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert restricted_violations(data) == [
+        "volume host uses ['hostPath']",
+        "trainer: allowPrivilegeEscalation is not false",
+    ]
+
+
+def test_schema_validation_catches_a_typo():
+    data = to_dict(build_job(JobSpec(model="lstm", run_id="r1")))
+    data["spec"]["backofLimit"] = 3
+    with pytest.raises(Exception, match="backofLimit"):
+        validate(data)
+
+
+def test_job_carries_the_trainer_contract():
+    spec = JobSpec(
+        model="mean",
+        run_id="20250101-000000-abcd",
+        output="gs://bkt/imdb",
+        epochs=3,
+        batch_size=128,
+        data="/data/aclImdb_v1.tar.gz",
+    )
+    job = to_dict(build_job(spec))
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert job["metadata"]["name"] == "imdb-train-mean-20250101-000000-abcd"
+    assert c["args"] == [
+        "--model", "mean", "--data", "/data/aclImdb_v1.tar.gz", "--output", "gs://bkt/imdb",
+        "--run-id", "20250101-000000-abcd", "--epochs", "3", "--batch-size", "128",
+    ]  # fmt: skip
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] >= 60
+    assert pod["nodeSelector"] and pod["tolerations"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/cache"} <= mounts
+    assert env["HOME"].startswith("/cache") and env["IMDB_TRAIN_CACHE"].startswith("/cache")
+    assert env["MPLCONFIGDIR"].startswith("/tmp")
+    labels = job["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "imdb-train"
+    assert labels["imdb-train/run-id"] == spec.run_id
+
+
+def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
+    job = to_dict(build_job(JobSpec(model="lstm", run_id="r1", backoff_limit=4)))["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert rules[1]["action"] == "FailJob"
+    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert len(rules) == 2  # exit 75 = preempted/transient: no rule, so it/transient counts against backoffLimit
+    assert job["backoffLimit"] == 4
+    assert job["podReplacementPolicy"] == "Failed"
+
+
+def test_indexed_job_for_multiple_workers():
+    spec = JobSpec(model="lstm", run_id="r1", workers=3, gpus=2, batch_size=96)
+    job = to_dict(build_job(spec))
+    svc = to_dict(build_service(spec))
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == svc["metadata"]["name"]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": "imdb-train-lstm-r1"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["IMDB_TRAIN_WORKER_HOSTS"] == ",".join(
+        f"imdb-train-lstm-r1-{i}.imdb-train-lstm-r1:2222" for i in range(3)
+    )
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_cronjob_derives_the_run_id_from_its_job_name():
+    cron = to_dict(
+        build_cronjob(
+            JobSpec(model="lstm", run_id="r1", extra_args=["--promote"]),
+            schedule="0 4 * * *",
+            time_zone="Europe/Berlin",
+        )
+    )
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["timeZone"] == "Europe/Berlin" and spec["schedule"] == "0 4 * * *"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    (c,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--run-id") + 1] == "$(IMDB_TRAIN_RUN_ID)"
+    assert c["args"][-1] == "--promote"
+    (run_env,) = [e for e in c["env"] if e["name"] == "IMDB_TRAIN_RUN_ID"]
+    assert run_env["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+
+
+def test_cronjob_refuses_multi_worker():
+    with pytest.raises(ValueError, match="invalid workers 2 for a CronJob"):
+        build_cronjob(JobSpec(model="lstm", run_id="r1", workers=2))
+
+
+def test_service_account_for_workload_identity():
+    sa = to_dict(
+        build_service_account(
+            "t",
+            "ns",
+            instance="i",
+            component="trainer",
+            gcp_service_account="t@p.iam.gserviceaccount.com",
+        )
+    )
+    assert sa["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "t@p.iam.gserviceaccount.com"
+    }
+    assert sa["automountServiceAccountToken"] is False
