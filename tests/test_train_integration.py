@@ -1,0 +1,118 @@
+"""End to end: `python -m trainer` on a sample of the real data, two CPU replicas,
+every artifact checked, on the local store and on the GCS emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from trainer.storage import open_store
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = [
+    "config.json", "metrics.json", "neighbours.json", "model.keras", "word_index.json",
+    "embedding/vectors.tsv", "embedding/metadata.tsv", "curves.png", "_SUCCESS",
+    "checkpoints/epoch-0001.keras", "checkpoints/state-0001.json",
+]
+
+
+def run_trainer(args: list[str], env: dict | None = None, timeout: float = 300):
+    full_env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT),
+                **(env or {})}
+    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def warm_cache(shared_tarball, tmp_path_factory):
+    """Encode the shared tarball once for the module (the trainer reads the cache)."""
+    from trainer import data
+
+    cache = tmp_path_factory.mktemp("cache")
+    data.load(str(shared_tarball), cache_dir=cache)
+    return cache
+
+
+def check_run(store, model: str, run_id: str, replicas: int) -> dict:
+    run = store.child(model, run_id)
+    keys = set(run.list())
+    missing = [a for a in ARTIFACTS if a not in keys]
+    assert not missing, f"missing artifacts: {missing}"
+    assert any(k.startswith("tensorboard/") for k in keys)
+    metrics = json.loads(run.read_bytes("metrics.json"))
+    assert metrics["model"] == model and metrics["run_id"] == run_id
+    assert metrics["epochs_completed"] == 1 and metrics["replicas"] == replicas
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(metrics["history"][key]) == 1
+    assert len(metrics["epoch_seconds"]) == 1 and metrics["epoch_seconds"][0] > 0
+    config = json.loads(run.read_bytes("config.json"))
+    assert config["config"]["model"] == model and config["replicas"] == replicas
+    assert len(config["data"]["sha256"]) == 64
+    assert config["versions"]["numpy"]
+    neighbours = json.loads(run.read_bytes("neighbours.json"))
+    assert neighbours["metric"] == "euclidean" and neighbours["k"] == 5
+    assert set(neighbours["queries"]) == {"great", "bad"}
+    for found in neighbours["queries"].values():
+        assert len(found) == 5
+        assert not {n["word"] for n in found} & {"<pad>", "<start>", "<oov>", "<unused>"}
+        assert [n["distance"] for n in found] == sorted(n["distance"] for n in found)
+    assert neighbours["unknown"] == []
+    word_index = json.loads(run.read_bytes("word_index.json"))
+    assert word_index["the"] == 1
+    vectors = np.loadtxt(run.read_bytes("embedding/vectors.tsv").decode().splitlines(),
+                         delimiter="\t")
+    labels = run.read_bytes("embedding/metadata.tsv").decode().splitlines()
+    assert vectors.shape == (5000, 32) and len(labels) == 5000
+    assert labels[:4] == ["<pad>", "<start>", "<oov>", "<unused>"] and labels[4] == "the"
+    assert run.read_bytes("curves.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    return metrics
+
+
+@pytest.mark.parametrize("model", ["mean", "lstm"])
+def test_one_epoch_two_replicas_local_store(model, shared_tarball, warm_cache, tmp_path):
+    out = tmp_path / "runs"
+    proc = run_trainer([
+        "--model", model, "--data", str(shared_tarball), "--output", str(out),
+        "--run-id", f"it-{model}", "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
+        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(warm_cache),
+    ])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_run(open_store(str(out)), model, f"it-{model}", replicas=2)
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in proc.stdout
+    assert "nearest to 'great':" in proc.stdout
+    latest = json.loads((out / model / "latest.json").read_text())
+    assert latest["run_id"] == f"it-{model}"
+
+
+def test_same_run_on_gcs_emulator(shared_tarball, warm_cache, gcs_bucket):
+    proc = run_trainer([
+        "--model", "mean", "--data", str(shared_tarball), "--output", f"gs://{gcs_bucket}/imdb",
+        "--run-id", "gcs-1", "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
+        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(warm_cache),
+    ])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = open_store(f"gs://{gcs_bucket}/imdb")
+    check_run(store, "mean", "gcs-1", replicas=2)
+    assert json.loads(store.read_bytes("mean/latest.json"))["run_id"] == "gcs-1"
+
+
+def test_rerun_of_a_complete_run_does_nothing(shared_tarball, warm_cache, tmp_path):
+    args = ["--model", "mean", "--data", str(shared_tarball), "--output", str(tmp_path),
+            "--run-id", "again", "--epochs", "1", "--sample", "256",
+            "--cache-dir", str(warm_cache)]
+    assert run_trainer(args).returncode == 0
+    before = (tmp_path / "mean" / "again" / "metrics.json").read_bytes()
+    second = run_trainer(args)
+    assert second.returncode == 0
+    assert "already complete" in second.stdout
+    assert (tmp_path / "mean" / "again" / "metrics.json").read_bytes() == before
+
+
