@@ -28,9 +28,7 @@ HEADER = (
 )
 
 
-def manifests(
-    namespace: str = DEFAULT_NAMESPACE, run_id: str = DEFAULT_RUN_ID
-) -> dict[str, list]:
+def manifests(namespace: str = DEFAULT_NAMESPACE, run_id: str = DEFAULT_RUN_ID) -> dict[str, list]:
     """File name -> the objects in it."""
     name = DEFAULT_NAME
     submitter = f"{name}-submitter"

@@ -226,6 +226,11 @@ class JobSpec:
         _check_output(self.output)
         if isinstance(self.extra_args, str):
             self.extra_args = self.extra_args.split()
+        if not isinstance(self.extra_args, (list, tuple)):
+            raise ValueError(
+                f"invalid extra args {self.extra_args!r}: expected a list of trainer arguments, "
+                "e.g. --extra-args='[\"--promote\"]'"
+            )
         self.extra_args = tuple(str(a) for a in self.extra_args)
         self.node_selector = (
             dict(GPU_NODE_SELECTOR if self.gpus else {})

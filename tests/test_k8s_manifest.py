@@ -183,7 +183,7 @@ def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
     }
     assert rules[1]["action"] == "FailJob"
     assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
-    assert len(rules) == 2  # exit 75 = preempted/transient: no rule, so it/transient counts against backoffLimit
+    assert len(rules) == 2  # exit 75 (preempted/transient) has no rule: it counts normally
     assert job["backoffLimit"] == 4
     assert job["podReplacementPolicy"] == "Failed"
 

@@ -258,3 +258,10 @@ ttlSecondsAfterFinished: {{ $v.ttlSecondsAfterFinished }}
 template:
   {{- include "imdb-train.podTemplate" . | nindent 2 }}
 {{- end }}
+
+{{/*
+Name of the submitter ServiceAccount, Role and RoleBinding (fullname cut so the suffix fits 63).
+*/}}
+{{- define "imdb-train.submitterName" -}}
+{{- printf "%s-submitter" (include "imdb-train.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}

@@ -1,0 +1,231 @@
+"""Read finished runs from a store: `python -m jobs.results list|show|compare|pull --output URI`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobs import _cli
+from jobs.spec import DEFAULT_OUTPUT, MODELS
+from trainer.storage import NotFoundError, open_store
+
+SUCCESS = "_SUCCESS"  # written last by the trainer: a run without it is incomplete
+LATEST = "latest.json"
+
+
+def _read_json(store, key: str) -> Any:
+    return json.loads(store.read_bytes(key))
+
+
+def _runs(store, model: str) -> dict[str, set[str]]:
+    """run id -> the file names directly in it (enough to tell complete runs apart)."""
+    runs: dict[str, set[str]] = {}
+    for key in store.list(model):
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[0] == model:
+            runs.setdefault(parts[1], set()).add(parts[2])
+    return runs
+
+
+def _latest(store, model: str) -> dict[str, Any] | None:
+    try:
+        return _read_json(store, f"{model}/{LATEST}")
+    except NotFoundError:
+        return None
+
+
+def _resolve(store, model: str, run_id: Any) -> str:
+    if model not in MODELS:
+        raise ValueError(f"invalid model {model!r}: expected one of {', '.join(MODELS)}")
+    run_id = str(run_id)
+    if run_id != "latest":
+        return run_id
+    latest = _latest(store, model)
+    if latest is None:
+        raise _cli.CommandFailedError(
+            f"no promoted {model} run in {store.uri} ({model}/{LATEST} is missing); "
+            "pass --run-id (see `python -m jobs.results list`)"
+        )
+    return str(latest["run_id"])
+
+
+def _finished(store, model: str, run_id: str) -> None:
+    if not store.exists(f"{model}/{run_id}/{SUCCESS}"):
+        what = "does not exist" if not store.list(f"{model}/{run_id}") else "is incomplete"
+        raise _cli.CommandFailedError(
+            f"run {model}/{run_id} in {store.uri} {what} (no {SUCCESS}): still running, failed, "
+            "or a wrong --run-id"
+        )
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def list_runs(output: str = DEFAULT_OUTPUT, model: str | None = None) -> None:
+    """List runs in a store: state, test accuracy, and which run is promoted (*).
+
+    Args:
+        output: the store, e.g. gs://bucket/imdb or a local directory.
+        model: only this model.
+    """
+    store = open_store(output)
+    rows = [("MODEL", "RUN-ID", "STATE", "TEST-ACC", "EPOCHS", "PROMOTED")]
+    for m in [model] if model else MODELS:
+        latest = (_latest(store, m) or {}).get("run_id")
+        for run_id, files in sorted(_runs(store, m).items()):
+            metrics: dict[str, Any] = {}
+            if "metrics.json" in files:
+                metrics = _read_json(store, f"{m}/{run_id}/metrics.json")
+            rows.append((
+                m,
+                run_id,
+                "complete" if SUCCESS in files else "incomplete",
+                _fmt(metrics.get("test_accuracy")),
+                _fmt(metrics.get("epochs_completed")),
+                "*" if str(latest) == run_id else "",
+            ))  # fmt: skip
+    if len(rows) == 1:
+        print(f"no runs in {store.uri}")
+        return
+    _table(rows)
+
+
+def _neighbours_lines(neighbours: dict[str, Any], k: int) -> list[str]:
+    lines = [f"nearest words ({neighbours.get('metric', '?')} distance):"]
+    for query, hits in neighbours.get("queries", {}).items():
+        words = ", ".join(f"{h['word']} ({h['distance']:.3f})" for h in hits[:k])
+        lines.append(f"  {query}: {words}")
+    return lines
+
+
+def show(
+    output: str = DEFAULT_OUTPUT,
+    model: str = "lstm",
+    run_id: str = "latest",
+    k: int = 5,
+    json_output: bool = False,
+) -> None:
+    """Show a finished run's metrics and nearest-neighbour words.
+
+    Args:
+        output: the store, e.g. gs://bucket/imdb or a local directory.
+        model: mean or lstm.
+        run_id: a run id, or `latest` for the promoted run.
+        k: neighbours shown per query word.
+        json_output: print metrics and neighbours as one JSON object.
+    """
+    store = open_store(output)
+    run_id = _resolve(store, model, run_id)
+    _finished(store, model, run_id)
+    metrics = _read_json(store, f"{model}/{run_id}/metrics.json")
+    neighbours = _read_json(store, f"{model}/{run_id}/neighbours.json")
+    if json_output:
+        print(json.dumps({"metrics": metrics, "neighbours": neighbours}, indent=2))
+        return
+    history = metrics.get("history") or {}
+    seconds = metrics.get("epoch_seconds") or []
+    print(f"run {model}/{run_id} in {store.uri}")
+    print(f"  test accuracy  {_fmt(metrics.get('test_accuracy'))}")
+    print(f"  test loss      {_fmt(metrics.get('test_loss'))}")
+    print(f"  epochs         {_fmt(metrics.get('epochs_completed'))}")
+    print(f"  replicas       {_fmt(metrics.get('replicas'))}")
+    if seconds:
+        print(f"  epoch seconds  {sum(seconds) / len(seconds):.1f} mean")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if history.get(key):
+            print(f"  {key:<14} {' '.join(_fmt(v, 3) for v in history[key])}")
+    for line in _neighbours_lines(neighbours, int(k)):
+        print(line)
+
+
+def compare(*runs: str, output: str = DEFAULT_OUTPUT, k: int = 3) -> None:
+    """Compare finished runs side by side.
+
+    Args:
+        *runs: MODEL/RUN_ID (or MODEL/latest), e.g. lstm/r1 mean/latest.
+        output: the store, e.g. gs://bucket/imdb or a local directory.
+        k: neighbours shown per query word.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"invalid runs {list(runs)!r}: expected at least two MODEL/RUN_ID")
+    store = open_store(output)
+    loaded = []
+    for ref in runs:
+        model, sep, run_id = str(ref).partition("/")
+        if not sep or not run_id:
+            raise ValueError(f"invalid run {ref!r}: expected MODEL/RUN_ID, e.g. lstm/r1")
+        run_id = _resolve(store, model, run_id)
+        _finished(store, model, run_id)
+        loaded.append((
+            f"{model}/{run_id}",
+            _read_json(store, f"{model}/{run_id}/metrics.json"),
+            _read_json(store, f"{model}/{run_id}/neighbours.json"),
+        ))  # fmt: skip
+    rows = [("", *(name for name, _, _ in loaded))]
+    for key in ("test_accuracy", "test_loss", "epochs_completed", "replicas"):
+        rows.append((key, *(_fmt(m.get(key)) for _, m, _ in loaded)))
+    rows.append((
+        "epoch_seconds",
+        *(_fmt(sum(s) / len(s), 1) if (s := m.get("epoch_seconds")) else "-" for _, m, _ in loaded),
+    ))  # fmt: skip
+    queries = [
+        q for q in loaded[0][2].get("queries", {}) if all(q in n["queries"] for *_, n in loaded)
+    ]
+    for query in queries:
+        rows.append((
+            f"near '{query}'",
+            *(", ".join(h["word"] for h in n["queries"][query][:k]) for *_, n in loaded),
+        ))  # fmt: skip
+    _table(rows)
+
+
+def pull(
+    output: str = DEFAULT_OUTPUT,
+    model: str = "lstm",
+    run_id: str = "latest",
+    dest: str = ".",
+    checkpoints: bool = False,
+) -> None:
+    """Download a finished run's artifacts to DEST/MODEL/RUN_ID/.
+
+    Args:
+        output: the store, e.g. gs://bucket/imdb or a local directory.
+        model: mean or lstm.
+        run_id: a run id, or `latest` for the promoted run.
+        dest: local directory.
+        checkpoints: also pull checkpoints/ (large; only needed to resume).
+    """
+    store = open_store(output)
+    run_id = _resolve(store, model, run_id)
+    _finished(store, model, run_id)
+    prefix = f"{model}/{run_id}/"
+    target = Path(dest) / model / run_id
+    count = 0
+    for key in store.list(f"{model}/{run_id}"):
+        rel = key[len(prefix) :]
+        if not rel or (rel.startswith("checkpoints/") and not checkpoints):
+            continue
+        path = (target / rel).resolve()
+        if target.resolve() not in path.parents:
+            raise _cli.CommandFailedError(f"refusing to write {key!r} outside {target}")
+        store.download_file(key, path)
+        count += 1
+    print(f"pulled {count} files of {model}/{run_id} from {store.uri} to {target}")
+
+
+COMMANDS = {"list": list_runs, "show": show, "compare": compare, "pull": pull}
+main = _cli.entrypoint(COMMANDS, "jobs.results")
+
+if __name__ == "__main__":
+    sys.exit(main())

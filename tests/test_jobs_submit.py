@@ -1,0 +1,116 @@
+"""jobs.submit as a CLI: --dry-run YAML, --help, bad input, and no TensorFlow on the way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import fire
+import pytest
+import yaml
+from fakes.k8s_checks import ROOT, restricted_violations, validate
+
+from jobs import submit
+
+
+def dry_run(capsys, *argv):
+    assert submit.main(["--dry-run", *argv]) == 0
+    return [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+
+
+def test_dry_run_lstm_prints_one_valid_restricted_gpu_job(capsys, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")  # no cluster needed
+    (job,) = dry_run(capsys, "--model", "lstm")
+    validate(job)
+    assert restricted_violations(job) == []
+    assert job["kind"] == "Job"
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert c["args"][:2] == ["--model", "lstm"]
+
+
+def test_dry_run_all_prints_one_job_per_model_with_one_run_id(capsys):
+    docs = dry_run(capsys, "--model", "all")
+    assert [d["spec"]["template"]["spec"]["containers"][0]["args"][1] for d in docs] == [
+        "mean", "lstm",
+    ]  # fmt: skip
+    run_ids = {d["metadata"]["labels"]["imdb-train/run-id"] for d in docs}
+    assert len(run_ids) == 1
+
+
+def test_default_run_ids_differ_per_submission(capsys):
+    first = dry_run(capsys)[0]["metadata"]["name"]
+    second = dry_run(capsys)[0]["metadata"]["name"]
+    assert first != second
+
+
+def test_fire_component_directly(capsys):
+    fire.Fire(submit.submit, command=["--model", "mean", "--run-id", "123", "--dry-run"])
+    (job,) = yaml.safe_load_all(capsys.readouterr().out)
+    assert job["metadata"]["name"] == "imdb-train-mean-123"  # int 123 coerced to a name
+
+
+def test_workers_dry_run_prints_service_then_indexed_job(capsys):
+    svc, job = dry_run(capsys, "--workers", "2", "--run-id", "r1")
+    assert (svc["kind"], job["kind"]) == ("Service", "Job")
+    assert job["spec"]["completionMode"] == "Indexed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "foo"], "error: invalid model 'foo': expected one of mean, lstm, all"),
+        (["--epochs", "0"], "error: invalid epochs 0: expected an integer >= 1"),
+        (["--run-id", "Has_Caps"], "error: invalid run id 'Has_Caps'"),
+        (["--output", "bucket/x"], "error: invalid output 'bucket/x'"),
+        (["--gpus", "2", "--batch-size", "3"], "error: invalid batch size 3"),
+        (["--extra-args", "--promote"], "error: invalid extra args True"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    assert submit.main([*argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": "/nonexistent"}
+
+
+def test_help_works_without_a_cluster():
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "--help"],
+        capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0
+    help_text = result.stdout + result.stderr  # fire writes help to stderr when piped
+    assert "--dry-run" in help_text and "--batch-size" in help_text
+
+
+def test_cli_bad_input_subprocess():
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "--model", "foo", "--dry-run"],
+        capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "error: invalid model 'foo': expected one of mean, lstm, all\n"
+
+
+def test_jobs_never_import_tensorflow():
+    code = (
+        "import sys, jobs.submit, jobs.status, jobs.logs, jobs.cancel, jobs.results, jobs.render\n"
+        "jobs.submit.main(['--model', 'all', '--dry-run'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
