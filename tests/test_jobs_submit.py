@@ -86,7 +86,7 @@ def test_help_works_without_a_cluster():
     )  # fmt: skip
     assert result.returncode == 0
     help_text = result.stdout + result.stderr  # fire writes help to stderr when piped
-    assert "--dry-run" in help_text and "--batch-size" in help_text
+    assert "--dry_run" in help_text and "GLOBAL batch size" in help_text  # fire shows _ names
 
 
 def test_cli_bad_input_subprocess():
