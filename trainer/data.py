@@ -192,9 +192,9 @@ def _read_tar_members(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:
         if kind != b"5":
             out.append((prefix + b"/" + name if prefix else name, raw[off : off + size]))
         off += (size + 511) // 512 * 512
-    if off < n or not out:
-        raise DataError(f"truncated tarball {origin}: ends inside a header")
-    return out
+    # A complete archive ends with a zero block (returned above); running out of bytes
+    # first means the file was cut short.
+    raise DataError(f"truncated tarball {origin}: no end-of-archive marker")
 
 
 def _read_tar_members_slow(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]:

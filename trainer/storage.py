@@ -232,6 +232,10 @@ class GCSStore:
             return NotFoundError(f"{where} does not exist")
         if isinstance(e, gexc.PreconditionFailed):
             return AlreadyExistsError(f"{where} already exists")
+        if isinstance(e, gexc.RetryError) or _is_connection_error(e):
+            return StoreError(
+                f"cannot reach {where} (gave up after {self.deadline:g} s of retries): {e}"
+            )
         if isinstance(e, gexc.Forbidden):
             return StoreError(f"{op} {where}: permission denied ({e.message})")
         return StoreError(f"{op} {where} failed: {type(e).__name__}: {e}")
@@ -353,6 +357,12 @@ class GCSStore:
     def write_versioned(self, key: str, data: bytes, version: str | None) -> bool:
         """Compare-and-swap on the object generation (None: the object must not exist)."""
         return self._conditional_upload(key, data, 0 if version is None else int(version))
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    import requests
+
+    return isinstance(e, requests.exceptions.ConnectionError | ConnectionError)
 
 
 def _check_bucket(bucket: str) -> None:

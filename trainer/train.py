@@ -29,7 +29,7 @@ from trainer import data as data_mod
 from trainer import distribute
 from trainer.config import ConfigError, TrainConfig
 from trainer.neighbours import nearest
-from trainer.storage import AlreadyExistsError, NotFoundError, Store, open_store
+from trainer.storage import AlreadyExistsError, NotFoundError, Store, StoreError, open_store
 
 SUCCESS = "_SUCCESS"
 LATEST = "latest.json"
@@ -52,7 +52,11 @@ RESUME_KEYS = (
 )
 
 
-class PreemptedError(Exception):
+class RetryableError(Exception):
+    """The run stopped at its last checkpoint and resumes when started again (exit 75)."""
+
+
+class PreemptedError(RetryableError):
     """SIGTERM arrived: the run stopped at a checkpoint and can be resumed."""
 
 
@@ -252,10 +256,10 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         cfg = self.cfg
+        _check_resumable(self.store, cfg)
         if self.store.exists(SUCCESS):
             self.log(f"run {cfg.run_id} is already complete in {self.store.uri}; nothing to do")
             return json.loads(self.store.read_bytes("metrics.json"))
-        _check_resumable(self.store, cfg)
         dataset = data_mod.load(
             cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
         )
@@ -264,7 +268,14 @@ class Trainer:
             f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}"
         )
         with tempfile.TemporaryDirectory(prefix="imdb-train-") as tmp:
-            return self._train(dataset, Path(tmp))
+            try:
+                return self._train(dataset, Path(tmp))
+            except StoreError as e:
+                # The store answered at the start, so this is an outage mid-run, not bad
+                # input: what is checkpointed is safe and a rerun resumes from it.
+                raise RetryableError(
+                    f"{e}; rerun with --run-id {cfg.run_id} to resume from the last checkpoint"
+                ) from e
 
     def _train(self, dataset: data_mod.Dataset, workdir: Path) -> dict:
         import tensorflow as tf
@@ -313,19 +324,26 @@ class Trainer:
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.t0 = time.perf_counter()
+                self.interrupted = False
 
             def on_train_batch_end(self, batch, logs=None):
-                if trainer.termination.requested:
+                if trainer.termination.requested and not self.model.stop_training:
                     self.model.stop_training = True
+                    steps = self.params.get("steps")
+                    self.interrupted = steps is None or batch + 1 < steps
 
             def on_epoch_end(self, epoch, logs=None):
                 seconds = time.perf_counter() - self.t0
-                if trainer.termination.requested and "val_loss" not in (logs or {}):
-                    return  # interrupted mid-epoch: this epoch is not complete
+                if self.interrupted:
+                    # Keras still validates and calls us after a mid-epoch stop; a partial
+                    # epoch must not be checkpointed as complete.
+                    return
                 state["epoch_seconds"].append(round(seconds, 3))
                 for k, v in (logs or {}).items():
                     state["history"].setdefault(k, []).append(float(v))
                 trainer._checkpoint(self.model, epoch + 1, state, workdir, tb_dir)
+                if trainer.termination.requested:
+                    self.model.stop_training = True  # arrived during validation
 
         callbacks = [EpochEnd(), tf.keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=0)]
         if initial_epoch < cfg.epochs:
@@ -361,7 +379,8 @@ class Trainer:
             self._put(f"{CKPT_DIR}/state-{epoch:04d}.json", _json(state))
             self.store.upload_file(local, f"{CKPT_DIR}/epoch-{epoch:04d}.keras")
             self._upload_tree(tb_dir, "tensorboard")
-        self.log(f"checkpoint: epoch {epoch} saved to {self.store.uri}/{CKPT_DIR}/")
+        where = f"saved to {self.store.uri}/{CKPT_DIR}/" if self.chief else "done (chief uploads)"
+        self.log(f"checkpoint: epoch {epoch} {where}")
 
     def _publish(
         self, model, dataset, state, replicas, test_loss, test_acc, workdir, tb_dir
@@ -387,8 +406,10 @@ class Trainer:
             "test_examples": int(len(dataset.y_test)),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        # Every worker saves: under MultiWorkerMirroredStrategy saving reads variables
+        # through collectives, so a chief-only save blocks until its peers have exited.
+        model.save(workdir / "model.keras")
         if self.chief:
-            model.save(workdir / "model.keras")
             write_embedding(workdir, vectors, id_to_word)
             plot_curves(
                 history,
@@ -410,6 +431,9 @@ class Trainer:
             f"(loss {test_loss:.4f}) after {metrics['epochs_completed']} epochs "
             f"on {replicas} replica(s)"
         )
+        # Machine-readable, printed by every worker: evaluate() all-reduces, so they agree.
+        final = {k: metrics[k] for k in ("run_id", "test_accuracy", "test_loss", "replicas")}
+        self.log("final: " + json.dumps({**final, "chief": self.chief}))
         great = neighbours["queries"].get("great")
         if great is not None:
             self.log("nearest to 'great': " + ", ".join(n["word"] for n in great))

@@ -1,0 +1,342 @@
+"""Reliability: bad input is rejected cleanly, kills resume, promotion is atomic,
+storage faults never leave a run that looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.faultproxy import FaultProxy
+from tests.helpers import TINY, write_keras_npz, write_tarball
+from trainer.config import EXIT_BAD_INPUT, EXIT_RETRYABLE, TrainConfig
+from trainer.storage import open_store
+from trainer.train import LATEST, SUCCESS, promote
+
+
+def trainer_env(**extra) -> dict:
+    return {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_trainer(args, timeout=300, **env):
+    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT,
+                          env=trainer_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _corrupt(tmp: Path) -> str:
+    path = tmp / "corrupt.tar.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
+    return str(path)
+
+
+def _truncated_gz(tmp: Path) -> str:
+    whole = write_tarball(tmp / "whole.tar.gz").read_bytes()
+    path = tmp / "truncated.tar.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    return str(path)
+
+
+def _truncated_tar(tmp: Path) -> str:
+    whole = write_tarball(tmp / "whole.tar", compress=False).read_bytes()
+    path = tmp / "truncated.tar"
+    path.write_bytes(whole[: 512 * 3 + 100])
+    return str(path)
+
+
+def _npz_missing(tmp: Path) -> str:
+    return str(write_keras_npz(tmp / "partial.npz", {"x_train": [[1, 2]], "y_train": [1]}))
+
+
+def _single_class(tmp: Path) -> str:
+    return str(write_tarball(tmp / "pos-only.tar.gz", [r for r in TINY if r[1] == "pos"]))
+
+
+def _no_reviews(tmp: Path) -> str:
+    import io
+    import tarfile
+
+    path = tmp / "empty.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo("aclImdb/README")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"hello"))
+    return str(path)
+
+
+BAD_INPUTS = [
+    ("unknown-model", ["--model", "cnn"], None,
+     "unknown model 'cnn': expected one of mean, lstm"),
+    ("zero-epochs", ["--epochs", "0"], None, "invalid epochs 0: expected a positive integer"),
+    ("negative-batch", ["--batch-size", "-64"], None,
+     "invalid batch-size -64: expected a positive integer"),
+    ("zero-vocabulary", ["--vocab-size", "0"], None,
+     "invalid vocab-size 0: expected a positive integer"),
+    ("zero-review-length", ["--max-review-length", "0"], None,
+     "invalid max-review-length 0: expected a positive integer"),
+    ("missing-data", ["--data", "{tmp}/nope.tar.gz"], None, "nope.tar.gz' does not exist"),
+    ("corrupt-tarball", ["--data", _corrupt], None, "corrupt or truncated tarball"),
+    ("truncated-gzip", ["--data", _truncated_gz], None, "corrupt or truncated tarball"),
+    ("truncated-tar", ["--data", _truncated_tar], None, "truncated tarball"),
+    ("npz-missing-arrays", ["--data", _npz_missing], None,
+     "lacks arrays x_test, y_test: expected x_train, y_train, x_test, y_test"),
+    ("single-class", ["--data", _single_class], None,
+     "train split has labels [1]: expected both 0 and 1"),
+    ("no-reviews", ["--data", _no_reviews], None, "no train/test reviews in"),
+    ("unknown-scheme", ["--output", "s3://bucket/imdb"], None,
+     "unknown output scheme 's3' in 's3://bucket/imdb'"),
+    ("invalid-bucket", ["--output", "gs://Not_A_Bucket!/imdb"], None,
+     "invalid bucket name 'Not_A_Bucket!'"),
+    ("unreachable-gcs", ["--output", "gs://imdb-unreachable/imdb"], "unreachable",
+     "cannot reach gs://imdb-unreachable/imdb/"),
+    ("bad-metric", ["--metric", "manhattan"], None,
+     "unknown metric 'manhattan': expected one of euclidean, cosine"),
+    ("bad-run-id", ["--run-id", "../escape"], None, "invalid run-id '../escape'"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "message"),
+                         [pytest.param(a, e, m, id=i) for i, a, e, m in BAD_INPUTS])
+def test_bad_input_one_line_permanent_exit_nothing_published(args, env, message, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    args = [a(src) if callable(a) else a.replace("{tmp}", str(src)) for a in args]
+    out = tmp_path / "out"
+    options = {"--model": "mean", "--data": str(write_tarball(src / "ok.tar.gz")),
+               "--output": str(out), "--run-id": "bad", "--epochs": "1",
+               "--cache-dir": str(tmp_path / "cache")}
+    options.update(zip(args[::2], args[1::2], strict=True))
+    full = [part for item in options.items() for part in item]
+    extra = {}
+    if env == "unreachable":
+        extra = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{closed_port()}",
+                 "IMDB_TRAIN_GCS_DEADLINE": "2"}
+    started = time.monotonic()
+    proc = run_trainer(full, timeout=120, **extra)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    assert time.monotonic() - started < 60  # bounded retries, no hang
+
+
+def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
+    src = write_tarball(tmp_path / "tiny.tar.gz")
+    common = ["--model", "mean", "--data", str(src), "--output", str(tmp_path / "out"),
+              "--run-id", "r1", "--cache-dir", str(tmp_path / "c"), "--vocab-size", "20",
+              "--max-review-length", "8"]
+    assert run_trainer([*common, "--epochs", "1"]).returncode == 0
+    proc = run_trainer([*common, "--epochs", "1", "--embedding-dim", "8"])
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "embedding_dim: 32 -> 8" in proc.stderr and "pass another --run-id" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+@pytest.fixture(scope="module")
+def warm_cache(shared_tarball, tmp_path_factory):
+    from trainer import data
+
+    cache = tmp_path_factory.mktemp("cache")
+    data.load(str(shared_tarball), cache_dir=cache)
+    return cache
+
+
+def _start_and_signal_in_epoch_2(args, sig) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=ROOT,
+                            env=trainer_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stdout = []
+    try:
+        for line in proc.stdout:
+            stdout.append(line)
+            if line.startswith("checkpoint: epoch 1 saved"):
+                time.sleep(0.3)  # well inside epoch 2
+                proc.send_signal(sig)
+                break
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(stdout) + out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [pytest.param(signal.SIGTERM, EXIT_RETRYABLE,
+                                                        id="sigterm"),
+                                           pytest.param(signal.SIGKILL, -signal.SIGKILL,
+                                                        id="sigkill")])
+def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_path):
+    out = tmp_path / "runs"
+    args = ["--model", "lstm", "--data", str(shared_tarball), "--output", str(out),
+            "--run-id", "kill", "--epochs", "3", "--sample", "3000",
+            "--cache-dir", str(warm_cache), "--neighbours", "great"]
+    first = _start_and_signal_in_epoch_2(args, sig)
+    assert first.returncode == code, first.stderr[-3000:]
+    run = open_store(str(out)).child("lstm", "kill")
+    keys = set(run.list())
+    assert "checkpoints/epoch-0001.keras" in keys
+    assert "checkpoints/epoch-0002.keras" not in keys  # the partial epoch is not saved
+    assert SUCCESS not in keys and "metrics.json" not in keys
+    if sig == signal.SIGTERM:
+        assert "stopped, resumable: stopped by signal 15 after epoch 1 of 3" in first.stderr
+
+    second = run_trainer(args, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming run kill after epoch 1 of 3" in second.stdout
+    metrics = json.loads(run.read_bytes("metrics.json"))
+    assert metrics["epochs_completed"] == 3
+    assert len(metrics["history"]["val_accuracy"]) == len(metrics["epoch_seconds"]) == 3
+    assert run.exists(SUCCESS)
+    assert metrics["test_accuracy"] > 0.6  # it really trained on after resuming
+
+
+# ----------------------------------------------------------------------------- promotion
+
+
+@pytest.fixture(params=["local", "gcs"])
+def model_store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "runs")).child("lstm")
+    bucket = request.getfixturevalue("gcs_bucket")
+    return open_store(f"gs://{bucket}/imdb").child("lstm")
+
+
+def _promote(store, run_id, acc, **gate):
+    cfg = TrainConfig(model="lstm", run_id=run_id, **gate)
+    return promote(cfg, {"test_accuracy": acc, "test_loss": 0.3}, store)
+
+
+def test_quality_gate(model_store):
+    assert _promote(model_store, "a", 0.840)["promoted"]
+    assert _promote(model_store, "b", 0.850)["promoted"]
+    worse = _promote(model_store, "c", 0.840, tolerance=0.005)
+    assert not worse["promoted"]
+    assert "worse than latest run b (0.8500) by more than the tolerance 0.0050" in worse["reason"]
+    assert _promote(model_store, "d", 0.846, tolerance=0.005)["promoted"]  # within tolerance
+    floor = _promote(model_store, "e", 0.90, min_accuracy=0.95)
+    assert not floor["promoted"] and "below the floor 0.9500" in floor["reason"]
+    latest = json.loads(model_store.read_bytes(LATEST))
+    assert latest["run_id"] == "d" and latest["previous_run_id"] == "b"
+
+
+def test_concurrent_publishers_lose_no_update(model_store):
+    """Twelve publishers race with distinct accuracies and tolerance 0: the best ends
+    up latest, and every publisher told it won is on the pointer's history chain."""
+    rng = np.random.default_rng(7)
+    accs = {f"run-{i:02d}": float(a) for i, a in enumerate(rng.permutation(12) / 100 + 0.8)}
+    results = {}
+
+    def publish(run_id):
+        results[run_id] = _promote(model_store, run_id, accs[run_id], tolerance=0.0)
+
+    threads = [threading.Thread(target=publish, args=(r,)) for r in accs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    winners = {r for r, d in results.items() if d["promoted"]}
+    latest = json.loads(model_store.read_bytes(LATEST))
+    assert latest["run_id"] == max(accs, key=accs.get)
+    # Every successful CAS replaced the previous winner: following previous_run_id from
+    # the final pointer must visit exactly the winners (a lost update would break it).
+    previous = {r: results[r]["previous"] for r in winners}
+    chain, current = [], latest["run_id"]
+    while current:
+        chain.append(current)
+        current = (previous[current] or {}).get("run_id")
+    assert set(chain) == winners and len(chain) == len(winners)
+    accuracies = [accs[r] for r in reversed(chain)]
+    assert accuracies == sorted(accuracies)
+
+
+# ----------------------------------------------------------------------------- storage faults
+
+
+def test_lost_responses_on_conditional_writes_are_read_back(gcs_bucket, gcs_emulator,
+                                                            monkeypatch):
+    uploads = lambda method, path, body: method == "POST" and "/upload/" in path  # noqa: E731
+    with FaultProxy(gcs_emulator, applies=uploads) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        store = open_store(f"gs://{gcs_bucket}/imdb")
+        proxy.script = ["lost-response"]
+        store.write_bytes("run/_SUCCESS", b"ok", if_absent=True)  # landed, answer lost
+        proxy.script = ["lost-response"]
+        assert store.write_versioned("latest.json", b'{"run_id": "x"}', None)
+        proxy.script = ["503"]
+        _, version = store.read_versioned("latest.json")
+        assert store.write_versioned("latest.json", b'{"run_id": "y"}', version)
+        assert not store.write_versioned("latest.json", b'{"run_id": "z"}', version)
+        assert proxy.counts["lost-response"] == 2 and proxy.counts["503"] == 1
+    assert store.read_bytes("run/_SUCCESS") == b"ok"
+    assert store.read_bytes("latest.json") == b'{"run_id": "y"}'
+
+
+@pytest.mark.slow
+def test_training_through_a_faulty_link_completes(shared_tarball, warm_cache, gcs_bucket,
+                                                  gcs_emulator):
+    """A fifth of all storage requests fail (503 or reset): retries carry the run."""
+    with FaultProxy(gcs_emulator, rate=0.2, faults=("503", "reset"), seed=3) as proxy:
+        proc = run_trainer(
+            ["--model", "mean", "--data", str(shared_tarball),
+             "--output", f"gs://{gcs_bucket}/imdb", "--run-id", "flaky", "--epochs", "2",
+             "--sample", "512", "--cache-dir", str(warm_cache)],
+            STORAGE_EMULATOR_HOST=proxy.url, IMDB_TRAIN_GCS_DEADLINE="60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proxy.injected >= 5, proxy.counts
+    run = open_store(f"gs://{gcs_bucket}/imdb").child("mean", "flaky")
+    keys = set(run.list())
+    for key in ("metrics.json", "neighbours.json", "model.keras", "curves.png", SUCCESS,
+                "checkpoints/epoch-0002.keras"):
+        assert key in keys
+    assert json.loads(run.read_bytes("metrics.json"))["epochs_completed"] == 2
+
+
+@pytest.mark.slow
+def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
+        shared_tarball, warm_cache, gcs_bucket, gcs_emulator):
+    """Every request fails once the first checkpoint is being written: the run stops with
+    the retryable code and no _SUCCESS; after the outage a rerun finishes it."""
+    broken = threading.Event()
+
+    def applies(method, path, body):
+        if b"state-0001.json" in body:  # the object name travels in the upload's metadata
+            broken.set()
+        return broken.is_set()
+
+    args = ["--model", "mean", "--data", str(shared_tarball),
+            "--output", f"gs://{gcs_bucket}/imdb", "--run-id", "outage", "--epochs", "2",
+            "--sample", "512", "--cache-dir", str(warm_cache)]
+    with FaultProxy(gcs_emulator, rate=1.0, faults=("503", "reset"), applies=applies) as proxy:
+        proc = run_trainer(args, STORAGE_EMULATOR_HOST=proxy.url, IMDB_TRAIN_GCS_DEADLINE="3")
+    assert proc.returncode == EXIT_RETRYABLE, proc.stderr[-3000:]
+    assert "rerun with --run-id outage to resume" in proc.stderr
+    assert proxy.injected > 0
+    run = open_store(f"gs://{gcs_bucket}/imdb").child("mean", "outage")
+    assert not run.exists(SUCCESS) and not run.exists("metrics.json")
+    again = run_trainer(args, STORAGE_EMULATOR_HOST=gcs_emulator)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert run.exists(SUCCESS)
