@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from collections.abc import Mapping
 
 WORKER_PORT = 2222
 # Set by the Indexed Job (jobs/manifest.py): every worker's host:port, index order.
 WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"
+# The TF_CONFIG task types a MultiWorkerMirroredStrategy group is made of.
+TASK_TYPES = ("chief", "worker")
+# Seconds a collective may wait for a peer before it fails (multi-worker only).
+COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"
 
 
 class DistributeError(ValueError):
@@ -24,18 +30,32 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
     """
     env = os.environ if env is None else env
     if env.get("TF_CONFIG"):
+        raw = env["TF_CONFIG"]
         try:
-            cfg = json.loads(env["TF_CONFIG"])
-            workers = cfg["cluster"]["worker"]
-            task = cfg["task"]
+            cfg = json.loads(raw)
+            cluster, task = dict(cfg["cluster"]), dict(cfg["task"])
+            members = cluster[task["type"]]
+            index = task["index"]
         except (ValueError, KeyError, TypeError) as e:
             raise DistributeError(
-                f"invalid TF_CONFIG {env['TF_CONFIG']!r}: expected "
-                '{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}'
+                f"invalid TF_CONFIG {raw!r}: expected "
+                '{"cluster": {"worker": ["host:port", ...]}, '
+                '"task": {"type": "worker", "index": N}}'
             ) from e
-        if not 0 <= int(task.get("index", -1)) < len(workers):
+        if task["type"] not in TASK_TYPES or set(cluster) - set(TASK_TYPES):
             raise DistributeError(
-                f"TF_CONFIG task index {task.get('index')!r} is outside 0..{len(workers) - 1}"
+                f"invalid TF_CONFIG {raw!r}: task and cluster types must be among "
+                f"{', '.join(TASK_TYPES)} (MultiWorkerMirroredStrategy has no ps or evaluator)"
+            )
+        for name, hosts in cluster.items():
+            if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+                raise DistributeError(
+                    f"invalid TF_CONFIG cluster {name!r}: {hosts!r}: expected a list of host:port"
+                )
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(members):
+            raise DistributeError(
+                f"TF_CONFIG task index {index!r} is not a {task['type']} index: expected "
+                f"0..{len(members) - 1}"
             )
         return cfg
     hosts = [h.strip() for h in env.get(WORKER_HOSTS_ENV, "").split(",") if h.strip()]
@@ -49,9 +69,63 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
     return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": int(index)}}
 
 
+def collective_timeout_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """IMDB_TRAIN_COLLECTIVE_TIMEOUT in seconds, or None (unset or empty: no timeout).
+
+    Raises:
+        DistributeError: not a positive number.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise DistributeError(
+            f"invalid {COLLECTIVE_TIMEOUT_ENV} {raw!r}: expected a positive number of seconds"
+        )
+    return seconds
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """A one-line reason if `error` is a collective that failed because a peer worker died,
+    stalled past the collective timeout or was cut off; otherwise None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    kinds = (
+        tf.errors.UnavailableError,  # peer gone: connection reset, missed heartbeats
+        tf.errors.DeadlineExceededError,  # peer alive but stuck: the collective timeout
+        tf.errors.AbortedError,
+        tf.errors.CancelledError,
+    )
+    if not isinstance(error, kinds):
+        return None
+    # TF prefixes the reason with the Python stack that built the op: keep the reason.
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(getattr(error, "message", error)))
+    lines = [ln.strip() for ln in message.splitlines()]
+    reason = [
+        ln
+        for ln in lines
+        if ln
+        and not ln.startswith(("File ", "Detected at node", "Graph execution error"))
+        and not ln.startswith("The error could be from a previous operation")
+    ]
+    return f"{type(error).__name__}: {' '.join(reason[:3]) or 'collective failed'}"
+
+
+def group_size(tf_config: dict | None) -> int:
+    """Processes in the training group (chief and workers; 1 without TF_CONFIG)."""
+    if not tf_config:
+        return 1
+    return sum(len(tf_config["cluster"].get(t, [])) for t in TASK_TYPES)
+
+
 def is_multi_worker(env: Mapping[str, str] | None = None) -> bool:
-    cfg = tf_config_from_env(env)
-    return bool(cfg) and len(cfg["cluster"].get("worker", [])) > 1
+    return group_size(tf_config_from_env(env)) > 1
 
 
 def is_chief(env: Mapping[str, str] | None = None) -> bool:
@@ -81,12 +155,14 @@ def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None)
     Args:
         cpu_devices: when no GPU is visible and > 1, mirror over that many logical CPUs.
         collective_timeout: multi-worker only: seconds after which a collective whose peer
-            has gone away fails instead of hanging.
+            has gone away fails instead of hanging; None: IMDB_TRAIN_COLLECTIVE_TIMEOUT.
     """
     import tensorflow as tf
 
     tf_config = tf_config_from_env()
-    if tf_config and len(tf_config["cluster"].get("worker", [])) > 1:
+    if group_size(tf_config) > 1:
+        if collective_timeout is None:
+            collective_timeout = collective_timeout_from_env()
         os.environ["TF_CONFIG"] = json.dumps(tf_config)
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout

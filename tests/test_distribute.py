@@ -1,0 +1,198 @@
+"""The multi-worker contract: TF_CONFIG from the Indexed Job's environment, its validation,
+who is chief, the collective timeout, and how a broken worker group is reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer import distribute
+from trainer.distribute import DistributeError
+
+HOSTS = "job-0.svc:2222,job-1.svc:2222,job-2.svc:2222"
+WORKERS = ["job-0.svc:2222", "job-1.svc:2222", "job-2.svc:2222"]
+
+CHIEF_AND_WORKER = {
+    "cluster": {"chief": ["c:1"], "worker": ["w:1"]},
+    "task": {"type": "chief", "index": 0},
+}
+
+
+def worker_config(index: int, workers=WORKERS) -> dict:
+    return {"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}}
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_each_completion_index_gets_its_own_task(index):
+    env = {distribute.WORKER_HOSTS_ENV: HOSTS, "JOB_COMPLETION_INDEX": str(index)}
+    assert distribute.tf_config_from_env(env) == worker_config(index)
+    assert distribute.is_multi_worker(env)
+    assert distribute.is_chief(env) is (index == 0)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, None, id="nothing-set"),
+        pytest.param({"TF_CONFIG": ""}, None, id="empty-tf-config"),
+        pytest.param({distribute.WORKER_HOSTS_ENV: "a:1"}, None, id="one-host"),
+        pytest.param({distribute.WORKER_HOSTS_ENV: " , "}, None, id="blank-hosts"),
+        pytest.param(
+            {distribute.WORKER_HOSTS_ENV: " a:1 , b:2 ,", "JOB_COMPLETION_INDEX": "1"},
+            worker_config(1, ["a:1", "b:2"]),
+            id="hosts-are-trimmed",
+        ),
+        pytest.param(
+            {
+                "TF_CONFIG": json.dumps(worker_config(1, ["x:1", "y:2"])),
+                distribute.WORKER_HOSTS_ENV: HOSTS,
+                "JOB_COMPLETION_INDEX": "0",
+            },
+            worker_config(1, ["x:1", "y:2"]),
+            id="tf-config-wins",
+        ),
+        pytest.param(
+            {"TF_CONFIG": json.dumps(CHIEF_AND_WORKER)}, CHIEF_AND_WORKER, id="chief-and-worker"
+        ),
+    ],
+)
+def test_tf_config_from_env(env, expected):
+    assert distribute.tf_config_from_env(env) == expected
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="single-process"),
+        pytest.param({"TF_CONFIG": json.dumps(worker_config(0, ["a:1"]))}, id="group-of-one"),
+    ],
+)
+def test_single_process_is_chief_and_not_multi_worker(env):
+    assert not distribute.is_multi_worker(env)
+    assert distribute.is_chief(env)
+
+
+def test_a_chief_task_counts_towards_the_group_and_is_the_only_chief():
+    cluster = {"chief": ["c:1"], "worker": ["w:1", "w:2"]}
+    chief = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})}
+    worker0 = {
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    }
+    assert distribute.group_size(distribute.tf_config_from_env(chief)) == 3
+    assert distribute.is_multi_worker(worker0)
+    assert distribute.is_chief(chief)
+    assert not distribute.is_chief(worker0)
+
+
+@pytest.mark.parametrize(
+    ("index", "shown"),
+    [
+        pytest.param(None, "None", id="missing"),
+        pytest.param("", "''", id="empty"),
+        pytest.param("-1", "'-1'", id="negative"),
+        pytest.param("one", "'one'", id="not-a-number"),
+        pytest.param("3", "'3'", id="past-the-last-host"),
+        pytest.param("1.0", "'1.0'", id="not-an-integer"),
+    ],
+)
+def test_bad_job_completion_index(index, shown):
+    env = {distribute.WORKER_HOSTS_ENV: HOSTS}
+    if index is not None:
+        env["JOB_COMPLETION_INDEX"] = index
+    with pytest.raises(DistributeError, match=rf"JOB_COMPLETION_INDEX {shown} .* 0\.\.2"):
+        distribute.tf_config_from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "message"),
+    [
+        pytest.param("{not json", "invalid TF_CONFIG", id="not-json"),
+        pytest.param("[]", "invalid TF_CONFIG", id="a-list"),
+        pytest.param("{}", "invalid TF_CONFIG", id="empty-object"),
+        pytest.param('{"cluster": {"worker": ["a:1"]}}', "invalid TF_CONFIG", id="no-task"),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}',
+            "invalid TF_CONFIG",
+            id="no-index",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1"]}, "task": "worker"}', "invalid TF_CONFIG", id="task-str"
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            r"task index 2 is not a worker index: expected 0\.\.1",
+            id="index-past-the-end",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": -1}}',
+            r"task index -1 is not a worker index",
+            id="negative-index",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "1"}}',
+            r"task index '1' is not a worker index",
+            id="string-index",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": true}}',
+            r"task index True is not a worker index",
+            id="bool-index",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": "a:1,b:2"}, "task": {"type": "worker", "index": 0}}',
+            r"cluster 'worker': 'a:1,b:2': expected a list of host:port",
+            id="hosts-as-one-string",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+            "invalid TF_CONFIG",
+            id="type-not-in-cluster",
+        ),
+        pytest.param(
+            '{"cluster": {"worker": ["a:1"], "ps": ["p:1"]}, "task": {"type": "ps", "index": 0}}',
+            "must be among chief, worker",
+            id="parameter-server",
+        ),
+    ],
+)
+def test_malformed_tf_config(tf_config, message):
+    with pytest.raises(DistributeError, match=message):
+        distribute.tf_config_from_env({"TF_CONFIG": tf_config})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(None, None, id="unset"),
+        pytest.param("", None, id="empty"),
+        pytest.param("30", 30.0, id="integer"),
+        pytest.param(" 2.5 ", 2.5, id="fraction"),
+    ],
+)
+def test_collective_timeout_from_env(raw, expected):
+    env = {} if raw is None else {distribute.COLLECTIVE_TIMEOUT_ENV: raw}
+    assert distribute.collective_timeout_from_env(env) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "soon", "nan", "inf"])
+def test_bad_collective_timeout(raw):
+    with pytest.raises(DistributeError, match=rf"IMDB_TRAIN_COLLECTIVE_TIMEOUT '{raw}'"):
+        distribute.collective_timeout_from_env({distribute.COLLECTIVE_TIMEOUT_ENV: raw})
+
+
+def test_peer_failure_names_the_reason_and_ignores_other_errors():
+    tf = pytest.importorskip("tensorflow")
+    message = (
+        "Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at "
+        '(most recent call last):\n  File "train.py", line 1, in fit\n'
+        "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker}} "
+        "Collective has timed out during execution.\n"
+        "The error could be from a previous operation. Restart your program to reset."
+    )
+    reason = distribute.peer_failure(tf.errors.DeadlineExceededError(None, None, message))
+    assert reason == "DeadlineExceededError: Collective has timed out during execution."
+    lost = distribute.peer_failure(tf.errors.UnavailableError(None, None, "peer is down"))
+    assert lost == "UnavailableError: peer is down"
+    assert distribute.peer_failure(tf.errors.InvalidArgumentError(None, None, "shape")) is None
+    assert distribute.peer_failure(RuntimeError("no")) is None
