@@ -105,6 +105,7 @@ def run(
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
             os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+            distribute.collective_timeout_from_env()  # a bad value is bad input, fail early
         from trainer.train import PreemptedError, train
 
         train(cfg)
@@ -113,6 +114,18 @@ def run(
         raise SystemExit(EXIT_BAD_INPUT) from None
     except PreemptedError as e:
         print(f"preempted: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_RETRYABLE) from None
+    except Exception as e:
+        reason = distribute.peer_failure(e) if distribute.is_multi_worker() else None
+        if reason is None:
+            raise
+        # One synchronous group: a lost peer fails every worker; the Job reruns the whole
+        # group with the same run id, which resumes from the last checkpoint.
+        print(
+            f"error: the worker group broke ({reason}); rerun all workers with "
+            f"--run-id {cfg.run_id} to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_RETRYABLE) from None
 
 

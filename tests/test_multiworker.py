@@ -1,0 +1,354 @@
+"""Multi-worker training end to end: real `python -m trainer` processes on 127.0.0.1.
+
+Each test starts a group of workers that share one store (the same --output, as pods
+share a bucket) and differ only in TF_CONFIG. The workers run under a small wrapper that
+records, through a Python audit hook, every path a process opens for writing, renames,
+links or creates under the store: that is how the tests tell who wrote what although
+everyone has the same --output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_tarball
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCH_SECONDS = 120  # generous: the machine is shared and TF start-up is CPU-heavy
+GROUP_TIMEOUT = 240
+VOCAB, MAXLEN = 5000, 100
+
+# Runs `python -m trainer` with an audit hook that logs writes under MW_AUDIT_ROOT, and
+# optionally blocks forever (a peer that is alive but stuck) once MW_HANG_ON is written.
+WRAPPER = r"""
+import os, runpy, sys, time
+log = open(os.environ["MW_AUDIT_LOG"], "a", buffering=1)
+root = os.path.abspath(os.environ["MW_AUDIT_ROOT"])
+hang_on = os.environ.get("MW_HANG_ON")
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+TARGETS = {"os.rename": 1, "os.link": 1, "os.symlink": 1, "shutil.copyfile": 1,
+           "os.mkdir": 0, "os.remove": 0, "os.rmdir": 0, "os.truncate": 0, "os.chmod": 0}
+
+def hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        if not ((mode and set(str(mode)) & set("wax+")) or (flags or 0) & WRITE):
+            return
+    elif event in TARGETS:
+        path = args[TARGETS[event]]
+    else:
+        return
+    if isinstance(path, int):
+        return
+    path = os.path.abspath(os.fsdecode(path))
+    if hang_on and path.endswith(hang_on):
+        log.write(f"hang\t{path}\n")
+        while True:
+            time.sleep(60)
+    if path == root or path.startswith(root + os.sep):
+        log.write(f"{event}\t{path}\n")
+
+sys.addaudithook(hook)
+runpy.run_module("trainer", run_name="__main__", alter_sys=True)
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports the kernel considers free right now (all held open together, so
+    they differ). Every launch takes new ones: gRPC binds with SO_REUSEPORT, and a port a
+    killed worker used may still be in TIME_WAIT."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+
+
+class Group:
+    """N worker processes of one run, each in its own process group, logs in `workdir`."""
+
+    def __init__(self, workdir: Path, n: int, args: list[str], env: dict | None = None):
+        self.workdir, self.n, self.args, self.env = workdir, n, args, env or {}
+        self.procs: list[subprocess.Popen] = []
+        self.launches = 0
+
+    def log(self, i: int) -> Path:
+        return self.workdir / f"worker-{i}.launch-{self.launches}.log"
+
+    def audit(self, i: int) -> Path:
+        return self.workdir / f"worker-{i}.audit"
+
+    def start(self, store: Path, per_worker_env: dict[int, dict] | None = None) -> None:
+        assert not self.procs, "previous launch still tracked"
+        self.launches += 1
+        ports = free_ports(self.n)
+        for i in range(self.n):
+            tmp = self.workdir / f"tmp-{i}"
+            tmp.mkdir(exist_ok=True)
+            env = {
+                **os.environ,
+                "TF_CONFIG": tf_config(ports, i),
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "IMDB_TRAIN_PROGRESS": "0",
+                "TMPDIR": str(tmp),  # a SIGKILLed worker leaves its work dir here
+                "PYTHONPATH": str(ROOT),
+                "MW_AUDIT_LOG": str(self.audit(i)),
+                "MW_AUDIT_ROOT": str(store),
+                **self.env,
+                **(per_worker_env or {}).get(i, {}),
+            }
+            env.pop("TF_USE_LEGACY_KERAS", None)  # the trainer must choose it itself
+            with open(self.log(i), "wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", WRAPPER, *self.args],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def wait(self, timeout: float, which: list[int] | None = None) -> dict[int, int]:
+        """Exit codes of the workers in `which` (default all); fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for i in which if which is not None else range(self.n):
+            try:
+                codes[i] = self.procs[i].wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                pytest.fail(f"worker {i} still running after {timeout}s:\n{self.tails()}")
+        return codes
+
+    def kill(self, which: list[int] | None = None) -> None:
+        for i, p in enumerate(self.procs):
+            if (which is None or i in which) and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        for i, p in enumerate(self.procs):
+            if which is None or i in which:
+                p.wait(timeout=30)
+        if which is None:
+            self.procs = []
+
+    def output(self, i: int) -> str:
+        return self.log(i).read_text(errors="replace")
+
+    def tails(self) -> str:
+        return "\n".join(
+            f"--- worker {i}:\n" + "\n".join(self.output(i).splitlines()[-25:])
+            for i in range(self.n)
+        )
+
+    def writes(self, i: int) -> set[str]:
+        """Absolute paths worker i wrote under the store, over all launches."""
+        if not self.audit(i).exists():
+            return set()
+        return {line.split("\t", 1)[1] for line in self.audit(i).read_text().splitlines()}
+
+
+def final_line(text: str) -> dict:
+    lines = [ln for ln in text.splitlines() if ln.startswith("final: ")]
+    assert len(lines) == 1, f"expected one 'final:' line, got {lines}"
+    return json.loads(lines[0][len("final: ") :])
+
+
+def store_files(root: Path) -> set[str]:
+    return {str(p) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A small learnable aclImdb tarball and a cache already holding its encoding, so the
+    workers of a group do not race to encode it."""
+    from trainer import data
+
+    base = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(5)
+    good = ["great", "excellent", "wonderful", "amazing", "best"]
+    bad = ["bad", "boring", "awful", "worst", "poor"]
+    filler = [f"word{i}" for i in range(100)]
+    reviews = []
+    for split in ("train", "test"):
+        for i in range(1024):
+            label = "pos" if i % 2 else "neg"
+            words = rng.choices(filler, k=12) + rng.choices(good if i % 2 else bad, k=4)
+            rng.shuffle(words)
+            reviews.append((split, label, i, " ".join(words).encode()))
+    tarball = write_tarball(base / "reviews.tar.gz", reviews)
+    cache = base / "cache"
+    data.load(str(tarball), VOCAB, MAXLEN, 0, cache)
+    return tarball, cache
+
+
+def trainer_args(corpus, store: Path, run_id: str, epochs: int, sample: int) -> list[str]:
+    tarball, cache = corpus
+    return [
+        "--model", "mean",
+        "--data", str(tarball),
+        "--output", str(store),
+        "--run-id", run_id,
+        "--cache-dir", str(cache),
+        "--sample", str(sample),
+        "--epochs", str(epochs),
+        "--batch-size", "16",
+        "--learning-rate", "0.02",
+        "--vocab-size", str(VOCAB),
+        "--max-review-length", str(MAXLEN),
+        "--neighbours", "great",
+    ]  # fmt: skip
+
+
+def wait_for(path: Path, group: Group, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if any(p.poll() is not None for p in group.procs):
+            group.kill()
+            pytest.fail(f"a worker exited before {path.name} appeared:\n{group.tails()}")
+        if time.monotonic() > deadline:
+            group.kill()
+            pytest.fail(f"{path.name} did not appear within {timeout}s:\n{group.tails()}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_group_trains_one_model_and_only_the_chief_writes(corpus, tmp_path, workers):
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "mw"
+    group = Group(tmp_path, workers, trainer_args(corpus, store, "mw", epochs=2, sample=256))
+    try:
+        group.start(store)
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == dict.fromkeys(range(workers), 0), group.tails()
+
+    # One run, complete, written by the chief alone.
+    assert (run_dir / "_SUCCESS").exists()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirrored's class
+    assert config["replicas"] == workers
+    assert config["keras"] == "tf-keras"
+    for i in range(1, workers):
+        assert group.writes(i) == set(), f"worker {i} wrote to the store"
+    chief_writes = group.writes(0)
+    assert store_files(store) <= chief_writes, "files in the store the chief did not write"
+
+    # Every worker evaluated the same synchronised model: identical final metrics.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    finals = [final_line(group.output(i)) for i in range(workers)]
+    assert [f["chief"] for f in finals] == [True] + [False] * (workers - 1)
+    for f in finals:
+        assert f["run_id"] == "mw"
+        assert f["replicas"] == workers
+        assert f["test_accuracy"] == metrics["test_accuracy"]
+        assert f["test_loss"] == metrics["test_loss"]
+    assert metrics["epochs_completed"] == 2
+    assert metrics["replicas"] == workers
+
+
+def test_group_resumes_after_every_worker_is_killed(corpus, tmp_path):
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "resume"
+    epochs = 3
+    # Enough steps per epoch that epoch 2 is still running when the kill lands.
+    group = Group(tmp_path, 2, trainer_args(corpus, store, "resume", epochs=epochs, sample=1024))
+    try:
+        group.start(store)
+        wait_for(run_dir / "checkpoints" / "epoch-0001.keras", group, GROUP_TIMEOUT)
+        group.kill()  # SIGKILL everyone, mid epoch 2: no handler runs, no last words
+        done = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.keras"))
+        assert done == ["epoch-0001.keras"], f"the kill came too late: {done}"
+        assert not (run_dir / "_SUCCESS").exists()
+
+        group.start(store)  # same run id, fresh ports
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == {0: 0, 1: 0}, group.tails()
+    for i in range(2):
+        assert f"resuming run resume after epoch 1 of {epochs}" in group.output(i)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == epochs
+    assert all(len(v) == epochs for v in metrics["history"].values()), metrics["history"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.keras")) == [
+        f"epoch-{e:04d}.keras" for e in range(1, epochs + 1)
+    ]
+    assert (run_dir / "_SUCCESS").exists()
+    assert group.writes(1) == set(), "worker 1 wrote to the store"
+    finals = [final_line(group.output(i)) for i in range(2)]
+    assert finals[0]["test_accuracy"] == finals[1]["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_killed_worker_fails_the_others_and_nothing_is_published(corpus, tmp_path):
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "lost"
+    args = trainer_args(corpus, store, "lost", epochs=3, sample=1024)
+    group = Group(tmp_path, 3, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": "20"})
+    try:
+        group.start(store)
+        wait_for(run_dir / "checkpoints" / "epoch-0001.keras", group, GROUP_TIMEOUT)
+        killed_at = time.monotonic()
+        group.kill([1])
+        codes = group.wait(90, which=[0, 2])
+        elapsed = time.monotonic() - killed_at
+    finally:
+        group.kill()
+    assert codes == {0: 75, 2: 75}, group.tails()
+    assert elapsed < 90
+    for i in (0, 2):
+        assert "error: the worker group broke (" in group.output(i), group.tails()
+        assert "--run-id lost" in group.output(i)
+    assert not (run_dir / "_SUCCESS").exists()
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_stuck_worker_trips_the_collective_timeout(corpus, tmp_path):
+    """A peer that is alive (heartbeats flow) but never joins the next collective: only
+    IMDB_TRAIN_COLLECTIVE_TIMEOUT bounds the wait."""
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "stuck"
+    timeout = 8
+    args = trainer_args(corpus, store, "stuck", epochs=3, sample=256)
+    group = Group(tmp_path, 2, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": str(timeout)})
+    try:
+        # Worker 1 blocks when it starts writing its local epoch-1 checkpoint.
+        group.start(store, per_worker_env={1: {"MW_HANG_ON": "epoch-0001.keras"}})
+        deadline = time.monotonic() + GROUP_TIMEOUT
+        while "hang\t" not in (group.audit(1).read_text() if group.audit(1).exists() else ""):
+            assert time.monotonic() < deadline, group.tails()
+            assert group.procs[0].poll() is None, group.tails()
+            time.sleep(0.05)
+        stuck_at = time.monotonic()
+        codes = group.wait(timeout + 60, which=[0])
+        elapsed = time.monotonic() - stuck_at
+        assert group.procs[1].poll() is None, "the stuck worker should still be alive"
+    finally:
+        group.kill()
+    assert codes == {0: 75}, group.tails()
+    assert "DeadlineExceededError" in group.output(0), group.tails()
+    assert elapsed >= timeout * 0.5
+    assert not (run_dir / "_SUCCESS").exists()
