@@ -1,0 +1,171 @@
+"""jobs.results reads finished runs from a local store and from GCS (emulator on loopback)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from conftest import gcs_client
+
+from jobs import results
+from trainer.storage import open_store
+
+pytestmark = pytest.mark.timeout(120)
+
+NEIGHBOURS = {
+    "lstm": {"great": [("excellent", 0.12), ("superb", 0.15), ("wonderful", 0.2)],
+             "awful": [("terrible", 0.1), ("horrible", 0.14), ("worst", 0.22)]},
+    "mean": {"great": [("fine", 0.3), ("good", 0.31), ("nice", 0.4)],
+             "awful": [("bad", 0.25), ("poor", 0.3), ("dull", 0.33)]},
+}  # fmt: skip
+
+
+def write_run(store, model: str, run_id: str, accuracy: float, *, finished: bool = True):
+    """A run as the trainer leaves it (we test the reader, not the trainer)."""
+    base = f"{model}/{run_id}"
+    metrics = {
+        "model": model, "run_id": run_id, "test_accuracy": accuracy, "test_loss": 1 - accuracy,
+        "epochs_completed": 2,
+        "history": {"loss": [0.6, 0.4], "accuracy": [0.7, accuracy],
+                    "val_loss": [0.5, 0.45], "val_accuracy": [0.75, accuracy - 0.01]},
+        "epoch_seconds": [12.0, 10.0], "replicas": 1,
+    }  # fmt: skip
+    neighbours = {
+        "metric": "cosine",
+        "k": 3,
+        "queries": {
+            q: [{"word": w, "distance": d} for w, d in hits]
+            for q, hits in NEIGHBOURS[model].items()
+        },
+    }
+    files = {
+        "config.json": json.dumps({"model": model, "epochs": 2, "batch_size": 64}),
+        "metrics.json": json.dumps(metrics),
+        "neighbours.json": json.dumps(neighbours),
+        "model.keras": "PK\x03\x04 fake keras zip",
+        "word_index.json": json.dumps({"the": 1, "great": 2}),
+        "embedding/vectors.tsv": "0.1\t0.2\n0.3\t0.4\n",
+        "embedding/metadata.tsv": "the\ngreat\n",
+        "curves.png": "\x89PNG fake",
+        "checkpoints/ckpt-2.weights.h5": "weights",
+        "tensorboard/train/events.out.tfevents.1": "events",
+    }
+    for name, text in files.items():
+        store.write_bytes(f"{base}/{name}", text.encode("latin-1"))
+    if finished:
+        store.write_bytes(f"{base}/_SUCCESS", b"")
+
+
+def promote(store, model: str, run_id: str, accuracy: float):
+    store.write_bytes(
+        f"{model}/latest.json", json.dumps({"run_id": run_id, "test_accuracy": accuracy}).encode()
+    )
+
+
+@pytest.fixture(scope="module", params=["local", "gcs"])
+def output(request, tmp_path_factory):
+    """A store with finished runs, written once per backend (the emulator is slow under load)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "local":
+            uri = str(tmp_path_factory.mktemp("store"))
+        else:
+            url = request.getfixturevalue("gcs_emulator")
+            mp.setenv("STORAGE_EMULATOR_HOST", url)
+            mp.setenv("IMDB_TRAIN_GCS_DEADLINE", "30")
+            bucket = f"results-{uuid.uuid4().hex[:12]}"
+            gcs_client(url).create_bucket(bucket)
+            uri = f"gs://{bucket}/imdb"
+        store = open_store(uri)
+        write_run(store, "lstm", "r1", 0.861)
+        write_run(store, "lstm", "r2", 0.874)
+        write_run(store, "mean", "r1", 0.842)
+        write_run(store, "lstm", "r3", 0.5, finished=False)
+        promote(store, "lstm", "r2", 0.874)
+        yield uri
+
+
+def cli(capsys, *argv):
+    code = results.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_shows_state_accuracy_and_promotion(output, capsys):
+    code, out, _ = cli(capsys, "list", "--output", output)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0] == ["MODEL", "RUN-ID", "STATE", "TEST-ACC", "EPOCHS", "PROMOTED"]
+    assert ["lstm", "r2", "complete", "0.8740", "2", "*"] in rows
+    assert ["lstm", "r1", "complete", "0.8610", "2"] in rows
+    assert ["lstm", "r3", "incomplete", "0.5000", "2"] in rows
+    assert ["mean", "r1", "complete", "0.8420", "2"] in rows
+
+
+def test_show_latest_prints_metrics_and_neighbours(output, capsys):
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "lstm")
+    assert code == 0
+    assert f"run lstm/r2 in {output}" in out
+    assert "test accuracy  0.8740" in out
+    assert "great: excellent (0.120), superb (0.150), wonderful (0.200)" in out
+    assert "awful: terrible (0.100)" in out
+
+
+def test_show_json(output, capsys):
+    code, out, _ = cli(
+        capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1", "--json-output"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["metrics"]["test_accuracy"] == 0.842
+    assert data["neighbours"]["queries"]["great"][0]["word"] == "fine"
+
+
+def test_compare_side_by_side(output, capsys):
+    code, out, _ = cli(capsys, "compare", "lstm/r1", "lstm/latest", "mean/r1", "--output", output)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["lstm/r1", "lstm/r2", "mean/r1"]
+    assert lines[1].split() == ["test_accuracy", "0.8610", "0.8740", "0.8420"]
+    assert any(
+        line.startswith("near 'great'") and "excellent" in line and "fine" in line for line in lines
+    )
+
+
+def test_pull_downloads_the_artifacts(output, capsys, tmp_path):
+    dest = tmp_path / "pulled"
+    code, out, _ = cli(capsys, "pull", "--output", output, "--model", "lstm", "--dest", str(dest))
+    assert code == 0
+    run = dest / "lstm" / "r2"
+    assert json.loads((run / "metrics.json").read_text())["run_id"] == "r2"
+    assert (run / "neighbours.json").exists() and (run / "_SUCCESS").exists()
+    assert (run / "embedding" / "vectors.tsv").read_text() == "0.1\t0.2\n0.3\t0.4\n"
+    assert not (run / "checkpoints").exists()  # only with --checkpoints
+    assert "pulled 10 files of lstm/r2" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["show", "--model", "lstm", "--run-id", "r3"], 1,
+         "error: run lstm/r3 in {output} is incomplete (no _SUCCESS)"),
+        (["show", "--model", "lstm", "--run-id", "r9"], 1,
+         "error: run lstm/r9 in {output} does not exist"),
+        (["show", "--model", "mean"], 1, "error: no promoted mean run in {output}"),
+        (["show", "--model", "cnn"], 2, "error: invalid model 'cnn': expected one of mean, lstm"),
+        (["pull", "--model", "lstm", "--run-id", "r3"], 1, "error: run lstm/r3"),
+        (["compare", "lstm/r1"], 2, "error: invalid runs ['lstm/r1']: expected at least two"),
+        (["compare", "lstm/r1", "r2"], 2, "error: invalid run 'r2': expected MODEL/RUN_ID"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_line(output, capsys, argv, code, message):
+    got, _, err = cli(capsys, *argv, "--output", output)
+    assert got == code
+    assert err.startswith(message.format(output=output))
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_store_uri(capsys):
+    code, _, err = cli(capsys, "list", "--output", "s3://bucket/x")
+    assert code == 1
+    assert err.startswith("error: unknown output scheme 's3'")
