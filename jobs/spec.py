@@ -161,7 +161,7 @@ class JobSpec:
     namespace: str = DEFAULT_NAMESPACE
     name: str = DEFAULT_NAME
     gpus: Any = 1
-    epochs: Any = 10
+    epochs: Any = 3
     batch_size: Any = 64
     data: str = DEFAULT_DATA
     output: str = DEFAULT_OUTPUT

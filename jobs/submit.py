@@ -25,7 +25,7 @@ def submit(
     image: str = specs.DEFAULT_IMAGE,
     namespace: str = specs.DEFAULT_NAMESPACE,
     gpus: int = 1,
-    epochs: int = 10,
+    epochs: int = 3,
     batch_size: int = 64,
     data: str = specs.DEFAULT_DATA,
     output: str = specs.DEFAULT_OUTPUT,
