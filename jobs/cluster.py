@@ -104,6 +104,10 @@ def _translate(
     )
 
 
+# Failures that a fresh attempt cannot fix: bad input (the exit-2 FailJob rule) and the deadline.
+PERMANENT_REASONS = frozenset({"PodFailurePolicy", "DeadlineExceeded"})
+
+
 def job_outcome(job: client.V1Job) -> JobOutcome | None:
     """The Job's terminal condition, or None while it is still running."""
     for cond in (job.status and job.status.conditions) or []:
@@ -199,8 +203,12 @@ class Cluster:
         )
         return list(result.items)
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job; Background propagation removes its pods (and Service) too."""
+    def delete_job(self, namespace: str, name: str, *, propagation: str = "Background") -> None:
+        """Delete a Job; Background propagation removes its pods (and Service) too.
+
+        Foreground keeps the Job until its pods are gone: used before re-creating it, so that
+        no old worker is still writing a checkpoint when the new ones start.
+        """
         self._call(
             "delete",
             "jobs",
@@ -209,9 +217,26 @@ class Cluster:
             self.batch.delete_namespaced_job,
             name,
             namespace,
-            propagation_policy="Background",
+            propagation_policy=propagation,
             group="batch",
         )
+
+    def wait_deleted(self, namespace: str, name: str, timeout: float = 300) -> None:
+        """Block until the Job object is gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.batch.read_namespaced_job(name, namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise _translate(e, "get", "jobs", namespace, name, "batch") from e
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"job {name} in namespace {namespace} is still being deleted after "
+                    f"{timeout:g}s; check its pods with kubectl get pods -n {namespace}"
+                )
+            time.sleep(1)
 
     def job_pods(self, namespace: str, job_name: str) -> list[client.V1Pod]:
         result = self._call(

@@ -64,7 +64,8 @@ def resolve_models(model: Any) -> list[str]:
     return out
 
 
-def _int(field: str, value: Any, minimum: int) -> int:
+def to_int(field: str, value: Any, minimum: int) -> int:
+    """`value` as an int >= minimum, whatever fire made of the flag; else a ValueError naming it."""
     # fire hands over whatever the flag looked like: 10, "10", 10.0 or True.
     if isinstance(value, bool):
         raise ValueError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
@@ -78,7 +79,7 @@ def _int(field: str, value: Any, minimum: int) -> int:
 
 
 def _optional_int(field: str, value: Any, minimum: int) -> int | None:
-    return None if value is None or value == "" else _int(field, value, minimum)
+    return None if value is None or value == "" else to_int(field, value, minimum)
 
 
 def _quantity(field: str, value: Any) -> str | None:
@@ -209,10 +210,10 @@ class JobSpec:
             raise ValueError(
                 f"invalid image {self.image!r}: expected a reference like repo/name:tag"
             )
-        self.gpus = _int("gpus", self.gpus, 0)
-        self.epochs = _int("epochs", self.epochs, 1)
-        self.batch_size = _int("batch size", self.batch_size, 1)
-        self.workers = _int("workers", self.workers, 1)
+        self.gpus = to_int("gpus", self.gpus, 0)
+        self.epochs = to_int("epochs", self.epochs, 1)
+        self.batch_size = to_int("batch size", self.batch_size, 1)
+        self.workers = to_int("workers", self.workers, 1)
         replicas = self.workers * max(self.gpus, 1)
         if self.batch_size % replicas:
             raise ValueError(
@@ -251,11 +252,11 @@ class JobSpec:
         self.active_deadline_seconds = _optional_int(
             "active deadline seconds", self.active_deadline_seconds, 1
         )
-        self.backoff_limit = _int("backoff limit", self.backoff_limit, 0)
+        self.backoff_limit = to_int("backoff limit", self.backoff_limit, 0)
         self.ttl_seconds_after_finished = _optional_int(
             "ttl seconds after finished", self.ttl_seconds_after_finished, 0
         )
-        self.termination_grace_period_seconds = _int(
+        self.termination_grace_period_seconds = to_int(
             "termination grace period seconds", self.termination_grace_period_seconds, 0
         )
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):

@@ -46,6 +46,7 @@ def submit(
     dry_run: bool = False,
     wait: bool = False,
     follow: bool = False,
+    retries: int = 0,
     timeout: float | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
@@ -78,6 +79,9 @@ def submit(
         dry_run: print the YAML that would be sent; needs no cluster.
         wait: watch the Jobs to completion; exit 1 if any failed.
         follow: stream the trainer pod's log.
+        retries: with --wait, re-run a failed Job as a whole this many times (same run id, so
+            the trainer resumes from its checkpoints); never after bad input (exit 2) or the
+            deadline. Meant for multi-worker Jobs, which stop at their first worker failure.
         timeout: seconds to wait (default: no limit).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config; in-cluster in a pod).
         context: kubeconfig context.
@@ -129,9 +133,10 @@ def submit(
             for line in cluster.stream_log(s.namespace, pod, follow=True):
                 print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
     if wait:
+        retries = specs.to_int("retries", retries, 0)
         failed = []
         for s in job_specs:
-            outcome = cluster.wait_job(s.namespace, s.job_name, timeout=timeout)
+            outcome = _wait_with_retries(cluster, s, retries, timeout)
             if outcome.succeeded:
                 print(f"job.batch/{s.job_name} succeeded")
             else:
@@ -142,6 +147,26 @@ def submit(
                 )
         if failed:
             raise _cli.CommandFailedError(f"{len(failed)} of {len(job_specs)} jobs failed")
+
+
+def _wait_with_retries(cluster, spec: specs.JobSpec, retries: int, timeout: float | None):
+    from jobs.cluster import PERMANENT_REASONS
+
+    for attempt in range(retries + 1):
+        outcome = cluster.wait_job(spec.namespace, spec.job_name, timeout=timeout)
+        if outcome.succeeded or outcome.reason in PERMANENT_REASONS or attempt == retries:
+            return outcome
+        print(
+            f"job.batch/{spec.job_name} failed ({outcome.reason}); re-running it as a whole, "
+            f"retry {attempt + 1} of {retries}",
+            file=sys.stderr,
+        )
+        # Foreground: the Job goes only after its pods, so old workers are not still writing
+        # checkpoints (or holding their hostnames) when the new ones start.
+        cluster.delete_job(spec.namespace, spec.job_name, propagation="Foreground")
+        cluster.wait_deleted(spec.namespace, spec.job_name)
+        cluster.create(build_objects(spec))
+    return outcome
 
 
 main = _cli.entrypoint(submit, "jobs.submit")

@@ -192,3 +192,26 @@ def test_unreachable_api_server(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert run(status.main) == 1
     assert "the API server is unreachable" in capsys.readouterr().err
+
+
+def test_failed_multi_worker_job_is_rerun_as_a_whole(kube, capsys):
+    kube.scripts["imdb-train-lstm-g1"] = [Script(outcome="fail"), Script(outcome="succeed")]
+    argv = ["--run-id", "g1", "--workers", "2", "--gpus", "2", "--wait", "--retries", "1"]
+    assert run(submit.main, *argv) == 0
+    out = capsys.readouterr()
+    assert "re-running it as a whole, retry 1 of 1" in out.err
+    assert "job.batch/imdb-train-lstm-g1 succeeded" in out.out
+    (delete,) = kube.requests_to("DELETE", r"/jobs/imdb-train-lstm-g1$")
+    assert "Foreground" in delete[2].get("propagationPolicy", []) + [
+        (delete[3] or {}).get("propagationPolicy")
+    ]
+    assert len(kube.requests_to("POST", r"/jobs$")) == 2
+    assert len(kube.requests_to("POST", r"/services$")) == 2  # the Service went with the Job
+
+
+@pytest.mark.parametrize("reason", ["PodFailurePolicy", "DeadlineExceeded"])
+def test_permanent_failures_are_not_retried(kube, capsys, reason):
+    kube.scripts["imdb-train-lstm-p1"] = Script(outcome="fail", reason=reason)
+    assert run(submit.main, "--run-id", "p1", "--wait", "--retries", "3") == 1
+    assert f"failed: {reason}" in capsys.readouterr().err
+    assert len(kube.requests_to("POST", r"/jobs$")) == 1

@@ -44,7 +44,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.namespaces = {"default", "ml"}
         self.forbidden: set[tuple[str, str]] = set()  # (verb, resource)
-        self.scripts: dict[str, Script] = {}
+        self.scripts: dict[str, Script | list[Script]] = {}
         self.default_script = Script()
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, ns, name)
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, type, resource, obj)
@@ -109,6 +109,8 @@ class FakeKube:
         }
         self._put("pods", pod, "ADDED")
         script = self.scripts.get(name, self.default_script)
+        if isinstance(script, list):  # one Script per creation of the same Job name
+            script = script.pop(0) if len(script) > 1 else script[0]
         self.logs[pod["metadata"]["name"]] = list(script.log)
         if script.outcome != "hang":
             timer = threading.Timer(script.delay, self._finish, (ns, name, pod, script))
