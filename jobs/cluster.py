@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -162,7 +163,7 @@ class Cluster:
             owner = owners.get(svc.spec.selector.get(LABEL_JOB_NAME, ""))
             if owner is not None:
                 # Deleting the Job (cancel, TTL) then garbage-collects the Service.
-                svc = svc.model_copy(deep=True)
+                svc = copy.deepcopy(svc)
                 svc.metadata.owner_references = [
                     client.V1OwnerReference(
                         api_version="batch/v1",
