@@ -1,0 +1,1 @@
+"""Benchmarks: our trainer against the original exercise's plain Keras, speed and memory."""

@@ -1,0 +1,147 @@
+"""The benchmark keeps working: a smoke run's result file has the documented structure."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report, runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def smoke_result(shared_tarball, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench-results")
+    md = out / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nProse that must survive.\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "bench", "--smoke", "--data", str(shared_tarball)]
+    cmd += ["--results-dir", str(out), "--update-md", "--md", str(md)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = list(out.glob("*-smoke.json"))
+    assert len(files) == 1, f"expected one result file in {out}, got {files}"
+    assert str(files[0]) in proc.stdout  # the path is printed
+    return json.loads(files[0].read_text()), md
+
+
+@pytest.mark.slow
+def test_smoke_result_structure(smoke_result):
+    result, _ = smoke_result
+    for key in ("date", "machine", "versions", "settings", "data", "models", "targets_met"):
+        assert key in result, f"missing {key}"
+    assert result["settings"]["smoke"] is True
+    assert result["settings"]["epochs"] == 1
+    assert _positive(result["data"]["cold_seconds_median"])
+    assert _positive(result["data"]["cache_seconds_median"])
+    assert result["data"]["reviews"] == 50000
+    assert set(result["models"]) == {"mean", "lstm"}
+    for model, summary in result["models"].items():
+        for impl in ("reference", "ours"):
+            side = summary[impl]
+            for key in (
+                "first_epoch_seconds",
+                "steady_epoch_seconds",
+                "examples_per_second",
+                "test_accuracy",
+                "peak_rss_bytes",
+                "wall_seconds",
+                "cpu_seconds",
+            ):
+                assert _positive(side[key]), f"{model} {impl} {key} = {side[key]!r}"
+            assert side["test_accuracy"] <= 1.0
+            run = summary["runs"][0][impl]
+            assert len(run["epoch_seconds"]) == 1
+            assert run["train_examples"] == runner_sample(result)
+        ratios = summary["ratios"]
+        for key in ("steady_epoch_seconds", "first_epoch_seconds", "peak_rss_bytes"):
+            assert _positive(ratios[key]), f"{model} ratio {key} = {ratios[key]!r}"
+        assert isinstance(ratios["accuracy_points"], float)
+    assert all(isinstance(v, bool) for v in result["targets_met"].values())
+    assert "lstm_peak_rss" in result["targets_met"]
+
+
+def runner_sample(result: dict) -> int:
+    return result["settings"]["sample"]
+
+
+@pytest.mark.slow
+def test_smoke_updates_only_the_generated_section(smoke_result):
+    _, md = smoke_result
+    text = md.read_text()
+    assert "Prose that must survive." in text
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+    section = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
+    assert "| lstm | ours |" in section and "| mean | reference |" in section
+
+
+def _pair(ref_epochs, ours_epochs, ref_acc=0.84, ours_acc=0.84, rss=2e9) -> dict:
+    def side(epochs, acc):
+        return {
+            "epoch_seconds": epochs,
+            "train_examples": 25000,
+            "test_accuracy": acc,
+            "peak_rss_bytes": rss,
+            "wall_seconds": sum(epochs) + 10,
+            "cpu_seconds": 2 * sum(epochs),
+        }
+
+    return {"reference": side(ref_epochs, ref_acc), "ours": side(ours_epochs, ours_acc)}
+
+
+@pytest.mark.parametrize(
+    ("name", "pairs", "ratio", "points"),
+    [
+        ("faster", [_pair([30, 20, 20], [20, 15, 15])], 0.75, 0.0),
+        ("slower", [_pair([30, 20, 20], [40, 30, 30])], 1.5, 0.0),
+        (
+            "median of pairs",
+            [
+                _pair([9, 10, 10], [9, 5, 5]),
+                _pair([9, 10, 10], [9, 8, 8]),
+                _pair([9, 10, 10], [9, 30, 30]),
+            ],
+            0.8,
+            0.0,
+        ),  # fmt: skip
+        ("accuracy", [_pair([3, 2, 2], [3, 2, 2], 0.84, 0.83)], 1.0, -1.0),
+    ],
+)
+def test_summarise_ratios(name, pairs, ratio, points):
+    s = runner.summarise(pairs)
+    assert s["ratios"]["steady_epoch_seconds"] == pytest.approx(ratio), name
+    assert s["ratios"]["accuracy_points"] == pytest.approx(points), name
+
+
+@pytest.mark.parametrize(
+    ("ratio", "points", "rss", "expected"),
+    [
+        (0.7, 0.1, 2e9, {"lstm_epoch_ratio": True, "lstm_accuracy": True, "lstm_peak_rss": True}),
+        (0.9, 0.1, 2e9, {"lstm_epoch_ratio": False}),
+        (0.7, -0.6, 2e9, {"lstm_accuracy": False}),
+        (0.7, 0.0, 4e9, {"lstm_peak_rss": False}),
+    ],
+)
+def test_check_targets(ratio, points, rss, expected):
+    result = {
+        "data": {"cold_seconds_median": 6.0, "cache_seconds_median": 0.1},
+        "models": {
+            "lstm": {"ratios": {"steady_epoch_seconds": ratio, "accuracy_points": points},
+                     "ours": {"peak_rss_bytes": rss}},
+        },
+    }  # fmt: skip
+    met = runner.check_targets(result)
+    assert met["data_cold"] is False and met["data_cache"] is True
+    for key, value in expected.items():
+        assert met[key] is value, key
