@@ -303,6 +303,45 @@ def test_group_resumes_after_every_worker_is_killed(corpus, tmp_path):
     assert finals[0]["test_accuracy"] == finals[1]["test_accuracy"] == metrics["test_accuracy"]
 
 
+def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_path):
+    """What Kubernetes does on a drain or Job deletion: SIGTERM to every pod. The group
+    stops resumable (exit 75), never checkpoints a partial epoch, and a rerun resumes."""
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "term"
+    epochs = 3
+    args = trainer_args(corpus, store, "term", epochs=epochs, sample=1024)
+    # Workers that see the signal one batch apart wait in different collectives: the
+    # timeout turns that rare case into exit 75 too, instead of waiting for SIGKILL.
+    group = Group(tmp_path, 2, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": "20"})
+    try:
+        group.start(store)
+        wait_for(run_dir / "checkpoints" / "epoch-0001.keras", group, GROUP_TIMEOUT)
+        for p in group.procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        codes = group.wait(90)
+        assert codes == {0: 75, 1: 75}, group.tails()
+        done = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.keras"))
+        assert 1 <= len(done) < epochs, done
+        assert done == [f"epoch-{e:04d}.keras" for e in range(1, len(done) + 1)]
+        state = json.loads((run_dir / "checkpoints" / f"state-{len(done):04d}.json").read_text())
+        assert len(state["history"]["loss"]) == len(done), "a partial epoch was recorded"
+        assert not (run_dir / "_SUCCESS").exists()
+        for i in range(2):
+            assert "--run-id term" in group.output(i), group.tails()
+
+        group.kill()  # all have exited: just forget them
+        group.start(store)
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == {0: 0, 1: 0}, group.tails()
+    for i in range(2):
+        assert f"resuming run term after epoch {len(done)} of {epochs}" in group.output(i)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == epochs
+    assert (run_dir / "_SUCCESS").exists()
+
+
 def test_killed_worker_fails_the_others_and_nothing_is_published(corpus, tmp_path):
     store = tmp_path / "store"
     run_dir = store / "mean" / "lost"
