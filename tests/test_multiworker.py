@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EPOCH_SECONDS = 120  # generous: the machine is shared and TF start-up is CPU-heavy
 GROUP_TIMEOUT = 240
 VOCAB, MAXLEN = 5000, 100
+# Reviews per split: 128 steps of 16 per epoch, so a signal sent after epoch 1 lands in
+# epoch 2 with about a second to spare even at several steps per compiled call.
+CORPUS = 2048
 
 # Runs `python -m trainer` with an audit hook that logs writes under MW_AUDIT_ROOT, and
 # optionally blocks forever (a peer that is alive but stuck) once MW_HANG_ON is written.
@@ -193,7 +196,7 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     filler = [f"word{i}" for i in range(100)]
     reviews = []
     for split in ("train", "test"):
-        for i in range(1024):
+        for i in range(CORPUS):
             label = "pos" if i % 2 else "neg"
             words = rng.choices(filler, k=12) + rng.choices(good if i % 2 else bad, k=4)
             rng.shuffle(words)
@@ -275,7 +278,7 @@ def test_group_resumes_after_every_worker_is_killed(corpus, tmp_path):
     run_dir = store / "mean" / "resume"
     epochs = 3
     # Enough steps per epoch that epoch 2 is still running when the kill lands.
-    group = Group(tmp_path, 2, trainer_args(corpus, store, "resume", epochs=epochs, sample=1024))
+    group = Group(tmp_path, 2, trainer_args(corpus, store, "resume", epochs=epochs, sample=CORPUS))
     try:
         group.start(store)
         wait_for(run_dir / "checkpoints" / "epoch-0001.keras", group, GROUP_TIMEOUT)
@@ -309,7 +312,7 @@ def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_pat
     store = tmp_path / "store"
     run_dir = store / "mean" / "term"
     epochs = 3
-    args = trainer_args(corpus, store, "term", epochs=epochs, sample=1024)
+    args = trainer_args(corpus, store, "term", epochs=epochs, sample=CORPUS)
     # Workers that see the signal one batch apart wait in different collectives: the
     # timeout turns that rare case into exit 75 too, instead of waiting for SIGKILL.
     group = Group(tmp_path, 2, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": "20"})
@@ -345,7 +348,7 @@ def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_pat
 def test_killed_worker_fails_the_others_and_nothing_is_published(corpus, tmp_path):
     store = tmp_path / "store"
     run_dir = store / "mean" / "lost"
-    args = trainer_args(corpus, store, "lost", epochs=3, sample=1024)
+    args = trainer_args(corpus, store, "lost", epochs=3, sample=CORPUS)
     group = Group(tmp_path, 3, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": "20"})
     try:
         group.start(store)
