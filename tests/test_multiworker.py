@@ -394,3 +394,31 @@ def test_stuck_worker_trips_the_collective_timeout(corpus, tmp_path):
     assert "DeadlineExceededError" in group.output(0), group.tails()
     assert elapsed >= timeout * 0.5
     assert not (run_dir / "_SUCCESS").exists()
+
+
+def test_a_one_process_run_is_not_resumed_by_a_group(corpus, tmp_path):
+    """A one-process run's checkpoints are Keras 3 files, which tf-keras cannot load: the
+    group must refuse the run id as bad input (exit 2), not crash while loading."""
+    from trainer.config import TrainConfig
+
+    tarball, cache = corpus
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "solo"
+    args = trainer_args(corpus, store, "solo", epochs=2, sample=256)
+    cfg = TrainConfig(
+        model="mean", data=str(tarball), output=str(store), run_id="solo", epochs=2,
+        sample=256, batch_size=16, learning_rate=0.02, cache_dir=str(cache),
+        vocab_size=VOCAB, max_review_length=MAXLEN, neighbours="great",
+    )  # fmt: skip
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "keras": "keras3"}))
+    group = Group(tmp_path, 2, args)
+    try:
+        group.start(store)
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == {0: 2, 1: 2}, group.tails()
+    for i in range(2):
+        assert "other settings (keras: 'keras3' -> 'tf-keras'" in group.output(i), group.tails()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]

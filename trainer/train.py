@@ -126,16 +126,25 @@ def _latest_checkpoint(store: Store) -> tuple[int, str] | None:
     return best
 
 
+def _keras_flavour() -> str:
+    return "tf-keras" if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else "keras3"
+
+
 def _check_resumable(store: Store, cfg: TrainConfig) -> None:
     try:
-        previous = json.loads(store.read_bytes("config.json"))["config"]
+        doc = json.loads(store.read_bytes("config.json"))
     except NotFoundError:
         return
+    previous = doc["config"]
     diffs = [
         f"{k}: {previous.get(k)!r} -> {cfg.to_dict()[k]!r}"
         for k in RESUME_KEYS
         if previous.get(k) != cfg.to_dict()[k]
     ]
+    # Checkpoints are files of the Keras that wrote them, and neither Keras loads the
+    # other's: one process trains with Keras 3, a multi-worker group with tf-keras.
+    if doc.get("keras", _keras_flavour()) != _keras_flavour():
+        diffs.append(f"keras: {doc['keras']!r} -> {_keras_flavour()!r}, one process vs a group")
     if diffs:
         raise ConfigError(
             f"run {cfg.run_id!r} already exists in {store.uri} with other settings "
@@ -294,7 +303,7 @@ class Trainer:
             "strategy": type(strategy).__name__,
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
             "versions": _versions(),
-            "keras": "tf-keras" if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else "keras3",
+            "keras": _keras_flavour(),
         }
         if not self.store.exists("config.json"):
             self._put("config.json", _json(config_doc), if_absent=True)
