@@ -24,6 +24,8 @@ MANAGED_BY = "imdb-train-submit"
 CONTAINER_NAME = "trainer"
 RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"
 WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"
+COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"
+COLLECTIVE_TIMEOUT = "900"  # seconds; well above the slowest checkpoint upload
 
 # The trainer's exit codes (its CLI contract).
 EXIT_BAD_INPUT = 2  # permanent: retrying cannot help
@@ -90,6 +92,9 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         # With JOB_COMPLETION_INDEX (set by Kubernetes on Indexed Jobs) the trainer builds
         # TF_CONFIG.
         env.append(client.V1EnvVar(name=WORKER_HOSTS_ENV, value=",".join(spec.worker_hosts())))
+        # A peer that is alive but stuck would otherwise hang the group until the Job's
+        # deadline; dead peers are caught sooner by TensorFlow's own heartbeats.
+        env.append(client.V1EnvVar(name=COLLECTIVE_TIMEOUT_ENV, value=COLLECTIVE_TIMEOUT))
     return env
 
 

@@ -203,6 +203,7 @@ def test_indexed_job_for_multiple_workers():
     assert env["IMDB_TRAIN_WORKER_HOSTS"] == ",".join(
         f"imdb-train-lstm-r1-{i}.imdb-train-lstm-r1:2222" for i in range(3)
     )
+    assert float(env["IMDB_TRAIN_COLLECTIVE_TIMEOUT"]) > 0  # a stuck peer cannot hang the Job
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 

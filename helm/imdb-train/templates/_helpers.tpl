@@ -166,6 +166,9 @@ spec:
         # With JOB_COMPLETION_INDEX (set by Kubernetes) the trainer builds TF_CONFIG from this.
         - name: IMDB_TRAIN_WORKER_HOSTS
           value: {{ include "imdb-train.workerHosts" (dict "jobName" .jobName "workers" $workers) | quote }}
+        # A stuck (alive) peer fails the collective after this many seconds.
+        - name: IMDB_TRAIN_COLLECTIVE_TIMEOUT
+          value: "900"
         {{- end }}
       {{- if gt $workers 1 }}
       ports:
