@@ -39,6 +39,9 @@ def run(
     min_accuracy: float = 0.0,
     tolerance: float = 0.005,
     cache_dir: str = "",
+    steps_per_execution: int = 1,
+    eval_batch_size: int = 1024,
+    jit_compile: str = "auto",
 ) -> None:
     """Train one IMDB sentiment model and write its run to the store.
 
@@ -66,6 +69,10 @@ def run(
         min_accuracy: promotion floor on test accuracy (0..1).
         tolerance: promotion allows this much less accuracy than the current latest.
         cache_dir: where downloads and encoded data are cached (default ~/.cache/imdb-train).
+        steps_per_execution: batches per compiled call (speed only; SIGTERM is noticed
+            between calls).
+        eval_batch_size: GLOBAL batch size of the validation/test passes (speed only).
+        jit_compile: XLA: "auto" (on for a single-replica CPU run), "true" or "false".
 
     Exit codes: 0 done, 2 bad input (permanent), 75 preempted (rerun to resume),
     1 unexpected error.
@@ -97,6 +104,9 @@ def run(
             min_accuracy=min_accuracy,
             tolerance=tolerance,
             cache_dir=cache_dir,
+            steps_per_execution=steps_per_execution,
+            eval_batch_size=eval_batch_size,
+            jit_compile=jit_compile,
         )
         from trainer.storage import open_store
 

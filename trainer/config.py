@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 MODELS = ("mean", "lstm")
 METRICS = ("euclidean", "cosine")
+JIT_CHOICES = ("auto", "true", "false")
 DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
 DEFAULT_DATA = "keras"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -64,6 +65,10 @@ class TrainConfig:
     min_accuracy: float = 0.0
     tolerance: float = 0.005
     cache_dir: str = ""
+    # Speed only: neither changes what is computed (measured in BENCHMARKS.md).
+    steps_per_execution: int = 1  # batches per compiled call (>1 slows the XLA LSTM on CPU)
+    eval_batch_size: int = 1024  # GLOBAL batch of validation/test passes (no gradients)
+    jit_compile: str = "auto"  # XLA: "auto" = on for a single-replica CPU run; "true"/"false"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +83,8 @@ class TrainConfig:
             "embedding_dim",
             "lstm_units",
             "k",
+            "steps_per_execution",
+            "eval_batch_size",
         ):
             setattr(self, name, _positive_int(name.replace("_", "-"), getattr(self, name)))
         if self.vocab_size < 4:
@@ -95,6 +102,12 @@ class TrainConfig:
             raise ConfigError(f"invalid sample {self.sample}: expected 0 (all) or a positive count")
         if self.cpu_devices < 0:
             raise ConfigError(f"invalid cpu-devices {self.cpu_devices}: expected 0 or more")
+        self.jit_compile = str(self.jit_compile).lower()
+        if self.jit_compile not in JIT_CHOICES:
+            raise ConfigError(
+                f"invalid jit-compile {self.jit_compile!r}: "
+                f"expected one of {', '.join(JIT_CHOICES)}"
+            )
         if self.metric not in METRICS:
             raise ConfigError(
                 f"unknown metric {self.metric!r}: expected one of {', '.join(METRICS)}"

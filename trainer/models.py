@@ -78,10 +78,24 @@ def build_model(name: str, cfg: TrainConfig, api: str = "functional") -> keras.M
     return apis[api](cfg)
 
 
+def _jit_compile(cfg: TrainConfig) -> dict:
+    if cfg.jit_compile != "auto":
+        return {"jit_compile": cfg.jit_compile == "true"}
+    # Keras turns XLA off on CPU-only machines; on one CPU replica it is measurably faster
+    # (BENCHMARKS.md). Elsewhere keep Keras's choice: cuDNN's LSTM kernel is not XLA-able.
+    from trainer import distribute
+
+    single_cpu = not tf.config.list_physical_devices("GPU") and cfg.cpu_devices <= 1
+    return {"jit_compile": True} if single_cpu and not distribute.is_multi_worker() else {}
+
+
 def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
         loss="binary_crossentropy",
         metrics=["accuracy"],
+        # Batches per compiled call; same batches and updates whatever the value.
+        steps_per_execution=cfg.steps_per_execution,
+        **_jit_compile(cfg),
     )
     return model

@@ -324,7 +324,9 @@ class Trainer:
                 model = models.compile_model(models.build_model(cfg.model, cfg), cfg)
         initial_epoch = epoch
 
-        train_ds, test_ds = data_mod.make_tf_datasets(dataset, cfg.batch_size, cfg.seed)
+        train_ds, test_ds = data_mod.make_tf_datasets(
+            dataset, cfg.batch_size, cfg.seed, cfg.eval_batch_size
+        )
         tb_dir = workdir / "tensorboard"
         trainer = self
 
