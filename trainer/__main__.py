@@ -72,7 +72,7 @@ def run(
         steps_per_execution: batches per compiled call (speed only; SIGTERM is noticed
             between calls).
         eval_batch_size: GLOBAL batch size of the validation/test passes (speed only).
-        jit_compile: XLA: "auto" (on for a single-replica CPU run), "true" or "false".
+        jit_compile: XLA: "auto" (Keras's choice: off on CPU), "true" or "false".
 
     Exit codes: 0 done, 2 bad input (permanent), 75 preempted (rerun to resume),
     1 unexpected error.

@@ -68,7 +68,7 @@ class TrainConfig:
     # Speed only: neither changes what is computed (measured in BENCHMARKS.md).
     steps_per_execution: int = 1  # batches per compiled call (>1 slows the XLA LSTM on CPU)
     eval_batch_size: int = 1024  # GLOBAL batch of validation/test passes (no gradients)
-    jit_compile: str = "auto"  # XLA: "auto" = on for a single-replica CPU run; "true"/"false"
+    jit_compile: str = "auto"  # XLA: "auto" = Keras's choice, or "true"/"false"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -79,14 +79,10 @@ def build_model(name: str, cfg: TrainConfig, api: str = "functional") -> keras.M
 
 
 def _jit_compile(cfg: TrainConfig) -> dict:
-    if cfg.jit_compile != "auto":
-        return {"jit_compile": cfg.jit_compile == "true"}
-    # Keras turns XLA off on CPU-only machines; on one CPU replica it is measurably faster
-    # (BENCHMARKS.md). Elsewhere keep Keras's choice: cuDNN's LSTM kernel is not XLA-able.
-    from trainer import distribute
-
-    single_cpu = not tf.config.list_physical_devices("GPU") and cfg.cpu_devices <= 1
-    return {"jit_compile": True} if single_cpu and not distribute.is_multi_worker() else {}
+    # "auto" keeps Keras's choice (off on CPU-only machines and under tf.distribute). XLA on
+    # 2 CPU cores halved the eval time but ran the LSTM's training loop on one core, so it
+    # was slower overall (BENCHMARKS.md); the flag is for other machines.
+    return {} if cfg.jit_compile == "auto" else {"jit_compile": cfg.jit_compile == "true"}
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
