@@ -116,14 +116,14 @@ def run(
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
             os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
             distribute.collective_timeout_from_env()  # a bad value is bad input, fail early
-        from trainer.train import PreemptedError, train
+        from trainer.train import RetryableError, train
 
         train(cfg)
     except (ConfigError, DataError, StoreError, distribute.DistributeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
-    except PreemptedError as e:
-        print(f"preempted: {e}", file=sys.stderr)
+    except RetryableError as e:
+        print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_RETRYABLE) from None
     except Exception as e:
         reason = distribute.peer_failure(e) if distribute.is_multi_worker() else None
@@ -137,6 +137,10 @@ def run(
             file=sys.stderr,
         )
         raise SystemExit(EXIT_RETRYABLE) from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def main(argv: list[str] | None = None) -> int:
