@@ -159,7 +159,9 @@ def table(runs: list[dict], target: float) -> str:
     lines = [head, "-" * len(head)]
     for r in runs:
         if "skipped" in r:
-            lines.append(f"{r['model']:5} {r['precision']:14} {r['batch_size']:>5} skipped")
+            lines.append(
+                f"{r['model']:5} {r['precision']:14} {r['batch_size']:>5} {r['skipped'][:60]}"
+            )
             continue
         reach = r["time_to_target"]
         to = f"{reach['train_seconds']:.1f}s/{reach['epoch']}ep" if reach else "not reached"
@@ -233,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                          "skipped": f"over the {args.budget_seconds:.0f} s budget"}
                     )  # fmt: skip
                     continue
-                r = train_one(model_name, arrays, precision, batch, lr, args)
+                try:
+                    r = train_one(model_name, arrays, precision, batch, lr, args)
+                except Exception as e:  # one unsupported config must not lose the others
+                    reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                    print(f"{model_name} {precision} batch {batch}: failed: {reason}", flush=True)
+                    runs.append({"model": model_name, "precision": precision,
+                                 "batch_size": batch, "skipped": f"failed: {reason}"})
+                    continue
                 print(
                     f"{model_name} {precision} batch {batch}: epochs {r['epoch_seconds']} s, "
                     f"test accuracy {r['test_accuracy']}, kernel {r['lstm_kernel']}",
