@@ -81,6 +81,18 @@ def lstm_kernel(model: keras.Model, batch: int) -> str:
             if "cudnn" in text and "rnn" in text:
                 return "cudnn"
             return "xla-while-loop" if "while" in text else "xla-unrolled"
+        if BACKEND == "torch":
+            import torch
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                model(x, training=True)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+            ops = " ".join(e.key.lower() for e in prof.key_averages())
+            if "_cudnn_rnn" in ops:
+                return "cudnn"
+            return "aten-lstm" if "lstm" in ops else "per-step-ops"
         if BACKEND == "tensorflow":
             import tensorflow as tf
 
