@@ -58,7 +58,9 @@ def run(
         epochs, repeats, data_repeats = 1, 1, 1
     if update_md is None:
         update_md = not smoke
-    chosen = tuple(m.strip() for m in str(models).split(",") if m.strip())
+    # fire turns "mean,lstm" into a tuple: accept both shapes.
+    names = models if isinstance(models, list | tuple) else str(models).split(",")
+    chosen = tuple(str(m).strip() for m in names if str(m).strip())
     bad = [m for m in chosen if m not in runner.MODELS]
     if bad or not chosen:
         raise SystemExit(

@@ -61,12 +61,17 @@ class PreemptedError(RetryableError):
 
 
 class Termination:
-    """Turns SIGTERM/SIGINT into a flag the training loop polls (PID 1 ignores SIGTERM
-    unless a handler is installed)."""
+    """Turns SIGTERM/SIGINT into a flag plus a stop request to the running model (PID 1
+    ignores SIGTERM unless a handler is installed).
+
+    The handler sets `model.stop_training` itself, so no per-batch callback is needed:
+    a batch hook would turn off Keras's asynchronous callback dispatch and cost every step.
+    """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        self.model = None  # the model whose fit() should stop
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -78,6 +83,8 @@ class Termination:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
+        if self.model is not None:
+            self.model.stop_training = True
         print(
             f"received {signal.Signals(signum).name}: stopping after this batch, checkpointing",
             file=sys.stderr,
@@ -330,42 +337,63 @@ class Trainer:
         tb_dir = workdir / "tensorboard"
         trainer = self
 
+        interactive = sys.stdout.isatty()
+
         class EpochEnd(tf.keras.callbacks.Callback):
-            """Times epochs, checkpoints each one to the store, and honours SIGTERM."""
+            """Times epochs, logs them for TensorBoard, checkpoints each one to the store.
+
+            No batch hooks (see Termination): whether SIGTERM cut an epoch short is read
+            from the optimizer's step counter instead.
+            """
+
+            def on_train_begin(self, logs=None):
+                self.writers = {
+                    split: tf.summary.create_file_writer(str(tb_dir / split))
+                    for split in ("train", "validation")
+                }
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.t0 = time.perf_counter()
-                self.interrupted = False
-
-            def on_train_batch_end(self, batch, logs=None):
-                if trainer.termination.requested and not self.model.stop_training:
-                    self.model.stop_training = True
-                    steps = self.params.get("steps")
-                    self.interrupted = steps is None or batch + 1 < steps
+                self.step0 = int(self.model.optimizer.iterations.numpy())
 
             def on_epoch_end(self, epoch, logs=None):
                 seconds = time.perf_counter() - self.t0
-                if self.interrupted:
+                steps = self.params.get("steps")
+                done = int(self.model.optimizer.iterations.numpy()) - self.step0
+                if trainer.termination.requested and (steps is None or done < steps):
                     # Keras still validates and calls us after a mid-epoch stop; a partial
                     # epoch must not be checkpointed as complete.
                     return
+                logs = logs or {}
                 state["epoch_seconds"].append(round(seconds, 3))
-                for k, v in (logs or {}).items():
+                for k, v in logs.items():
                     state["history"].setdefault(k, []).append(float(v))
+                for split, writer in self.writers.items():
+                    prefix = "val_" if split == "validation" else ""
+                    with writer.as_default(step=epoch):
+                        for name in ("loss", "accuracy"):
+                            if prefix + name in logs:
+                                tf.summary.scalar(f"epoch_{name}", logs[prefix + name])
+                    writer.flush()
+                if not interactive:
+                    metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                    trainer.log(f"epoch {epoch + 1}/{cfg.epochs} - {seconds:.1f}s - {metrics}")
                 trainer._checkpoint(self.model, epoch + 1, state, workdir, tb_dir)
                 if trainer.termination.requested:
                     self.model.stop_training = True  # arrived during validation
 
-        callbacks = [EpochEnd(), tf.keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=0)]
-        if initial_epoch < cfg.epochs:
+        if initial_epoch < cfg.epochs and not self.termination.requested:
+            self.termination.model = model
             self.termination.install()
             model.fit(
                 train_ds,
                 validation_data=test_ds,
                 epochs=cfg.epochs,
                 initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=[EpochEnd()],
+                # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
+                # Keras's verbose=2 still reads every step's metrics back from the device.
+                verbose=1 if interactive else 0,
             )
         if self.termination.requested:
             done = _latest_checkpoint(self.store)
