@@ -174,6 +174,7 @@ def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None)
     if cpu_devices > 1:
         split_cpu(cpu_devices)
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_devices)])
-    # One device: the default strategy. Mirroring over a single CPU adds a replica
-    # context and cross-device plumbing to every step for nothing.
-    return tf.distribute.get_strategy()
+    # One CPU: still MirroredStrategy, so every run takes the same code path (and the
+    # same random streams) as on GPUs; the default strategy measured no faster here
+    # (BENCHMARKS.md) and changes the seed-113 training trajectory.
+    return tf.distribute.MirroredStrategy(["/cpu:0"])
