@@ -39,7 +39,7 @@ def run(
     min_accuracy: float = 0.0,
     tolerance: float = 0.005,
     cache_dir: str = "",
-    steps_per_execution: int = 1,
+    steps_per_execution: int = 16,
     eval_batch_size: int = 1024,
     jit_compile: str = "auto",
 ) -> None:
