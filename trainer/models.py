@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -85,13 +86,22 @@ def _jit_compile(cfg: TrainConfig) -> dict:
     return {} if cfg.jit_compile == "auto" else {"jit_compile": cfg.jit_compile == "true"}
 
 
+def steps_per_execution(cfg: TrainConfig) -> int:
+    """cfg.steps_per_execution where Keras can run it: Keras 3's multi-step loop fails under
+    a MirroredStrategy of several replicas on TF 2.21 ("while/cond/Placeholder"), so there
+    it is 1. Call inside the strategy's scope."""
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return cfg.steps_per_execution if legacy or replicas == 1 else 1
+
+
 def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
         loss="binary_crossentropy",
         metrics=["accuracy"],
         # Batches per compiled call; same batches and updates whatever the value.
-        steps_per_execution=cfg.steps_per_execution,
+        steps_per_execution=steps_per_execution(cfg),
         **_jit_compile(cfg),
     )
     return model
