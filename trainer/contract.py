@@ -1,0 +1,111 @@
+"""The contract between jobs/, trainer/, bench/ and the chart: names, numbers and paths they share.
+
+TensorFlow-free and dependency-free, so the submit side, the tests and the chart's
+generator import it without the trainer's dependencies. Each value lives here once.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timezone
+
+# --- models -------------------------------------------------------------------------------
+# Model variants the trainer can build; trainer/models.py's registry must have exactly these.
+MODELS: tuple[str, ...] = ("mean", "lstm")
+# The model whose embedding neighbours are shown first: the mean model's vectors carry the
+# sentiment directly, the LSTM's embedding is only its input layer.
+NEIGHBOURS_MODEL = "mean"
+
+# --- exit codes (the Kubernetes podFailurePolicy reads these) ------------------------------
+EXIT_OK = 0
+EXIT_CRASH = 1  # unexpected error: the Job's backoffLimit decides
+EXIT_BAD_INPUT = 2  # permanent: retrying cannot help, the Job fails at once
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM or a transient store fault; rerun to resume
+
+# --- environment variables ----------------------------------------------------------------
+OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
+CACHE_ENV = "IMDB_TRAIN_CACHE"  # where downloads and encoded data are cached
+PROGRESS_ENV = "IMDB_TRAIN_PROGRESS"  # "0": no progress bars
+VERBOSE_ENV = "IMDB_TRAIN_VERBOSE"  # "1": show TensorFlow's and Keras's own start-up lines
+GCS_DEADLINE_ENV = "IMDB_TRAIN_GCS_DEADLINE"  # seconds of retries for one store call
+RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"  # set by the Job (scheduled runs: the pod's Job name)
+WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"  # comma list host:port, Indexed Job order
+COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"  # seconds; empty: none
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
+
+# --- ports -------------------------------------------------------------------------------
+WORKER_PORT = 2222  # MultiWorkerMirroredStrategy's gRPC port in every worker pod
+WORKER_PORT_NAME = "tf-worker"
+
+# --- store layout --------------------------------------------------------------------------
+# <output>/<model>/<run-id>/<artifact>, and <output>/<model>/latest.json.
+DEFAULT_OUTPUT = "./runs"  # the local store when no --output and no $IMDB_TRAIN_OUTPUT
+LATEST = "latest.json"  # per model: the promoted run (moves by compare-and-swap)
+SUCCESS = "_SUCCESS"  # written last, create-only: a run without it is incomplete
+CONFIG = "config.json"
+METRICS = "metrics.json"
+NEIGHBOURS = "neighbours.json"
+MODEL_FILE = "model.keras"
+WORD_INDEX = "word_index.json"
+CURVES = "curves.png"
+EMBEDDING_VECTORS = "embedding/vectors.tsv"
+EMBEDDING_METADATA = "embedding/metadata.tsv"
+SERVING_DIR = "serving"  # SavedModel: a batch of strings in, probabilities out
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_DIR = "checkpoints"
+# The artifacts every complete run has (besides the directories).
+RUN_FILES: tuple[str, ...] = (
+    CONFIG,
+    METRICS,
+    NEIGHBOURS,
+    MODEL_FILE,
+    WORD_INDEX,
+    CURVES,
+    EMBEDDING_VECTORS,
+    EMBEDDING_METADATA,
+    SUCCESS,
+)
+_CHECKPOINT_RE = re.compile(r"^checkpoints/epoch-(\d{4})\.keras\Z")
+
+
+def checkpoint_key(epoch: int) -> str:
+    """The checkpoint file of a completed epoch (weights and optimizer state)."""
+    return f"{CHECKPOINT_DIR}/epoch-{epoch:04d}.keras"
+
+
+def state_key(epoch: int) -> str:
+    """The history and timings up to a completed epoch, saved beside its checkpoint."""
+    return f"{CHECKPOINT_DIR}/state-{epoch:04d}.json"
+
+
+def checkpoint_epoch(key: str) -> int | None:
+    """The epoch of a checkpoint key, or None when the key is not a checkpoint."""
+    m = _CHECKPOINT_RE.match(key)
+    return int(m.group(1)) if m else None
+
+
+def run_key(model: str, run_id: str, artifact: str = "") -> str:
+    """The key of a run (or of one of its artifacts) relative to the store root."""
+    return "/".join(p for p in (model, run_id, artifact) if p)
+
+
+# --- run ids -------------------------------------------------------------------------------
+# Lower-case DNS-label characters: a run id becomes part of Job names and label values.
+# `\Z`, not `$`: `$` also matches before a trailing newline.
+RUN_ID_MAX = 63
+RUN_ID_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?\Z")
+RUN_ID_HELP = (
+    "1-63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit"
+)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run id unique per run: UTC timestamp plus 4 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def is_run_id(value: object) -> bool:
+    """True when `value` is a string in the run-id format (safe as a path and a label)."""
+    return isinstance(value, str) and RUN_ID_RE.match(value) is not None
