@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trainer.contract import MODELS
+
 SMOKE_SAMPLE = 300
 
 
@@ -61,10 +63,10 @@ def run(
     # fire turns "mean,lstm" into a tuple: accept both shapes.
     names = models if isinstance(models, list | tuple) else str(models).split(",")
     chosen = tuple(str(m).strip() for m in names if str(m).strip())
-    bad = [m for m in chosen if m not in runner.MODELS]
+    bad = [m for m in chosen if m not in MODELS]
     if bad or not chosen:
         raise SystemExit(
-            f"error: unknown models {bad or chosen!r}: expected some of {', '.join(runner.MODELS)}"
+            f"error: unknown models {bad or chosen!r}: expected some of {', '.join(MODELS)}"
         )
     source = Path(data) if data else runner.DEFAULT_DATA
     if not source.exists():

@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from bench.reference import RESULT_PREFIX
+from trainer.contract import PROGRESS_ENV
 
 
 def run(data: str, repeats: int = 3, keep_cache: str = "") -> dict:
@@ -46,7 +47,7 @@ def run(data: str, repeats: int = 3, keep_cache: str = "") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("IMDB_TRAIN_PROGRESS", "0")
+    os.environ.setdefault(PROGRESS_ENV, "0")
     import fire
 
     def cli(data: str, repeats: int = 3, keep_cache: str = "") -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.contract import PROGRESS_ENV
+
 
 def export(out: str, data: str = "", sample: int = 0, cache_dir: str = "") -> Path:
     """Encode (or read from the cache) and write the four arrays to `out`."""
@@ -34,7 +36,7 @@ def export(out: str, data: str = "", sample: int = 0, cache_dir: str = "") -> Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("IMDB_TRAIN_PROGRESS", "0")
+    os.environ.setdefault(PROGRESS_ENV, "0")
     import fire
 
     def cli(out: str, data: str = "", sample: int = 0, cache_dir: str = "") -> None:

@@ -252,8 +252,14 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # one unsupported config must not lose the others
                     reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
                     print(f"{model_name} {precision} batch {batch}: failed: {reason}", flush=True)
-                    runs.append({"model": model_name, "precision": precision,
-                                 "batch_size": batch, "skipped": f"failed: {reason}"})
+                    runs.append(
+                        {
+                            "model": model_name,
+                            "precision": precision,
+                            "batch_size": batch,
+                            "skipped": f"failed: {reason}",
+                        }
+                    )
                     continue
                 print(
                     f"{model_name} {precision} batch {batch}: epochs {r['epoch_seconds']} s, "

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from trainer.contract import PROGRESS_ENV
+
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -87,7 +89,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("IMDB_TRAIN_PROGRESS", "0")
+    os.environ.setdefault(PROGRESS_ENV, "0")
     import fire
 
     def cli(**kw) -> None:

@@ -8,25 +8,47 @@ from typing import Any
 
 import fire
 
-EXIT_OK = 0
+from trainer.contract import EXIT_BAD_INPUT, EXIT_OK
+
 EXIT_FAILED = 1  # the cluster or store refused, or a watched Job failed
-EXIT_BAD_INPUT = 2  # the arguments are wrong; nothing was sent
 
 
 class CommandFailedError(Exception):
     """The command ran but its outcome is a failure (message already printed or given)."""
 
 
+def _help(component: Any, argv: Sequence[str], name: str) -> bool:
+    """Print fire's help for `argv` on stdout, without its INFO line or a pager.
+
+    Returns False when `argv` does not ask for help.
+    """
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    from fire import helptext
+    from fire.trace import FireTrace
+
+    trace = FireTrace(component, name=name)
+    if isinstance(component, dict) and argv and argv[0] in component:
+        component = component[argv[0]]
+        trace.AddAccessedProperty(component, argv[0], [argv[0]], None, None)
+    sys.stdout.write(helptext.HelpText(component, trace=trace) + "\n")
+    return True
+
+
 def run(component: Any, argv: Sequence[str] | None, name: str) -> int:
     """Run a fire component; errors become `error: ...` on stderr, never a traceback."""
     from jobs.cluster import ClusterError
+    from jobs.spec import SpecError
     from trainer.storage import StoreError
 
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if _help(component, argv, name):
+        return EXIT_OK
     try:
-        fire.Fire(component, command=list(argv) if argv is not None else None, name=name)
+        fire.Fire(component, command=argv, name=name)
     except fire.core.FireExit as e:
         return int(e.code or 0)
-    except ValueError as e:
+    except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ClusterError, StoreError, CommandFailedError) as e:
@@ -40,6 +62,6 @@ def run(component: Any, argv: Sequence[str] | None, name: str) -> int:
 
 def entrypoint(component: Callable[..., Any] | dict[str, Any], name: str) -> Callable[..., int]:
     def main(argv: Sequence[str] | None = None) -> int:
-        return run(component, argv if argv is not None else sys.argv[1:], name)
+        return run(component, argv, name)
 
     return main

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from jobs import _cli
-from jobs.spec import DEFAULT_NAMESPACE
+from jobs.spec import DEFAULT_NAMESPACE, SpecError
 
 
 def cancel(
@@ -27,10 +27,10 @@ def cancel(
         context: kubeconfig context.
     """
     from jobs.cluster import Cluster, load_api_client
-    from jobs.status import selector
+    from jobs.manifest import selector
 
     if not jobs and run_id in (None, ""):
-        raise ValueError("missing job: pass Job names, or --run-id [--model]")
+        raise SpecError("missing job: pass Job names, or --run-id [--model]")
     cluster = Cluster(load_api_client(kubeconfig, context))
     names = [str(j) for j in jobs]
     if run_id not in (None, ""):

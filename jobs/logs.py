@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from jobs import _cli
-from jobs.spec import DEFAULT_NAMESPACE
+from jobs.spec import DEFAULT_NAMESPACE, SpecError
 
 
 def logs(
@@ -33,12 +33,12 @@ def logs(
         context: kubeconfig context.
     """
     from jobs.cluster import Cluster, load_api_client
-    from jobs.status import selector
+    from jobs.manifest import selector
 
     cluster = Cluster(load_api_client(kubeconfig, context))
     if not job:
         if not (model and run_id not in (None, "")):
-            raise ValueError("missing job: pass a Job name, or --model and --run-id")
+            raise SpecError("missing job: pass a Job name, or --model and --run-id")
         found = cluster.list_jobs(namespace, selector(str(model), str(run_id)))
         if not found:
             raise _cli.CommandFailedError(

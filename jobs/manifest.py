@@ -7,7 +7,16 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from jobs.spec import VERSION, WORKER_PORT, JobSpec
+from jobs.spec import VERSION, JobSpec, SpecError
+from trainer.contract import (
+    CACHE_ENV,
+    COLLECTIVE_TIMEOUT_ENV,
+    EXIT_BAD_INPUT,
+    RUN_ID_ENV,
+    WORKER_HOSTS_ENV,
+    WORKER_PORT,
+    WORKER_PORT_NAME,
+)
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -22,14 +31,7 @@ LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
 CONTAINER_NAME = "trainer"
-RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"
-WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"
-COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"
 COLLECTIVE_TIMEOUT = "900"  # seconds; well above the slowest checkpoint upload
-
-# The trainer's exit codes (its CLI contract).
-EXIT_BAD_INPUT = 2  # permanent: retrying cannot help
-EXIT_RETRYABLE = 75  # EX_TEMPFAIL: preempted / transient; counts against backoffLimit
 
 UID = 10001  # the image's non-root user (see Dockerfile)
 TMP_DIR = "/tmp"
@@ -59,6 +61,16 @@ def labels(spec: JobSpec, component: str = "trainer", *, run_id: bool = True) ->
     return out
 
 
+def selector(model: str | None = None, run_id: str | None = None) -> str:
+    """Label selector for our Jobs, narrowed by model and run id."""
+    parts = [f"{LABEL_NAME}={APP_NAME}"]
+    if model:
+        parts.append(f"{LABEL_MODEL}={model}")
+    if run_id not in (None, ""):
+        parts.append(f"{LABEL_RUN_ID}={run_id}")
+    return ",".join(parts)
+
+
 def _base_labels(name: str, component: str) -> dict[str, str]:
     return {
         LABEL_NAME: APP_NAME,
@@ -72,7 +84,7 @@ def _base_labels(name: str, component: str) -> dict[str, str]:
 def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
     env = [
         client.V1EnvVar(name="HOME", value=CACHE_DIR),
-        client.V1EnvVar(name="IMDB_TRAIN_CACHE", value=f"{CACHE_DIR}/imdb-train"),
+        client.V1EnvVar(name=CACHE_ENV, value=f"{CACHE_DIR}/imdb-train"),
         client.V1EnvVar(name="MPLCONFIGDIR", value=f"{TMP_DIR}/matplotlib"),
     ]
     if scheduled:
@@ -125,7 +137,7 @@ def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Conta
     """The trainer container; args follow the trainer CLI contract."""
     args = spec.trainer_args(run_id=f"$({RUN_ID_ENV})" if scheduled else None)
     ports = (
-        [client.V1ContainerPort(name="tf-worker", container_port=WORKER_PORT)]
+        [client.V1ContainerPort(name=WORKER_PORT_NAME, container_port=WORKER_PORT)]
         if spec.workers > 1
         else None
     )
@@ -271,7 +283,7 @@ def build_service(spec: JobSpec) -> client.V1Service:
             selector={LABEL_JOB_NAME: spec.job_name},
             ports=[
                 client.V1ServicePort(
-                    name="tf-worker", port=WORKER_PORT, target_port=WORKER_PORT, protocol="TCP"
+                    name=WORKER_PORT_NAME, port=WORKER_PORT, target_port=WORKER_PORT, protocol="TCP"
                 )
             ],
         ),
@@ -300,17 +312,17 @@ def build_cronjob(
     """Scheduled retraining: one Job per tick, each with its own run id (its Job name).
 
     Raises:
-        ValueError: workers > 1 (an Indexed group needs a per-run Service) or the name is too long.
+        SpecError: workers > 1 (an Indexed group needs a per-run Service) or the name is too long.
     """
     if spec.workers > 1:
-        raise ValueError(
+        raise SpecError(
             f"invalid workers {spec.workers} for a CronJob: expected 1 (multi-worker runs are "
             "submitted with jobs.submit)"
         )
     name = cronjob_name(spec)
     # The controller appends -<11 digits> to make Job names; those must stay within 63.
     if len(name) > 52:
-        raise ValueError(f"invalid name {spec.name!r}: CronJob name {name!r} exceeds 52 characters")
+        raise SpecError(f"invalid name {spec.name!r}: CronJob name {name!r} exceeds 52 characters")
     return client.V1CronJob(
         api_version="batch/v1",
         kind="CronJob",

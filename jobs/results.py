@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from jobs import _cli
-from jobs.spec import DEFAULT_OUTPUT, MODELS
+from jobs.spec import MODELS, SpecError
+from trainer.contract import (
+    CHECKPOINT_DIR,
+    LATEST,
+    METRICS,
+    NEIGHBOURS,
+    SUCCESS,
+    run_key,
+)
 from trainer.storage import NotFoundError, open_store
-
-SUCCESS = "_SUCCESS"  # written last by the trainer: a run without it is incomplete
-LATEST = "latest.json"
 
 
 def _read_json(store, key: str) -> Any:
@@ -38,7 +43,7 @@ def _latest(store, model: str) -> dict[str, Any] | None:
 
 def _resolve(store, model: str, run_id: Any) -> str:
     if model not in MODELS:
-        raise ValueError(f"invalid model {model!r}: expected one of {', '.join(MODELS)}")
+        raise SpecError(f"invalid model {model!r}: expected one of {', '.join(MODELS)}")
     run_id = str(run_id)
     if run_id != "latest":
         return run_id
@@ -72,11 +77,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "-" if value is None else str(value)
 
 
-def list_runs(output: str = DEFAULT_OUTPUT, model: str | None = None) -> None:
+def list_runs(output: str | None = None, model: str | None = None) -> None:
     """List runs in a store: state, test accuracy, and which run is promoted (*).
 
     Args:
-        output: the store, e.g. gs://bucket/imdb or a local directory.
+        output: the store, e.g. gs://bucket/imdb or a local directory (default:
+            $IMDB_TRAIN_OUTPUT, else ./runs, where the trainer writes by default).
         model: only this model.
     """
     store = open_store(output)
@@ -85,8 +91,8 @@ def list_runs(output: str = DEFAULT_OUTPUT, model: str | None = None) -> None:
         latest = (_latest(store, m) or {}).get("run_id")
         for run_id, files in sorted(_runs(store, m).items()):
             metrics: dict[str, Any] = {}
-            if "metrics.json" in files:
-                metrics = _read_json(store, f"{m}/{run_id}/metrics.json")
+            if METRICS in files:
+                metrics = _read_json(store, run_key(m, run_id, METRICS))
             rows.append((
                 m,
                 run_id,
@@ -110,7 +116,7 @@ def _neighbours_lines(neighbours: dict[str, Any], k: int) -> list[str]:
 
 
 def show(
-    output: str = DEFAULT_OUTPUT,
+    output: str | None = None,
     model: str = "lstm",
     run_id: str = "latest",
     k: int = 5,
@@ -119,7 +125,8 @@ def show(
     """Show a finished run's metrics and nearest-neighbour words.
 
     Args:
-        output: the store, e.g. gs://bucket/imdb or a local directory.
+        output: the store, e.g. gs://bucket/imdb or a local directory (default:
+            $IMDB_TRAIN_OUTPUT, else ./runs, where the trainer writes by default).
         model: mean or lstm.
         run_id: a run id, or `latest` for the promoted run.
         k: neighbours shown per query word.
@@ -128,8 +135,8 @@ def show(
     store = open_store(output)
     run_id = _resolve(store, model, run_id)
     _finished(store, model, run_id)
-    metrics = _read_json(store, f"{model}/{run_id}/metrics.json")
-    neighbours = _read_json(store, f"{model}/{run_id}/neighbours.json")
+    metrics = _read_json(store, run_key(model, run_id, METRICS))
+    neighbours = _read_json(store, run_key(model, run_id, NEIGHBOURS))
     if json_output:
         print(json.dumps({"metrics": metrics, "neighbours": neighbours}, indent=2))
         return
@@ -149,28 +156,29 @@ def show(
         print(line)
 
 
-def compare(*runs: str, output: str = DEFAULT_OUTPUT, k: int = 3) -> None:
+def compare(*runs: str, output: str | None = None, k: int = 3) -> None:
     """Compare finished runs side by side.
 
     Args:
         *runs: MODEL/RUN_ID (or MODEL/latest), e.g. lstm/r1 mean/latest.
-        output: the store, e.g. gs://bucket/imdb or a local directory.
+        output: the store, e.g. gs://bucket/imdb or a local directory (default:
+            $IMDB_TRAIN_OUTPUT, else ./runs, where the trainer writes by default).
         k: neighbours shown per query word.
     """
     if len(runs) < 2:
-        raise ValueError(f"invalid runs {list(runs)!r}: expected at least two MODEL/RUN_ID")
+        raise SpecError(f"invalid runs {list(runs)!r}: expected at least two MODEL/RUN_ID")
     store = open_store(output)
     loaded = []
     for ref in runs:
         model, sep, run_id = str(ref).partition("/")
         if not sep or not run_id:
-            raise ValueError(f"invalid run {ref!r}: expected MODEL/RUN_ID, e.g. lstm/r1")
+            raise SpecError(f"invalid run {ref!r}: expected MODEL/RUN_ID, e.g. lstm/r1")
         run_id = _resolve(store, model, run_id)
         _finished(store, model, run_id)
         loaded.append((
             f"{model}/{run_id}",
-            _read_json(store, f"{model}/{run_id}/metrics.json"),
-            _read_json(store, f"{model}/{run_id}/neighbours.json"),
+            _read_json(store, run_key(model, run_id, METRICS)),
+            _read_json(store, run_key(model, run_id, NEIGHBOURS)),
         ))  # fmt: skip
     rows = [("", *(name for name, _, _ in loaded))]
     for key in ("test_accuracy", "test_loss", "epochs_completed", "replicas"):
@@ -191,7 +199,7 @@ def compare(*runs: str, output: str = DEFAULT_OUTPUT, k: int = 3) -> None:
 
 
 def pull(
-    output: str = DEFAULT_OUTPUT,
+    output: str | None = None,
     model: str = "lstm",
     run_id: str = "latest",
     dest: str = ".",
@@ -200,7 +208,8 @@ def pull(
     """Download a finished run's artifacts to DEST/MODEL/RUN_ID/.
 
     Args:
-        output: the store, e.g. gs://bucket/imdb or a local directory.
+        output: the store, e.g. gs://bucket/imdb or a local directory (default:
+            $IMDB_TRAIN_OUTPUT, else ./runs, where the trainer writes by default).
         model: mean or lstm.
         run_id: a run id, or `latest` for the promoted run.
         dest: local directory.
@@ -214,7 +223,7 @@ def pull(
     count = 0
     for key in store.list(f"{model}/{run_id}"):
         rel = key[len(prefix) :]
-        if not rel or (rel.startswith("checkpoints/") and not checkpoints):
+        if not rel or (rel.startswith(f"{CHECKPOINT_DIR}/") and not checkpoints):
             continue
         path = (target / rel).resolve()
         if target.resolve() not in path.parents:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import secrets
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
+
+from trainer import contract
+from trainer.contract import MODELS, WORKER_PORT, new_run_id
 
 VERSION = "0.1.0"
 """The app version: chart appVersion, the image tag and the `app.kubernetes.io/version` label."""
 
-MODELS = ("mean", "lstm")
 MODEL_CHOICES = (*MODELS, "all")
 
 DEFAULT_NAME = "imdb-train"
@@ -30,34 +30,30 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 ]
 
-WORKER_PORT = 2222
 MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostname prefix
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?\Z")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*\Z")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    """A run id unique per submission: UTC timestamp plus 4 random hex digits."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+class SpecError(Exception):
+    """Bad input to a Job spec: the message names the flag, the value and what is valid."""
 
 
 def resolve_models(model: Any) -> list[str]:
     """Expand a --model value (`mean`, `lstm`, `all`, or a comma list) into model names.
 
     Raises:
-        ValueError: a name is not one of MODEL_CHOICES.
+        SpecError: a name is not one of MODEL_CHOICES.
     """
     names = list(model) if isinstance(model, (list, tuple)) else str(model).split(",")
     out: list[str] = []
     for raw in names:
         name = str(raw).strip()
         if name not in MODEL_CHOICES:
-            raise ValueError(f"invalid model {name!r}: expected one of {', '.join(MODEL_CHOICES)}")
+            raise SpecError(f"invalid model {name!r}: expected one of {', '.join(MODEL_CHOICES)}")
         for m in MODELS if name == "all" else (name,):
             if m not in out:
                 out.append(m)
@@ -65,16 +61,16 @@ def resolve_models(model: Any) -> list[str]:
 
 
 def to_int(field: str, value: Any, minimum: int) -> int:
-    """`value` as an int >= minimum, whatever fire made of the flag; else a ValueError naming it."""
+    """`value` as an int >= minimum, whatever fire made of the flag; else a SpecError naming it."""
     # fire hands over whatever the flag looked like: 10, "10", 10.0 or True.
     if isinstance(value, bool):
-        raise ValueError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
+        raise SpecError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         value = int(value)
     if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
+        raise SpecError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
     return value
 
 
@@ -86,32 +82,39 @@ def _quantity(field: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise ValueError(
+        raise SpecError(
             f"invalid {field} {value!r}: expected a Kubernetes quantity like 4, 500m, 16Gi"
         )
     text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if not _QUANTITY.match(text):
-        raise ValueError(
+        raise SpecError(
             f"invalid {field} {value!r}: expected a Kubernetes quantity like 4, 500m, 16Gi"
         )
     return text
+
+
+def _json(flag: str, text: str, expected: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"invalid {flag} {text!r}: not JSON ({e}); expected {expected}") from None
 
 
 def _node_selector(value: Any) -> dict[str, str]:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
-            value = json.loads(text)
+            value = _json("--node-selector", text, "key=value[,key=value] or a JSON object")
         else:
             pairs = [p for p in text.split(",") if p.strip()]
             if any("=" not in p for p in pairs):
-                raise ValueError(
+                raise SpecError(
                     f"invalid node selector {text!r}: expected key=value[,key=value] "
                     "or a JSON object"
                 )
             value = dict(p.strip().split("=", 1) for p in pairs)
     if not isinstance(value, Mapping):
-        raise ValueError(
+        raise SpecError(
             f"invalid node selector {value!r}: expected key=value[,key=value] or a JSON object"
         )
     return {str(k): str(v) for k, v in value.items()}
@@ -119,18 +122,22 @@ def _node_selector(value: Any) -> dict[str, str]:
 
 def _tolerations(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
-        value = json.loads(value) if value.strip() else []
+        value = (
+            _json("--tolerations", value, "a JSON list of toleration objects")
+            if value.strip()
+            else []
+        )
     if isinstance(value, Mapping):
         value = [value]
     if not isinstance(value, Sequence) or not all(isinstance(t, Mapping) for t in value):
-        raise ValueError(
+        raise SpecError(
             f"invalid tolerations {value!r}: expected a JSON list of objects with "
             f"{', '.join(sorted(_TOLERATION_KEYS))}"
         )
     for t in value:
         unknown = set(t) - _TOLERATION_KEYS
         if unknown:
-            raise ValueError(
+            raise SpecError(
                 f"invalid toleration key {sorted(unknown)[0]!r}: expected one of "
                 f"{', '.join(sorted(_TOLERATION_KEYS))}"
             )
@@ -142,14 +149,56 @@ def _check_output(output: str) -> None:
     from trainer.storage import StoreError, open_store
 
     if not (output.startswith("gs://") or output.startswith("file:///") or output.startswith("/")):
-        raise ValueError(
+        raise SpecError(
             f"invalid output {output!r}: expected gs://bucket/prefix or an absolute path on a "
             "volume mounted into the pod"
         )
     try:
         open_store(output)
     except StoreError as e:
-        raise ValueError(f"invalid output {output!r}: {e}") from e
+        raise SpecError(f"invalid output {output!r}: {e}") from e
+
+
+# Trainer flags the spec sets itself; --extra-args may not repeat them (the Job's name and
+# labels say which model and run it is, so an override would make them lie).
+OWNED_TRAINER_FLAGS = ("--model", "--data", "--output", "--run-id", "--epochs", "--batch-size")
+
+
+def _extra_args(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(
+            f"invalid extra args {value!r}: expected a list of trainer arguments, "
+            'e.g. --extra-args=\'["--promote", "false"]\''
+        )
+    args = tuple(str(a) for a in value)
+    for arg in args:
+        flag = arg.split("=", 1)[0].replace("_", "-")
+        if flag in OWNED_TRAINER_FLAGS:
+            raise SpecError(
+                f"invalid extra args {list(args)!r}: {flag} is set by jobs.submit itself; pass "
+                f"--{flag[2:]} to jobs.submit instead"
+            )
+    return args
+
+
+def check_trainer_args(args: Sequence[str]) -> None:
+    """Parse a trainer command line with the trainer's own config, as the pod will.
+
+    Raises:
+        SpecError: an unknown flag or a bad value, named as the trainer would name it.
+    """
+    # TrainConfig and its parser are TensorFlow-free.
+    from trainer.cli import config_from_args
+    from trainer.config import ConfigError
+
+    placeholder = f"$({contract.RUN_ID_ENV})"
+    args = [a if a != placeholder else new_run_id() for a in args]
+    try:
+        config_from_args(args)
+    except ConfigError as e:
+        raise SpecError(f"invalid trainer arguments: {e}") from None
 
 
 @dataclasses.dataclass
@@ -184,55 +233,68 @@ class JobSpec:
     cache_size_limit: Any = "10Gi"
 
     def __post_init__(self) -> None:
+        self._check_identity()
+        self._check_training()
+        self._check_placement()
+        self._check_lifecycle()
+        # Indexed pods are named <job>-<index>, and that must stay a DNS label.
+        suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
+        if len(self.job_name) + suffix > MAX_NAME:
+            raise SpecError(
+                f"invalid run id {self.run_id!r}: job name {self.job_name!r} is longer than "
+                f"{MAX_NAME - suffix} characters; pass a shorter --run-id"
+            )
+
+    def _check_identity(self) -> None:
+        """Model, run id, names and image: what the Job is called and runs."""
         if self.model not in MODELS:
-            raise ValueError(f"invalid model {self.model!r}: expected one of {', '.join(MODELS)}")
+            raise SpecError(f"invalid model {self.model!r}: expected one of {', '.join(MODELS)}")
         self.run_id = new_run_id() if self.run_id in (None, "") else self.run_id
-        if isinstance(self.run_id, bool) or not isinstance(self.run_id, (str, int)):
-            raise ValueError(
-                f"invalid run id {self.run_id!r}: expected lower-case letters, digits and '-'"
-            )
-        self.run_id = str(self.run_id)  # fire reads --run-id 123 as an int
-        if not _RUN_ID.match(self.run_id):
-            raise ValueError(
-                f"invalid run id {self.run_id!r}: expected lower-case letters, digits and '-', "
-                "starting and ending with a letter or digit"
-            )
+        if isinstance(self.run_id, int) and not isinstance(self.run_id, bool):
+            self.run_id = str(self.run_id)  # fire reads --run-id 123 as an int
+        if not contract.is_run_id(self.run_id):
+            raise SpecError(f"invalid run id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
         for field in ("namespace", "name", "service_account"):
             value = str(getattr(self, field))
             if not _DNS_LABEL.match(value) or len(value) > MAX_NAME:
-                raise ValueError(
+                raise SpecError(
                     f"invalid {field.replace('_', ' ')} {value!r}: expected a DNS label "
                     "(lower-case letters, digits and '-', at most 63 characters)"
                 )
             setattr(self, field, value)
         self.image = str(self.image)
         if not _IMAGE.match(self.image):
-            raise ValueError(
+            raise SpecError(
                 f"invalid image {self.image!r}: expected a reference like repo/name:tag"
             )
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise SpecError(
+                f"invalid image pull policy {self.image_pull_policy!r}: expected one of "
+                "Always, IfNotPresent, Never"
+            )
+
+    def _check_training(self) -> None:
+        """What the trainer is told: data, output, epochs, the global batch, extra args."""
         self.gpus = to_int("gpus", self.gpus, 0)
         self.epochs = to_int("epochs", self.epochs, 1)
         self.batch_size = to_int("batch size", self.batch_size, 1)
         self.workers = to_int("workers", self.workers, 1)
-        replicas = self.workers * max(self.gpus, 1)
-        if self.batch_size % replicas:
-            raise ValueError(
+        if self.batch_size % self.replicas:
+            raise SpecError(
                 f"invalid batch size {self.batch_size}: the global batch must divide evenly over "
-                f"{replicas} replicas ({self.workers} workers x {max(self.gpus, 1)} GPUs)"
+                f"{self.replicas} replicas ({self.workers} workers x {max(self.gpus, 1)} GPUs)"
             )
         self.data = str(self.data)
         if not self.data.strip():
-            raise ValueError("invalid data '': expected keras, a path, or gs://bucket/path")
+            raise SpecError("invalid data '': expected keras, a path, or gs://bucket/path")
         self.output = str(self.output)
         _check_output(self.output)
-        if isinstance(self.extra_args, str):
-            self.extra_args = self.extra_args.split()
-        if not isinstance(self.extra_args, (list, tuple)):
-            raise ValueError(
-                f"invalid extra args {self.extra_args!r}: expected a list of trainer arguments, "
-                "e.g. --extra-args='[\"--promote\"]'"
-            )
-        self.extra_args = tuple(str(a) for a in self.extra_args)
+        self.extra_args = _extra_args(self.extra_args)
+        # The trainer's own parser checks the whole command line now, not in the pod.
+        check_trainer_args(self.trainer_args())
+
+    def _check_placement(self) -> None:
+        """Node selector, tolerations and resources: where the pods may run."""
         self.node_selector = (
             dict(GPU_NODE_SELECTOR if self.gpus else {})
             if self.node_selector is None
@@ -249,6 +311,9 @@ class JobSpec:
         self.memory_limit = _quantity("memory limit", self.memory_limit)
         self.tmp_size_limit = _quantity("tmp size limit", self.tmp_size_limit)
         self.cache_size_limit = _quantity("cache size limit", self.cache_size_limit)
+
+    def _check_lifecycle(self) -> None:
+        """Deadline, retries, TTL and the grace period after SIGTERM."""
         self.active_deadline_seconds = _optional_int(
             "active deadline seconds", self.active_deadline_seconds, 1
         )
@@ -259,18 +324,6 @@ class JobSpec:
         self.termination_grace_period_seconds = to_int(
             "termination grace period seconds", self.termination_grace_period_seconds, 0
         )
-        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
-            raise ValueError(
-                f"invalid image pull policy {self.image_pull_policy!r}: expected one of "
-                "Always, IfNotPresent, Never"
-            )
-        # Indexed pods are named <job>-<index>, and that must stay a DNS label.
-        suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
-        if len(self.job_name) + suffix > MAX_NAME:
-            raise ValueError(
-                f"invalid run id {self.run_id!r}: job name {self.job_name!r} is longer than "
-                f"{MAX_NAME - suffix} characters; pass a shorter --run-id"
-            )
 
     @property
     def job_name(self) -> str:

@@ -6,26 +6,18 @@ import sys
 from datetime import datetime, timezone
 
 from jobs import _cli
-from jobs.manifest import APP_NAME, LABEL_MODEL, LABEL_NAME, LABEL_RUN_ID
+from jobs.manifest import LABEL_MODEL, LABEL_RUN_ID, selector
 from jobs.spec import DEFAULT_NAMESPACE
-
-
-def selector(model: str | None = None, run_id: str | None = None) -> str:
-    """Label selector for our Jobs, narrowed by model and run id."""
-    parts = [f"{LABEL_NAME}={APP_NAME}"]
-    if model:
-        parts.append(f"{LABEL_MODEL}={model}")
-    if run_id not in (None, ""):
-        parts.append(f"{LABEL_RUN_ID}={run_id}")
-    return ",".join(parts)
 
 
 def job_state(job) -> str:
     """Complete, Failed (reason), Running or Pending, from the Job's status."""
+    from jobs.cluster import job_outcome
+
+    outcome = job_outcome(job)
+    if outcome is not None:
+        return "Complete" if outcome.succeeded else f"Failed ({outcome.reason})"
     status = job.status
-    for cond in (status and status.conditions) or []:
-        if cond.status == "True" and cond.type in ("Complete", "Failed"):
-            return cond.type if cond.type == "Complete" else f"Failed ({cond.reason})"
     if status and status.active:
         return "Running"
     return "Pending"

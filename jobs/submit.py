@@ -8,6 +8,7 @@ from typing import Any
 from jobs import _cli
 from jobs import spec as specs
 from jobs.manifest import build_objects, to_yaml
+from trainer.contract import new_run_id
 
 
 def build_specs(
@@ -16,7 +17,7 @@ def build_specs(
     **fields: Any,
 ) -> list[specs.JobSpec]:
     """One validated JobSpec per model named by `model` (mean, lstm, all), sharing one run id."""
-    run_id = specs.new_run_id() if run_id in (None, "") else run_id
+    run_id = new_run_id() if run_id in (None, "") else run_id
     return [specs.JobSpec(model=m, run_id=run_id, **fields) for m in specs.resolve_models(model)]
 
 
@@ -86,6 +87,7 @@ def submit(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config; in-cluster in a pod).
         context: kubeconfig context.
     """
+    retries = specs.to_int("retries", retries, 0)  # before anything is created
     job_specs = build_specs(
         model=model,
         run_id=run_id,
@@ -118,35 +120,48 @@ def submit(
     from jobs.cluster import Cluster, load_api_client
 
     cluster = Cluster(load_api_client(kubeconfig, context))
+    _create(cluster, job_specs, objects)
+    if not (wait or follow):
+        print(f"follow with: python -m jobs.logs {job_specs[0].job_name} --follow")
+        return
+    if follow:
+        _follow(cluster, job_specs, timeout)
+    if wait:
+        _wait(cluster, job_specs, retries, timeout)
+
+
+def _create(cluster, job_specs: list[specs.JobSpec], objects: list[Any]) -> None:
     cluster.create(objects)
     for s in job_specs:
         print(
             f"job.batch/{s.job_name} created in namespace {s.namespace}; "
             f"results: {s.output.rstrip('/')}/{s.model}/{s.run_id}/"
         )
-    if not (wait or follow):
-        print(f"follow with: python -m jobs.logs {job_specs[0].job_name} --follow")
-        return
-    if follow:
-        for s in job_specs:
-            pod = cluster.wait_pod_started(s.namespace, s.job_name, timeout=timeout or 600)
-            for line in cluster.stream_log(s.namespace, pod, follow=True):
-                print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
-    if wait:
-        retries = specs.to_int("retries", retries, 0)
-        failed = []
-        for s in job_specs:
-            outcome = _wait_with_retries(cluster, s, retries, timeout)
-            if outcome.succeeded:
-                print(f"job.batch/{s.job_name} succeeded")
-            else:
-                failed.append(s.job_name)
-                print(
-                    f"job.batch/{s.job_name} failed: {outcome.reason}: {outcome.message}",
-                    file=sys.stderr,
-                )
-        if failed:
-            raise _cli.CommandFailedError(f"{len(failed)} of {len(job_specs)} jobs failed")
+
+
+def _follow(cluster, job_specs: list[specs.JobSpec], timeout: float | None) -> None:
+    """Stream each Job's trainer log in turn, prefixed with the model when there are several."""
+    for s in job_specs:
+        pod = cluster.wait_pod_started(s.namespace, s.job_name, timeout=timeout or 600)
+        for line in cluster.stream_log(s.namespace, pod, follow=True):
+            print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
+
+
+def _wait(cluster, job_specs: list[specs.JobSpec], retries: int, timeout: float | None) -> None:
+    """Watch every Job to its end; raise CommandFailedError when any failed."""
+    failed = []
+    for s in job_specs:
+        outcome = _wait_with_retries(cluster, s, retries, timeout)
+        if outcome.succeeded:
+            print(f"job.batch/{s.job_name} succeeded")
+        else:
+            failed.append(s.job_name)
+            print(
+                f"job.batch/{s.job_name} failed: {outcome.reason}: {outcome.message}",
+                file=sys.stderr,
+            )
+    if failed:
+        raise _cli.CommandFailedError(f"{len(failed)} of {len(job_specs)} jobs failed")
 
 
 def _wait_with_retries(cluster, spec: specs.JobSpec, retries: int, timeout: float | None):

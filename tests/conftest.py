@@ -1,4 +1,5 @@
-"""Shared fixtures: the shared IMDB tarball, a GCS emulator on loopback, fresh buckets."""
+"""Shared fixtures: the shared IMDB tarball and its encoded cache, a GCS emulator on
+loopback, fresh buckets. Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_TARBALL = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
+from tests.helpers import SHARED_TARBALL, gcs_client
+from trainer import contract
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,16 @@ def shared_tarball() -> Path:
     if not SHARED_TARBALL.exists():
         pytest.skip(f"shared IMDB tarball not found at ../shared/data/{SHARED_TARBALL.name}")
     return SHARED_TARBALL
+
+
+@pytest.fixture(scope="module")
+def warm_cache(shared_tarball, tmp_path_factory):
+    """The shared tarball encoded once per module; pass it as --cache-dir."""
+    from trainer import data
+
+    cache = tmp_path_factory.mktemp("cache")
+    data.load(str(shared_tarball), cache_dir=cache)
+    return cache
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +50,11 @@ def gcs_emulator():
             os.environ["STORAGE_EMULATOR_HOST"] = previous
 
 
-def gcs_client(url: str):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    return storage.Client(
-        project="imdb-train-test",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": url},
-    )
-
-
 @pytest.fixture
 def gcs_bucket(gcs_emulator, monkeypatch) -> str:
     """A new, empty bucket in the emulator; yields its name."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    monkeypatch.setenv("IMDB_TRAIN_GCS_DEADLINE", "20")
+    monkeypatch.setenv(contract.GCS_DEADLINE_ENV, "20")
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs_client(gcs_emulator).create_bucket(name)
     return name

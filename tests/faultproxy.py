@@ -21,8 +21,9 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rate: float = 0.0, faults=("503", "reset"),
-                 seed: int = 0, applies=None):
+    def __init__(
+        self, upstream: str, rate: float = 0.0, faults=("503", "reset"), seed: int = 0, applies=None
+    ):
         self.upstream = urlsplit(upstream)
         self.rate = rate
         self.faults = tuple(faults)
@@ -54,10 +55,10 @@ class FaultProxy:
                 if fault == "reset":
                     self._reset()
                     return
-                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port,
-                                                  timeout=30)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in HOP_HEADERS}
+                conn = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=30
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -76,8 +77,9 @@ class FaultProxy:
             def _reset(self):
                 self.close_connection = True
                 try:
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
                     self.connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass

@@ -1,13 +1,68 @@
-"""Test helpers: tiny aclImdb corpora and keras-format npz files built on the fly."""
+"""Test helpers, one import root (`tests.helpers`): paths, the trainer as a subprocess,
+jobs.submit --dry-run, a GCS client for the emulator, tiny corpora and npz files."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from trainer import contract
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TARBALL = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
+
+
+def trainer_env(**extra: str) -> dict:
+    """The environment of a trainer subprocess: no progress bars, this checkout first."""
+    return {
+        **os.environ,
+        contract.PROGRESS_ENV: "0",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        env=trainer_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def dry_run(capsys, *argv: str) -> list[dict]:
+    """The objects `jobs.submit --dry-run ARGV` prints."""
+    from jobs import submit
+
+    capsys.readouterr()
+    assert submit.main(["--dry-run", *argv]) == 0
+    return [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+
+
+def gcs_client(url: str):
+    """The real google-cloud-storage client, pointed at the emulator at `url`."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project="imdb-train-test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": url},
+    )
+
 
 # A tiny hand-written corpus: (split, label, id, text).
 TINY = [

@@ -21,8 +21,9 @@ def test_tokenize_ranks_by_frequency_then_first_occurrence():
     assert set(words) == {"a", "b", "c", "br", "don't", "d0n't"}
     assert splits.tolist() == [0, 4, 7, 7, 9]
     rank = {w: i + 1 for i, w in enumerate(words)}
-    assert ranks.tolist() == [rank[w] for w in
-                              ["b", "a", "a", "c", "a", "br", "b", "don't", "d0n't"]]
+    assert ranks.tolist() == [
+        rank[w] for w in ["b", "a", "a", "c", "a", "br", "b", "don't", "d0n't"]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -35,8 +36,9 @@ def test_tokenize_ranks_by_frequency_then_first_occurrence():
         pytest.param([1, 2, 3], [1, 2], 10, 3, [[0, 1, 4], [1, 5, 6]], id="two-reviews"),
     ],
 )
-def test_encode_matches_keras_load_data_and_pad_sequences(ranks, lengths, num_words, maxlen,
-                                                          expected):
+def test_encode_matches_keras_load_data_and_pad_sequences(
+    ranks, lengths, num_words, maxlen, expected
+):
     splits = np.append(0, np.cumsum(lengths))
     out = data.encode(np.array(ranks, dtype=np.int64), splits, num_words, maxlen)
     assert out.dtype == np.int32
@@ -73,8 +75,12 @@ def test_cache_is_used_the_second_time(tmp_path):
 def test_keras_npz_source(tmp_path):
     npz = write_keras_npz(
         tmp_path / "imdb.npz",
-        {"x_train": [[1, 2], [3, 9, 1]], "y_train": [1, 0],
-         "x_test": [[2], [4, 4]], "y_test": [0, 1]},
+        {
+            "x_train": [[1, 2], [3, 9, 1]],
+            "y_train": [1, 0],
+            "x_test": [[2], [4, 4]],
+            "y_test": [0, 1],
+        },
         {"the": 1, "and": 2, "a": 3, "of": 4, "rare": 9},
     )
     ds = data.load(str(npz), num_words=8, maxlen=4, cache_dir=tmp_path / "c")
@@ -99,6 +105,5 @@ def test_sample_keeps_both_classes_of_the_real_data(shared_tarball, tmp_path):
     assert ds.x_train.shape == (200, 100) and ds.x_test.shape == (200, 100)
     assert 0.3 < ds.y_train.mean() < 0.7
     assert ds.stats["reviews"] == 50_000
-    assert list(ds.word_index)[:10] == ["the", "and", "a", "of", "to", "is", "br", "in",
-                                        "it", "i"]
+    assert list(ds.word_index)[:10] == ["the", "and", "a", "of", "to", "is", "br", "in", "it", "i"]
     assert ds.x_train.max() <= 4999 and ds.x_train.min() == 0

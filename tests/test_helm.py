@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from fakes.k8s_checks import CHART, helm, helm_template, restricted_violations, validate
+
+from tests.fakes.k8s_checks import CHART, helm, helm_template, restricted_violations, validate
 
 pytestmark = pytest.mark.timeout(120)
 

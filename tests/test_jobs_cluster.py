@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fakes.kube_api import FakeKube, Script
 
 from jobs import cancel, logs, status, submit
+from tests.fakes.kube_api import FakeKube, Script
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,9 +6,9 @@ import json
 import uuid
 
 import pytest
-from conftest import gcs_client
 
 from jobs import results
+from tests.helpers import gcs_client
 from trainer.storage import open_store
 
 pytestmark = pytest.mark.timeout(120)

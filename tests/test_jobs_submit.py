@@ -9,14 +9,10 @@ import sys
 import fire
 import pytest
 import yaml
-from fakes.k8s_checks import ROOT, restricted_violations, validate
 
 from jobs import submit
-
-
-def dry_run(capsys, *argv):
-    assert submit.main(["--dry-run", *argv]) == 0
-    return [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+from tests.fakes.k8s_checks import ROOT, restricted_violations, validate
+from tests.helpers import dry_run
 
 
 def test_dry_run_lstm_prints_one_valid_restricted_gpu_job(capsys, monkeypatch):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from fakes.k8s_checks import ROOT, helm_template
 
-from jobs import render, submit
+from jobs import render
+from tests.fakes.k8s_checks import ROOT, helm_template
+from tests.helpers import dry_run
 
 K8S = ROOT / "k8s"
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
@@ -32,12 +33,6 @@ def k8s_docs():
     return [
         d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d
     ]
-
-
-def dry_run(capsys, *argv):
-    capsys.readouterr()
-    assert submit.main(["--dry-run", *argv]) == 0
-    return [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
 
 
 def test_k8s_dir_is_what_jobs_render_writes(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fakes.k8s_checks import restricted_violations, validate
 
 from jobs.manifest import (
     build_cronjob,
@@ -15,14 +14,20 @@ from jobs.manifest import (
     build_service_account,
     to_dict,
 )
-from jobs.spec import JobSpec, resolve_models
+from jobs.spec import JobSpec, SpecError, resolve_models
+from tests.fakes.k8s_checks import restricted_violations, validate
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"model": "foo"}, "invalid model 'foo': expected one of mean, lstm"),
-        ({"run_id": "Bad_ID"}, "invalid run id 'Bad_ID': expected lower-case letters"),
+        ({"run_id": "Bad_ID"}, "invalid run id 'Bad_ID': expected 1-63 lower-case letters"),
+        ({"run_id": "r1\n"}, "invalid run id 'r1\\n'"),
+        ({"extra_args": ["--model", "mean"]}, "--model is set by jobs.submit itself"),
+        ({"extra_args": ["--epoch", "1"]}, "unknown flag --epoch"),
+        ({"extra_args": ["--promote", "maybe"]}, "invalid --promote 'maybe'"),
+        ({"node_selector": "{bad"}, "invalid --node-selector '{bad': not JSON"),
         ({"run_id": True}, "invalid run id True"),
         ({"run_id": "x" * 60}, "is longer than 63 characters; pass a shorter --run-id"),
         ({"gpus": -1}, "invalid gpus -1: expected an integer >= 0"),
@@ -43,7 +48,7 @@ from jobs.spec import JobSpec, resolve_models
 )
 def test_spec_rejects_bad_values_naming_them(fields, message):
     fields = {"model": "lstm", "run_id": "r1", **fields}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SpecError) as info:
         JobSpec(**fields)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
@@ -60,7 +65,7 @@ def test_spec_rejects_bad_values_naming_them(fields, message):
         ({"node_selector": '{"a": "b"}'}, "node_selector", {"a": "b"}),
         ({"gpus": 0}, "node_selector", {}),
         ({"gpus": 0}, "tolerations", []),
-        ({"extra_args": "--promote --x 1"}, "extra_args", ("--promote", "--x", "1")),
+        ({"extra_args": "--promote --k 1"}, "extra_args", ("--promote", "--k", "1")),
     ],
 )
 def test_spec_coerces_what_fire_parses(fields, attr, expected):
@@ -81,7 +86,7 @@ def test_resolve_models(value, expected):
 
 
 def test_resolve_models_names_the_choices():
-    with pytest.raises(ValueError, match=r"^invalid model 'cnn': expected one of mean, lstm, all$"):
+    with pytest.raises(SpecError, match=r"^invalid model 'cnn': expected one of mean, lstm, all$"):
         resolve_models("cnn")
 
 
@@ -230,7 +235,7 @@ def test_cronjob_derives_the_run_id_from_its_job_name():
 
 
 def test_cronjob_refuses_multi_worker():
-    with pytest.raises(ValueError, match="invalid workers 2 for a CronJob"):
+    with pytest.raises(SpecError, match="invalid workers 2 for a CronJob"):
         build_cronjob(JobSpec(model="lstm", run_id="r1", workers=2))
 
 

@@ -25,7 +25,8 @@ def test_sequential_and_functional_builders_agree(name):
     ]
     assert describe == [
         (type(layer).__name__, layer.name, [tuple(w.shape) for w in layer.weights])
-        for layer in fun.layers if type(layer).__name__ != "InputLayer"
+        for layer in fun.layers
+        if type(layer).__name__ != "InputLayer"
     ]
     assert seq.count_params() == fun.count_params() == EXPECTED_PARAMS[name]
     assert seq.get_layer("embedding").input_dim == 5000
@@ -35,10 +36,15 @@ def test_sequential_and_functional_builders_agree(name):
 @pytest.mark.parametrize(
     ("name", "api", "message"),
     [
-        pytest.param("cnn", "functional", "unknown model 'cnn': expected one of mean, lstm",
-                     id="model"),
-        pytest.param("lstm", "subclass", "unknown Keras API 'subclass': expected one of "
-                     "sequential, functional", id="api"),
+        pytest.param(
+            "cnn", "functional", "unknown model 'cnn': expected one of mean, lstm", id="model"
+        ),
+        pytest.param(
+            "lstm",
+            "subclass",
+            "unknown Keras API 'subclass': expected one of sequential, functional",
+            id="api",
+        ),
     ],
 )
 def test_unknown_names_list_the_valid_ones(name, api, message):

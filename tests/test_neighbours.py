@@ -43,7 +43,11 @@ def test_nearest_orders_by_metric_and_skips_reserved_ids(metric, expected):
 def test_euclidean_distances_are_exact():
     out = nearest(VECTORS, ID_TO_WORD, ["great"], k=4)
     assert [round(n["distance"], 6) for n in out["queries"]["great"]] == [
-        0.5, 1.0, 2.0, round(float(np.hypot(1.0, 3.0)), 6)]
+        0.5,
+        1.0,
+        2.0,
+        round(float(np.hypot(1.0, 3.0)), 6),
+    ]
 
 
 def test_unknown_words_are_reported_not_fatal():
@@ -55,7 +59,11 @@ def test_unknown_words_are_reported_not_fatal():
 def test_k_larger_than_vocabulary_returns_every_other_word():
     out = nearest(VECTORS, ID_TO_WORD, ["bad"], k=50)
     assert sorted(n["word"] for n in out["queries"]["bad"]) == [
-        "boring", "excellent", "good", "great"]
+        "boring",
+        "excellent",
+        "good",
+        "great",
+    ]
 
 
 def test_distances_matches_brute_force():

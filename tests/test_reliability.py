@@ -16,23 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
 from tests.faultproxy import FaultProxy
-from tests.helpers import TINY, write_keras_npz, write_tarball
-from trainer.config import EXIT_BAD_INPUT, EXIT_RETRYABLE, TrainConfig
+from tests.helpers import ROOT, TINY, run_trainer, trainer_env, write_keras_npz, write_tarball
+from trainer.config import TrainConfig
+from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, SUCCESS
+from trainer.promotion import promote
 from trainer.storage import open_store
-from trainer.train import LATEST, SUCCESS, promote
-
-
-def trainer_env(**extra) -> dict:
-    return {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1", **extra}
-
-
-def run_trainer(args, timeout=300, **env):
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT,
-                          env=trainer_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def closed_port() -> int:
@@ -85,52 +74,95 @@ def _no_reviews(tmp: Path) -> str:
 
 
 BAD_INPUTS = [
-    ("unknown-model", ["--model", "cnn"], None,
-     "unknown model 'cnn': expected one of mean, lstm"),
+    ("unknown-model", ["--model", "cnn"], None, "unknown model 'cnn': expected one of mean, lstm"),
     ("zero-epochs", ["--epochs", "0"], None, "invalid epochs 0: expected a positive integer"),
-    ("negative-batch", ["--batch-size", "-64"], None,
-     "invalid batch-size -64: expected a positive integer"),
-    ("zero-vocabulary", ["--vocab-size", "0"], None,
-     "invalid vocab-size 0: expected a positive integer"),
-    ("zero-review-length", ["--max-review-length", "0"], None,
-     "invalid max-review-length 0: expected a positive integer"),
+    (
+        "negative-batch",
+        ["--batch-size", "-64"],
+        None,
+        "invalid batch-size -64: expected a positive integer",
+    ),
+    (
+        "zero-vocabulary",
+        ["--vocab-size", "0"],
+        None,
+        "invalid vocab-size 0: expected a positive integer",
+    ),
+    (
+        "zero-review-length",
+        ["--max-review-length", "0"],
+        None,
+        "invalid max-review-length 0: expected a positive integer",
+    ),
     ("missing-data", ["--data", "{tmp}/nope.tar.gz"], None, "nope.tar.gz' does not exist"),
     ("corrupt-tarball", ["--data", _corrupt], None, "corrupt or truncated tarball"),
     ("truncated-gzip", ["--data", _truncated_gz], None, "corrupt or truncated tarball"),
     ("truncated-tar", ["--data", _truncated_tar], None, "truncated tarball"),
-    ("npz-missing-arrays", ["--data", _npz_missing], None,
-     "lacks arrays x_test, y_test: expected x_train, y_train, x_test, y_test"),
-    ("single-class", ["--data", _single_class], None,
-     "train split has labels [1]: expected both 0 and 1"),
+    (
+        "npz-missing-arrays",
+        ["--data", _npz_missing],
+        None,
+        "lacks arrays x_test, y_test: expected x_train, y_train, x_test, y_test",
+    ),
+    (
+        "single-class",
+        ["--data", _single_class],
+        None,
+        "train split has labels [1]: expected both 0 and 1",
+    ),
     ("no-reviews", ["--data", _no_reviews], None, "no train/test reviews in"),
-    ("unknown-scheme", ["--output", "s3://bucket/imdb"], None,
-     "unknown output scheme 's3' in 's3://bucket/imdb'"),
-    ("invalid-bucket", ["--output", "gs://Not_A_Bucket!/imdb"], None,
-     "invalid bucket name 'Not_A_Bucket!'"),
-    ("unreachable-gcs", ["--output", "gs://imdb-unreachable/imdb"], "unreachable",
-     "cannot reach gs://imdb-unreachable/imdb/"),
-    ("bad-metric", ["--metric", "manhattan"], None,
-     "unknown metric 'manhattan': expected one of euclidean, cosine"),
+    (
+        "unknown-scheme",
+        ["--output", "s3://bucket/imdb"],
+        None,
+        "unknown output scheme 's3' in 's3://bucket/imdb'",
+    ),
+    (
+        "invalid-bucket",
+        ["--output", "gs://Not_A_Bucket!/imdb"],
+        None,
+        "invalid bucket name 'Not_A_Bucket!'",
+    ),
+    (
+        "unreachable-gcs",
+        ["--output", "gs://imdb-unreachable/imdb"],
+        "unreachable",
+        "cannot reach gs://imdb-unreachable/imdb/",
+    ),
+    (
+        "bad-metric",
+        ["--metric", "manhattan"],
+        None,
+        "unknown metric 'manhattan': expected one of euclidean, cosine",
+    ),
     ("bad-run-id", ["--run-id", "../escape"], None, "invalid run-id '../escape'"),
 ]
 
 
-@pytest.mark.parametrize(("args", "env", "message"),
-                         [pytest.param(a, e, m, id=i) for i, a, e, m in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("args", "env", "message"), [pytest.param(a, e, m, id=i) for i, a, e, m in BAD_INPUTS]
+)
 def test_bad_input_one_line_permanent_exit_nothing_published(args, env, message, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     args = [a(src) if callable(a) else a.replace("{tmp}", str(src)) for a in args]
     out = tmp_path / "out"
-    options = {"--model": "mean", "--data": str(write_tarball(src / "ok.tar.gz")),
-               "--output": str(out), "--run-id": "bad", "--epochs": "1",
-               "--cache-dir": str(tmp_path / "cache")}
+    options = {
+        "--model": "mean",
+        "--data": str(write_tarball(src / "ok.tar.gz")),
+        "--output": str(out),
+        "--run-id": "bad",
+        "--epochs": "1",
+        "--cache-dir": str(tmp_path / "cache"),
+    }
     options.update(zip(args[::2], args[1::2], strict=True))
     full = [part for item in options.items() for part in item]
     extra = {}
     if env == "unreachable":
-        extra = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{closed_port()}",
-                 "IMDB_TRAIN_GCS_DEADLINE": "2"}
+        extra = {
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{closed_port()}",
+            "IMDB_TRAIN_GCS_DEADLINE": "2",
+        }
     started = time.monotonic()
     proc = run_trainer(full, timeout=120, **extra)
     lines = proc.stderr.strip().splitlines()
@@ -143,9 +175,22 @@ def test_bad_input_one_line_permanent_exit_nothing_published(args, env, message,
 
 def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
     src = write_tarball(tmp_path / "tiny.tar.gz")
-    common = ["--model", "mean", "--data", str(src), "--output", str(tmp_path / "out"),
-              "--run-id", "r1", "--cache-dir", str(tmp_path / "c"), "--vocab-size", "20",
-              "--max-review-length", "8"]
+    common = [
+        "--model",
+        "mean",
+        "--data",
+        str(src),
+        "--output",
+        str(tmp_path / "out"),
+        "--run-id",
+        "r1",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--vocab-size",
+        "20",
+        "--max-review-length",
+        "8",
+    ]
     assert run_trainer([*common, "--epochs", "1"]).returncode == 0
     proc = run_trainer([*common, "--epochs", "1", "--embedding-dim", "8"])
     assert proc.returncode == EXIT_BAD_INPUT
@@ -155,19 +200,16 @@ def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- kills
 
 
-@pytest.fixture(scope="module")
-def warm_cache(shared_tarball, tmp_path_factory):
-    from trainer import data
-
-    cache = tmp_path_factory.mktemp("cache")
-    data.load(str(shared_tarball), cache_dir=cache)
-    return cache
-
-
 def _start_and_signal_in_epoch_2(args, sig) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=ROOT,
-                            env=trainer_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        env=trainer_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     stdout = []
     try:
         for line in proc.stdout:
@@ -185,15 +227,33 @@ def _start_and_signal_in_epoch_2(args, sig) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [pytest.param(signal.SIGTERM, EXIT_RETRYABLE,
-                                                        id="sigterm"),
-                                           pytest.param(signal.SIGKILL, -signal.SIGKILL,
-                                                        id="sigkill")])
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [
+        pytest.param(signal.SIGTERM, EXIT_PREEMPTED, id="sigterm"),
+        pytest.param(signal.SIGKILL, -signal.SIGKILL, id="sigkill"),
+    ],
+)
 def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_path):
     out = tmp_path / "runs"
-    args = ["--model", "lstm", "--data", str(shared_tarball), "--output", str(out),
-            "--run-id", "kill", "--epochs", "3", "--sample", "3000",
-            "--cache-dir", str(warm_cache), "--neighbours", "great"]
+    args = [
+        "--model",
+        "lstm",
+        "--data",
+        str(shared_tarball),
+        "--output",
+        str(out),
+        "--run-id",
+        "kill",
+        "--epochs",
+        "3",
+        "--sample",
+        "3000",
+        "--cache-dir",
+        str(warm_cache),
+        "--neighbours",
+        "great",
+    ]
     first = _start_and_signal_in_epoch_2(args, sig)
     assert first.returncode == code, first.stderr[-3000:]
     run = open_store(str(out)).child("lstm", "kill")
@@ -276,8 +336,7 @@ def test_concurrent_publishers_lose_no_update(model_store):
 # ----------------------------------------------------------------------------- storage faults
 
 
-def test_lost_responses_on_conditional_writes_are_read_back(gcs_bucket, gcs_emulator,
-                                                            monkeypatch):
+def test_lost_responses_on_conditional_writes_are_read_back(gcs_bucket, gcs_emulator, monkeypatch):
     uploads = lambda method, path, body: method == "POST" and "/upload/" in path  # noqa: E731
     with FaultProxy(gcs_emulator, applies=uploads) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
@@ -296,28 +355,51 @@ def test_lost_responses_on_conditional_writes_are_read_back(gcs_bucket, gcs_emul
 
 
 @pytest.mark.slow
-def test_training_through_a_faulty_link_completes(shared_tarball, warm_cache, gcs_bucket,
-                                                  gcs_emulator):
+def test_training_through_a_faulty_link_completes(
+    shared_tarball, warm_cache, gcs_bucket, gcs_emulator
+):
     """A fifth of all storage requests fail (503 or reset): retries carry the run."""
     with FaultProxy(gcs_emulator, rate=0.2, faults=("503", "reset"), seed=3) as proxy:
         proc = run_trainer(
-            ["--model", "mean", "--data", str(shared_tarball),
-             "--output", f"gs://{gcs_bucket}/imdb", "--run-id", "flaky", "--epochs", "2",
-             "--sample", "512", "--cache-dir", str(warm_cache)],
-            STORAGE_EMULATOR_HOST=proxy.url, IMDB_TRAIN_GCS_DEADLINE="60")
+            [
+                "--model",
+                "mean",
+                "--data",
+                str(shared_tarball),
+                "--output",
+                f"gs://{gcs_bucket}/imdb",
+                "--run-id",
+                "flaky",
+                "--epochs",
+                "2",
+                "--sample",
+                "512",
+                "--cache-dir",
+                str(warm_cache),
+            ],
+            STORAGE_EMULATOR_HOST=proxy.url,
+            IMDB_TRAIN_GCS_DEADLINE="60",
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proxy.injected >= 5, proxy.counts
     run = open_store(f"gs://{gcs_bucket}/imdb").child("mean", "flaky")
     keys = set(run.list())
-    for key in ("metrics.json", "neighbours.json", "model.keras", "curves.png", SUCCESS,
-                "checkpoints/epoch-0002.keras"):
+    for key in (
+        "metrics.json",
+        "neighbours.json",
+        "model.keras",
+        "curves.png",
+        SUCCESS,
+        "checkpoints/epoch-0002.keras",
+    ):
         assert key in keys
     assert json.loads(run.read_bytes("metrics.json"))["epochs_completed"] == 2
 
 
 @pytest.mark.slow
 def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
-        shared_tarball, warm_cache, gcs_bucket, gcs_emulator):
+    shared_tarball, warm_cache, gcs_bucket, gcs_emulator
+):
     """Every request fails once the first checkpoint is being written: the run stops with
     the retryable code and no _SUCCESS; after the outage a rerun finishes it."""
     broken = threading.Event()
@@ -327,12 +409,25 @@ def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
             broken.set()
         return broken.is_set()
 
-    args = ["--model", "mean", "--data", str(shared_tarball),
-            "--output", f"gs://{gcs_bucket}/imdb", "--run-id", "outage", "--epochs", "2",
-            "--sample", "512", "--cache-dir", str(warm_cache)]
+    args = [
+        "--model",
+        "mean",
+        "--data",
+        str(shared_tarball),
+        "--output",
+        f"gs://{gcs_bucket}/imdb",
+        "--run-id",
+        "outage",
+        "--epochs",
+        "2",
+        "--sample",
+        "512",
+        "--cache-dir",
+        str(warm_cache),
+    ]
     with FaultProxy(gcs_emulator, rate=1.0, faults=("503", "reset"), applies=applies) as proxy:
         proc = run_trainer(args, STORAGE_EMULATOR_HOST=proxy.url, IMDB_TRAIN_GCS_DEADLINE="3")
-    assert proc.returncode == EXIT_RETRYABLE, proc.stderr[-3000:]
+    assert proc.returncode == EXIT_PREEMPTED, proc.stderr[-3000:]
     assert "rerun with --run-id outage to resume" in proc.stderr
     assert proxy.injected > 0
     run = open_store(f"gs://{gcs_bucket}/imdb").child("mean", "outage")

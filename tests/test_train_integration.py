@@ -4,40 +4,28 @@ every artifact checked, on the local store and on the GCS emulator."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import run_trainer
 from trainer.storage import open_store
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = [
-    "config.json", "metrics.json", "neighbours.json", "model.keras", "word_index.json",
-    "embedding/vectors.tsv", "embedding/metadata.tsv", "curves.png", "_SUCCESS",
-    "checkpoints/epoch-0001.keras", "checkpoints/state-0001.json",
+    "config.json",
+    "metrics.json",
+    "neighbours.json",
+    "model.keras",
+    "word_index.json",
+    "embedding/vectors.tsv",
+    "embedding/metadata.tsv",
+    "curves.png",
+    "_SUCCESS",
+    "checkpoints/epoch-0001.keras",
+    "checkpoints/state-0001.json",
 ]
-
-
-def run_trainer(args: list[str], env: dict | None = None, timeout: float = 300):
-    full_env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT),
-                **(env or {})}
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def warm_cache(shared_tarball, tmp_path_factory):
-    """Encode the shared tarball once for the module (the trainer reads the cache)."""
-    from trainer import data
-
-    cache = tmp_path_factory.mktemp("cache")
-    data.load(str(shared_tarball), cache_dir=cache)
-    return cache
 
 
 def check_run(store, model: str, run_id: str, replicas: int) -> dict:
@@ -67,8 +55,9 @@ def check_run(store, model: str, run_id: str, replicas: int) -> dict:
     assert neighbours["unknown"] == []
     word_index = json.loads(run.read_bytes("word_index.json"))
     assert word_index["the"] == 1
-    vectors = np.loadtxt(run.read_bytes("embedding/vectors.tsv").decode().splitlines(),
-                         delimiter="\t")
+    vectors = np.loadtxt(
+        run.read_bytes("embedding/vectors.tsv").decode().splitlines(), delimiter="\t"
+    )
     labels = run.read_bytes("embedding/metadata.tsv").decode().splitlines()
     assert vectors.shape == (5000, 32) and len(labels) == 5000
     assert labels[:4] == ["<pad>", "<start>", "<oov>", "<unused>"] and labels[4] == "the"
@@ -79,11 +68,30 @@ def check_run(store, model: str, run_id: str, replicas: int) -> dict:
 @pytest.mark.parametrize("model", ["mean", "lstm"])
 def test_one_epoch_two_replicas_local_store(model, shared_tarball, warm_cache, tmp_path):
     out = tmp_path / "runs"
-    proc = run_trainer([
-        "--model", model, "--data", str(shared_tarball), "--output", str(out),
-        "--run-id", f"it-{model}", "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
-        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(warm_cache),
-    ])
+    proc = run_trainer(
+        [
+            "--model",
+            model,
+            "--data",
+            str(shared_tarball),
+            "--output",
+            str(out),
+            "--run-id",
+            f"it-{model}",
+            "--epochs",
+            "1",
+            "--sample",
+            "512",
+            "--cpu-devices",
+            "2",
+            "--neighbours",
+            "great,bad",
+            "--k",
+            "5",
+            "--cache-dir",
+            str(warm_cache),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = check_run(open_store(str(out)), model, f"it-{model}", replicas=2)
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in proc.stdout
@@ -93,11 +101,30 @@ def test_one_epoch_two_replicas_local_store(model, shared_tarball, warm_cache, t
 
 
 def test_same_run_on_gcs_emulator(shared_tarball, warm_cache, gcs_bucket):
-    proc = run_trainer([
-        "--model", "mean", "--data", str(shared_tarball), "--output", f"gs://{gcs_bucket}/imdb",
-        "--run-id", "gcs-1", "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
-        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(warm_cache),
-    ])
+    proc = run_trainer(
+        [
+            "--model",
+            "mean",
+            "--data",
+            str(shared_tarball),
+            "--output",
+            f"gs://{gcs_bucket}/imdb",
+            "--run-id",
+            "gcs-1",
+            "--epochs",
+            "1",
+            "--sample",
+            "512",
+            "--cpu-devices",
+            "2",
+            "--neighbours",
+            "great,bad",
+            "--k",
+            "5",
+            "--cache-dir",
+            str(warm_cache),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = open_store(f"gs://{gcs_bucket}/imdb")
     check_run(store, "mean", "gcs-1", replicas=2)
@@ -105,14 +132,25 @@ def test_same_run_on_gcs_emulator(shared_tarball, warm_cache, gcs_bucket):
 
 
 def test_rerun_of_a_complete_run_does_nothing(shared_tarball, warm_cache, tmp_path):
-    args = ["--model", "mean", "--data", str(shared_tarball), "--output", str(tmp_path),
-            "--run-id", "again", "--epochs", "1", "--sample", "256",
-            "--cache-dir", str(warm_cache)]
+    args = [
+        "--model",
+        "mean",
+        "--data",
+        str(shared_tarball),
+        "--output",
+        str(tmp_path),
+        "--run-id",
+        "again",
+        "--epochs",
+        "1",
+        "--sample",
+        "256",
+        "--cache-dir",
+        str(warm_cache),
+    ]
     assert run_trainer(args).returncode == 0
     before = (tmp_path / "mean" / "again" / "metrics.json").read_bytes()
     second = run_trainer(args)
     assert second.returncode == 0
     assert "already complete" in second.stdout
     assert (tmp_path / "mean" / "again" / "metrics.json").read_bytes() == before
-
-

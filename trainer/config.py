@@ -1,38 +1,31 @@
-"""TrainConfig: the reference exercise's hyper-parameters as defaults, validated on creation."""
+"""TrainConfig: every training option, its default, help and checks, in one place.
+
+The trainer's command line is generated from these fields (trainer/cli.py), so a flag, its
+default and its help exist once. Fields marked `resume=True` must match when a run id is
+started again (see trainer/run.py); the others may differ between attempts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
-MODELS = ("mean", "lstm")
+from trainer import contract
+
 METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
 DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
 DEFAULT_DATA = "keras"
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-# Exit codes, part of the contract with the Kubernetes Job's podFailurePolicy.
-EXIT_OK = 0
-EXIT_CRASH = 1  # unexpected: the Job's backoffLimit decides
-EXIT_BAD_INPUT = 2  # permanent: retrying cannot help, the Job fails at once
-EXIT_RETRYABLE = 75  # EX_TEMPFAIL: preempted (SIGTERM) or a transient store fault; resume
 
 
-class ConfigError(ValueError):
+class ConfigError(Exception):
     """Bad input: the message names the value and what is valid."""
 
 
-def _positive_int(name: str, value) -> int:
-    try:
-        as_int = int(value)
-        ok = as_int == float(value) and not isinstance(value, bool)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or as_int <= 0:
-        raise ConfigError(f"invalid {name} {value!r}: expected a positive integer")
-    return as_int
+def opt(default: Any, help: str, *, resume: bool = False, **kw: Any) -> Any:
+    """A TrainConfig field: its default, its --help line, and whether a resume must match it."""
+    return field(default=default, metadata={"help": help, "resume": resume, **kw})
 
 
 @dataclass
@@ -44,37 +37,73 @@ class TrainConfig:
     number of GPUs.
     """
 
-    model: str = "lstm"
-    data: str = DEFAULT_DATA
-    output: str = "./runs"
-    run_id: str = ""
-    epochs: int = 3
-    batch_size: int = 64
-    vocab_size: int = 5000
-    max_review_length: int = 100
-    embedding_dim: int = 32
-    lstm_units: int = 128
-    learning_rate: float = 1e-3
-    seed: int = 113
-    sample: int = 0  # 0: all reviews; N: the first N of each split, for smoke tests
-    neighbours: tuple[str, ...] = DEFAULT_QUERIES
-    k: int = 10
-    metric: str = "euclidean"
-    cpu_devices: int = 0  # >0: split the CPU into N logical devices (multi-replica tests)
-    promote: bool = True
-    min_accuracy: float = 0.0
-    tolerance: float = 0.005
-    cache_dir: str = ""
-    # Speed only: neither changes what is computed (measured in BENCHMARKS.md).
-    steps_per_execution: int = 16  # batches per compiled call: less per-step overhead
-    eval_batch_size: int = 1024  # GLOBAL batch of validation/test passes (no gradients)
-    jit_compile: str = "auto"  # XLA: "auto" = Keras's choice, or "true"/"false"
-    extra: dict = field(default_factory=dict)
+    model: str = opt("lstm", f"the model: {' or '.join(contract.MODELS)}", resume=True)
+    data: str = opt(
+        DEFAULT_DATA,
+        "keras (official imdb.npz, downloaded and cached), a path or gs:// URI of imdb.npz, "
+        "or an aclImdb tarball / directory (train|test/pos|neg/*.txt)",
+        resume=True,
+    )
+    output: str = field(
+        default_factory=contract.default_output,
+        metadata={
+            "help": "the store: a local path, file:///path or gs://bucket/prefix; runs land in "
+            f"<output>/<model>/<run-id>/ (default: ${contract.OUTPUT_ENV} or "
+            f"{contract.DEFAULT_OUTPUT})",
+            "resume": False,
+        },
+    )
+    run_id: str = opt("", "the run's name; the same id again resumes it (default: a timestamp)")
+    epochs: int = opt(3, "training epochs", resume=True)
+    batch_size: int = opt(
+        64, "GLOBAL batch size: examples per optimizer step over all replicas", resume=True
+    )
+    vocab_size: int = opt(
+        5000, "the most frequent words kept (others become out-of-vocabulary)", resume=True
+    )
+    max_review_length: int = opt(
+        100, "reviews are truncated / zero-padded at the front to this many words", resume=True
+    )
+    embedding_dim: int = opt(32, "word vector size", resume=True)
+    lstm_units: int = opt(128, "LSTM width (lstm model only)", resume=True)
+    learning_rate: float = opt(1e-3, "Adam learning rate", resume=True)
+    seed: int = opt(113, "random seed (weights, shuffling)", resume=True)
+    sample: int = opt(
+        0, "0: all reviews; N: only the first N of each split (smoke runs)", resume=True
+    )
+    neighbours: tuple[str, ...] = opt(
+        DEFAULT_QUERIES, "comma-separated query words for the nearest-neighbour lists"
+    )
+    k: int = opt(10, "neighbours per query word")
+    metric: str = opt("euclidean", f"neighbour distance: {' or '.join(METRICS)}")
+    cpu_devices: int = opt(0, "without a GPU, mirror over this many logical CPU devices (tests)")
+    promote: bool = opt(True, "move <output>/<model>/latest.json to this run if it passes the gate")
+    min_accuracy: float = opt(0.0, "promotion floor on test accuracy (0..1)")
+    tolerance: float = opt(
+        0.005, "promotion allows this much less accuracy than the current latest (0..1)"
+    )
+    cache_dir: str = opt(
+        "",
+        f"downloads and encoded data are cached here (default: ${contract.CACHE_ENV} or "
+        "~/.cache/imdb-train)",
+    )
+    # Speed only: none of these changes what is computed (measured in BENCHMARKS.md).
+    steps_per_execution: int = opt(
+        16, "batches per compiled call (speed only; SIGTERM is noticed between calls)"
+    )
+    eval_batch_size: int = opt(
+        1024, "GLOBAL batch size of the validation and test passes (speed only)"
+    )
+    jit_compile: str = opt(
+        "auto", "XLA: auto (Keras's choice: off on CPU), true or false (speed only)"
+    )
 
     def __post_init__(self) -> None:
         self.model = str(self.model)
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
+        if self.model not in contract.MODELS:
+            raise ConfigError(
+                f"unknown model {self.model!r}: expected one of {', '.join(contract.MODELS)}"
+            )
         for name in (
             "epochs",
             "batch_size",
@@ -86,22 +115,14 @@ class TrainConfig:
             "steps_per_execution",
             "eval_batch_size",
         ):
-            setattr(self, name, _positive_int(name.replace("_", "-"), getattr(self, name)))
+            setattr(self, name, _int(name, getattr(self, name), minimum=1))
+        for name in ("sample", "cpu_devices", "seed"):
+            setattr(self, name, _int(name, getattr(self, name), minimum=0))
         if self.vocab_size < 4:
             raise ConfigError(
                 f"invalid vocab-size {self.vocab_size}: expected at least 4 "
                 "(ids 0-2 are padding, start and out-of-vocabulary)"
             )
-        try:
-            self.sample = int(self.sample)
-            self.cpu_devices = int(self.cpu_devices)
-            self.seed = int(self.seed)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"invalid integer option: {e}") from e
-        if self.sample < 0:
-            raise ConfigError(f"invalid sample {self.sample}: expected 0 (all) or a positive count")
-        if self.cpu_devices < 0:
-            raise ConfigError(f"invalid cpu-devices {self.cpu_devices}: expected 0 or more")
         self.jit_compile = str(self.jit_compile).lower()
         if self.jit_compile not in JIT_CHOICES:
             raise ConfigError(
@@ -116,18 +137,14 @@ class TrainConfig:
             self.neighbours = tuple(w.strip() for w in self.neighbours.split(",") if w.strip())
         else:
             self.neighbours = tuple(str(w) for w in self.neighbours)
-        self.run_id = str(self.run_id)
-        if self.run_id and not _RUN_ID_RE.match(self.run_id):
-            raise ConfigError(
-                f"invalid run-id {self.run_id!r}: expected 1-63 characters of letters, digits,"
-                " '.', '_' or '-', starting with a letter or digit"
-            )
-        try:
-            self.learning_rate = float(self.learning_rate)
-            self.min_accuracy = float(self.min_accuracy)
-            self.tolerance = float(self.tolerance)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"invalid number: {e}") from e
+        if not isinstance(self.run_id, str):
+            raise ConfigError(f"invalid run-id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
+        if self.run_id and not contract.is_run_id(self.run_id):
+            raise ConfigError(f"invalid run-id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
+        if not isinstance(self.promote, bool):
+            raise ConfigError(f"invalid promote {self.promote!r}: expected true or false")
+        for name in ("learning_rate", "min_accuracy", "tolerance"):
+            setattr(self, name, _float(name, getattr(self, name)))
         if not self.learning_rate > 0:
             raise ConfigError(f"invalid learning-rate {self.learning_rate}: expected > 0")
         if not 0.0 <= self.min_accuracy <= 1.0:
@@ -141,3 +158,48 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["neighbours"] = list(self.neighbours)
         return d
+
+
+def resume_keys() -> tuple[str, ...]:
+    """The fields that must match when a run id is started again."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resume"))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    # fire and JSON hand over 10, "10" or 10.0; a bool or 10.5 is a mistake.
+    as_int = None
+    if not isinstance(value, bool):
+        try:
+            as_int = int(value)
+            if as_int != float(value):
+                as_int = None
+        except (TypeError, ValueError):
+            as_int = None
+    if as_int is None or as_int < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected {what}")
+    return as_int
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected a number") from None
+
+
+def _show(value: Any) -> str:
+    """A value as the user typed it: numbers bare, anything else quoted."""
+    if isinstance(value, str):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return repr(value)
+    return repr(value)

@@ -6,6 +6,7 @@ generator import it without the trainer's dependencies. Each value lives here on
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from datetime import datetime, timezone
@@ -41,6 +42,13 @@ WORKER_PORT_NAME = "tf-worker"
 # --- store layout --------------------------------------------------------------------------
 # <output>/<model>/<run-id>/<artifact>, and <output>/<model>/latest.json.
 DEFAULT_OUTPUT = "./runs"  # the local store when no --output and no $IMDB_TRAIN_OUTPUT
+
+
+def default_output() -> str:
+    """The store every command uses when none is given: $IMDB_TRAIN_OUTPUT, else ./runs."""
+    return os.environ.get(OUTPUT_ENV) or DEFAULT_OUTPUT
+
+
 LATEST = "latest.json"  # per model: the promoted run (moves by compare-and-swap)
 SUCCESS = "_SUCCESS"  # written last, create-only: a run without it is incomplete
 CONFIG = "config.json"
@@ -91,13 +99,11 @@ def run_key(model: str, run_id: str, artifact: str = "") -> str:
 
 
 # --- run ids -------------------------------------------------------------------------------
-# Lower-case DNS-label characters: a run id becomes part of Job names and label values.
+# A DNS label: a run id becomes part of Job names, pod hostnames and label values.
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 RUN_ID_MAX = 63
-RUN_ID_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?\Z")
-RUN_ID_HELP = (
-    "1-63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit"
-)
+RUN_ID_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+RUN_ID_HELP = "1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import contract
+
 START_CHAR = 1
 OOV_CHAR = 2
 INDEX_FROM = 3
@@ -76,7 +78,7 @@ class Dataset:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("IMDB_TRAIN_CACHE")
+    env = os.environ.get(contract.CACHE_ENV)
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -92,7 +94,7 @@ def _progress(total=None, desc="", unit="it", **kw):
         unit=unit,
         leave=False,
         dynamic_ncols=True,
-        disable=os.environ.get("IMDB_TRAIN_PROGRESS", "1") == "0",
+        disable=os.environ.get(contract.PROGRESS_ENV, "1") == "0",
         **kw,
     )
 

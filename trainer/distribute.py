@@ -9,13 +9,10 @@ import re
 import sys
 from collections.abc import Mapping
 
-WORKER_PORT = 2222
-# Set by the Indexed Job (jobs/manifest.py): every worker's host:port, index order.
-WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"
+from trainer.contract import COLLECTIVE_TIMEOUT_ENV, COMPLETION_INDEX_ENV, WORKER_HOSTS_ENV
+
 # The TF_CONFIG task types a MultiWorkerMirroredStrategy group is made of.
 TASK_TYPES = ("chief", "worker")
-# Seconds a collective may wait for a peer before it fails (multi-worker only).
-COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"
 
 
 class DistributeError(ValueError):
@@ -61,7 +58,7 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
     hosts = [h.strip() for h in env.get(WORKER_HOSTS_ENV, "").split(",") if h.strip()]
     if len(hosts) <= 1:
         return None
-    index = env.get("JOB_COMPLETION_INDEX")
+    index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit() or int(index) >= len(hosts):
         raise DistributeError(
             f"JOB_COMPLETION_INDEX {index!r} is not a worker index: expected 0..{len(hosts) - 1}"

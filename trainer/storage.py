@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-DEFAULT_OUTPUT = "./runs"
+from trainer import contract
 
 # https://cloud.google.com/storage/docs/buckets#naming (dotted names aside, 3-63 chars).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
@@ -179,7 +179,7 @@ class GCSStore:
         self.uri = f"gs://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._client = client
         self.deadline = float(
-            deadline if deadline is not None else os.environ.get("IMDB_TRAIN_GCS_DEADLINE", 120)
+            deadline if deadline is not None else os.environ.get(contract.GCS_DEADLINE_ENV, 120)
         )
 
     def __repr__(self) -> str:
@@ -385,7 +385,7 @@ def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
     Raises:
         StoreError: the scheme is unknown or the bucket name is invalid.
     """
-    uri = str(uri) if uri is not None else DEFAULT_OUTPUT
+    uri = str(uri) if uri is not None else contract.default_output()
     if not uri:
         raise StoreError("empty output URI: expected a local path, file:// or gs://bucket/prefix")
     if uri.startswith("gs://"):

@@ -1,0 +1,82 @@
+"""The per-epoch callback: timings, TensorBoard scalars, one log line, a checkpoint per epoch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import tensorflow as tf
+
+from trainer.state import RunState
+from trainer.termination import Termination
+
+
+class EpochEnd(tf.keras.callbacks.Callback):
+    """Times each epoch, logs it for TensorBoard and the terminal, then checkpoints it.
+
+    No batch hooks (see Termination): whether SIGTERM cut an epoch short is read from the
+    optimizer's step counter instead.
+
+    Args:
+        state: the run's history, appended to per completed epoch.
+        termination: the SIGTERM flag; a cut-short epoch is never checkpointed.
+        checkpoint: called as checkpoint(model, epoch) after each completed epoch.
+        tensorboard_dir: where the train/validation scalars go.
+        epochs: the run's total epochs (for the log line).
+        log: prints one line; None when Keras shows a progress bar instead.
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        termination: Termination,
+        checkpoint: Callable[[tf.keras.Model, int], None],
+        tensorboard_dir: Path,
+        epochs: int,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.termination = termination
+        self.checkpoint = checkpoint
+        self.tensorboard_dir = tensorboard_dir
+        self.epochs = epochs
+        self.log = log
+
+    def on_train_begin(self, logs=None):
+        self.writers = {
+            split: tf.summary.create_file_writer(str(self.tensorboard_dir / split))
+            for split in ("train", "validation")
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.step0 = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.t0
+        steps = self.params.get("steps")
+        done = int(self.model.optimizer.iterations.numpy()) - self.step0
+        if self.termination.requested and (steps is None or done < steps):
+            # Keras still validates and calls us after a mid-epoch stop; a partial epoch
+            # must not be checkpointed as complete.
+            return
+        logs = logs or {}
+        self.state.add_epoch(seconds, logs)
+        self._scalars(epoch, logs)
+        if self.log is not None:
+            metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            self.log(f"epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {metrics}")
+        self.checkpoint(self.model, epoch + 1)
+        if self.termination.requested:
+            self.model.stop_training = True  # arrived during validation
+
+    def _scalars(self, epoch: int, logs: dict) -> None:
+        for split, writer in self.writers.items():
+            prefix = "val_" if split == "validation" else ""
+            with writer.as_default(step=epoch):
+                for name in ("loss", "accuracy"):
+                    if prefix + name in logs:
+                        tf.summary.scalar(f"epoch_{name}", logs[prefix + name])
+            writer.flush()
