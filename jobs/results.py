@@ -14,6 +14,7 @@ from trainer.contract import (
     LATEST,
     METRICS,
     NEIGHBOURS,
+    NEIGHBOURS_MODEL,
     SUCCESS,
     run_key,
 )
@@ -233,7 +234,45 @@ def pull(
     print(f"pulled {count} files of {model}/{run_id} from {store.uri} to {target}")
 
 
-COMMANDS = {"list": list_runs, "show": show, "compare": compare, "pull": pull}
+def summary(output: str | None = None, word: str = "great", k: int = 10) -> None:
+    """Each model's promoted run in one line, then the words nearest to WORD.
+
+    The neighbours come from the mean model: its embedding is trained to carry the
+    sentiment directly, while the LSTM's embedding is only its input layer.
+
+    Args:
+        output: the store (default: $IMDB_TRAIN_OUTPUT, else ./runs).
+        word: the query word (one of the trainer's --neighbours).
+        k: how many neighbours.
+    """
+    store = open_store(output)
+    found = False
+    for m in MODELS:
+        latest = _latest(store, m)
+        if latest is None:
+            continue
+        found = True
+        print(
+            f"{m:<5} test accuracy {float(latest['test_accuracy']):.2%}  (run {latest['run_id']})"
+        )
+    if not found:
+        raise _cli.CommandFailedError(f"no promoted runs in {store.uri}; train one first")
+    latest = _latest(store, NEIGHBOURS_MODEL)
+    if latest is None:
+        return
+    neighbours = _read_json(store, run_key(NEIGHBOURS_MODEL, str(latest["run_id"]), NEIGHBOURS))
+    hits = neighbours.get("queries", {}).get(word)
+    if hits is None:
+        print(
+            f"{word!r} was not a query of that run (its queries: "
+            f"{', '.join(neighbours.get('queries', {})) or 'none'})"
+        )
+        return
+    words = ", ".join(h["word"] for h in hits[:k])
+    print(f"words nearest to {word!r} ({NEIGHBOURS_MODEL} model): {words}")
+
+
+COMMANDS = {"list": list_runs, "show": show, "compare": compare, "pull": pull, "summary": summary}
 main = _cli.entrypoint(COMMANDS, "jobs.results")
 
 if __name__ == "__main__":

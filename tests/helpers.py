@@ -80,8 +80,10 @@ def review_files(reviews=TINY):
         yield f"aclImdb/{split}/{label}/{rid}_{7 if label == 'pos' else 2}.txt", text
 
 
-def write_tarball(path: Path, reviews=TINY, compress: bool = True) -> Path:
-    with tarfile.open(path, "w:gz" if compress else "w") as tf:
+def write_tarball(
+    path: Path, reviews=TINY, compress: bool = True, fmt: int = tarfile.USTAR_FORMAT
+) -> Path:
+    with tarfile.open(path, "w:gz" if compress else "w", format=fmt) as tf:
         for name, text in review_files(reviews):
             info = tarfile.TarInfo(name)
             info.size = len(text)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import tarfile
+
 import numpy as np
 import pytest
 
-from tests.helpers import write_keras_npz, write_tarball, write_tree
+from tests.helpers import TINY, write_keras_npz, write_tarball, write_tree
 from trainer import data
 
 # Frequencies in TINY: bad 5, great 5, movie 2, acting 2, boring 2, film 2, the rest 1;
@@ -60,6 +63,22 @@ def test_raw_sources_encode_the_same(tmp_path, kind):
     test_rows = {tuple(r) for r in ds.x_test.tolist()}
     assert (0, 0, 0, 1, 5, 2) in test_rows
     assert ds.stats["reviews"] == 6
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT], ids=["pax", "gnu"])
+def test_pax_and_gnu_tarballs_with_long_names_read_like_ustar(tmp_path, fmt):
+    # Names past ustar's 100+155 bytes need pax headers or GNU long-name entries, which the
+    # fast ustar walk hands to tarfile.
+    reviews = [(split, label, f"{rid:0120d}", text) for split, label, rid, text in TINY]
+    tree = write_tree(tmp_path / "tree", reviews)
+    src = write_tarball(tmp_path / "long.tar.gz", reviews, fmt=fmt)
+    raw = gzip.decompress(src.read_bytes())
+    assert (b"././@LongLink" if fmt == tarfile.GNU_FORMAT else b"path=") in raw
+    ours = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "a")
+    plain = data.load(str(tree), num_words=10, maxlen=6, cache_dir=tmp_path / "b")
+    assert ours.word_index == plain.word_index
+    np.testing.assert_array_equal(np.sort(ours.x_train, axis=0), np.sort(plain.x_train, axis=0))
+    np.testing.assert_array_equal(ours.y_test, plain.y_test)
 
 
 def test_cache_is_used_the_second_time(tmp_path):

@@ -9,6 +9,11 @@ import pytest
 
 from jobs import results
 from tests.helpers import gcs_client
+from trainer import contract
+from trainer.config import TrainConfig
+from trainer.promotion import promote as promote_run
+from trainer.promotion import to_json
+from trainer.state import RunState
 from trainer.storage import open_store
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,15 +27,25 @@ NEIGHBOURS = {
 
 
 def write_run(store, model: str, run_id: str, accuracy: float, *, finished: bool = True):
-    """A run as the trainer leaves it (we test the reader, not the trainer)."""
-    base = f"{model}/{run_id}"
+    """A run laid out as the trainer lays it out: the contract's keys, the trainer's own
+    RunState and config serialisation (we test the reader, not the training)."""
+    run = store.child(model, run_id)
+    state = RunState()
+    state.add_epoch(12.0, {"loss": 0.6, "accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.75})
+    state.add_epoch(
+        10.0,
+        {"loss": 0.4, "accuracy": accuracy, "val_loss": 0.45, "val_accuracy": accuracy - 0.01},
+    )
     metrics = {
-        "model": model, "run_id": run_id, "test_accuracy": accuracy, "test_loss": 1 - accuracy,
-        "epochs_completed": 2,
-        "history": {"loss": [0.6, 0.4], "accuracy": [0.7, accuracy],
-                    "val_loss": [0.5, 0.45], "val_accuracy": [0.75, accuracy - 0.01]},
-        "epoch_seconds": [12.0, 10.0], "replicas": 1,
-    }  # fmt: skip
+        "model": model,
+        "run_id": run_id,
+        "test_accuracy": accuracy,
+        "test_loss": 1 - accuracy,
+        "epochs_completed": state.epochs_completed,
+        "history": state.curves(),
+        "epoch_seconds": state.epoch_seconds,
+        "replicas": 1,
+    }
     neighbours = {
         "metric": "cosine",
         "k": 3,
@@ -38,29 +53,34 @@ def write_run(store, model: str, run_id: str, accuracy: float, *, finished: bool
             q: [{"word": w, "distance": d} for w, d in hits]
             for q, hits in NEIGHBOURS[model].items()
         },
+        "unknown": [],
     }
+    config = {"config": TrainConfig(model=model, run_id=run_id, epochs=2).to_dict()}
     files = {
-        "config.json": json.dumps({"model": model, "epochs": 2, "batch_size": 64}),
-        "metrics.json": json.dumps(metrics),
-        "neighbours.json": json.dumps(neighbours),
-        "model.keras": "PK\x03\x04 fake keras zip",
-        "word_index.json": json.dumps({"the": 1, "great": 2}),
-        "embedding/vectors.tsv": "0.1\t0.2\n0.3\t0.4\n",
-        "embedding/metadata.tsv": "the\ngreat\n",
-        "curves.png": "\x89PNG fake",
-        "checkpoints/ckpt-2.weights.h5": "weights",
-        "tensorboard/train/events.out.tfevents.1": "events",
+        contract.CONFIG: to_json(config),
+        contract.METRICS: to_json(metrics),
+        contract.NEIGHBOURS: to_json(neighbours),
+        contract.MODEL_FILE: b"PK\x03\x04 fake keras zip",
+        contract.WORD_INDEX: json.dumps({"the": 1, "great": 2}).encode(),
+        contract.EMBEDDING_VECTORS: b"0.1\t0.2\n0.3\t0.4\n",
+        contract.EMBEDDING_METADATA: b"the\ngreat\n",
+        contract.CURVES: b"\x89PNG fake",
+        contract.checkpoint_key(2): b"PK\x03\x04 fake checkpoint",
+        contract.state_key(2): state.to_json(),
+        f"{contract.TENSORBOARD_DIR}/train/events.out.tfevents.1": b"events",
     }
-    for name, text in files.items():
-        store.write_bytes(f"{base}/{name}", text.encode("latin-1"))
+    for name, data in files.items():
+        run.write_bytes(name, data)
     if finished:
-        store.write_bytes(f"{base}/_SUCCESS", b"")
+        run.write_bytes(contract.SUCCESS, to_json({"run_id": run_id}))
+    assert (set(contract.RUN_FILES) <= set(run.list())) == finished
 
 
 def promote(store, model: str, run_id: str, accuracy: float):
-    store.write_bytes(
-        f"{model}/latest.json", json.dumps({"run_id": run_id, "test_accuracy": accuracy}).encode()
-    )
+    """Point latest.json at the run with the trainer's own promotion."""
+    cfg = TrainConfig(model=model, run_id=run_id)
+    decision = promote_run(cfg, {"test_accuracy": accuracy}, store.child(model))
+    assert decision["promoted"], decision
 
 
 @pytest.fixture(scope="module", params=["local", "gcs"])

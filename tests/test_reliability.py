@@ -136,6 +136,11 @@ BAD_INPUTS = [
         "unknown metric 'manhattan': expected one of euclidean, cosine",
     ),
     ("bad-run-id", ["--run-id", "../escape"], None, "invalid run-id '../escape'"),
+    ("run-id-newline", ["--run-id", "r1\n"], None, "invalid run-id 'r1\\n'"),
+    ("misspelt-flag", ["--epoch", "1"], None, "unknown flag --epoch: expected one of --model"),
+    ("unknown-flag", ["--no-promote", "true"], None, "unknown flag --no-promote"),
+    ("bad-boolean", ["--promote", "maybe"], None, "invalid --promote 'maybe'"),
+    ("epochs-with-text", ["--epochs", "1 extra"], None, "invalid epochs '1 extra'"),
 ]
 
 

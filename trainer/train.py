@@ -240,7 +240,9 @@ class Trainer:
         final = {k: metrics[k] for k in ("run_id", "test_accuracy", "test_loss", "replicas")}
         self.log("final: " + json.dumps({**final, "chief": self.chief}))
         great = neighbours["queries"].get("great")
-        if great is not None:
+        # Only the mean model's embedding is trained to carry sentiment; the LSTM's is its
+        # input layer, and its neighbours read as noise (they stay in neighbours.json).
+        if great is not None and cfg.model == contract.NEIGHBOURS_MODEL:
             self.log("nearest to 'great': " + ", ".join(n["word"] for n in great))
         if neighbours["unknown"]:
             self.log(f"not in the vocabulary: {', '.join(neighbours['unknown'])}")
