@@ -9,7 +9,6 @@ the help is generated from the same fields.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -105,12 +104,3 @@ def help_text(name: str, summary: str, epilogue: str = "") -> str:
 
 def wants_help(argv: Sequence[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
-
-
-def print_help(component: Any, name: str, out=None) -> None:
-    """fire's help text for a fire command, without its INFO line and without a pager."""
-    from fire import helptext
-    from fire.trace import FireTrace
-
-    trace = FireTrace(component, name=name)
-    (out or sys.stdout).write(helptext.HelpText(component, trace=trace) + "\n")

@@ -101,7 +101,6 @@ def run_key(model: str, run_id: str, artifact: str = "") -> str:
 # --- run ids -------------------------------------------------------------------------------
 # A DNS label: a run id becomes part of Job names, pod hostnames and label values.
 # `\Z`, not `$`: `$` also matches before a trailing newline.
-RUN_ID_MAX = 63
 RUN_ID_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 RUN_ID_HELP = "1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"
 

@@ -8,8 +8,38 @@ import secrets
 import time
 
 from trainer import contract
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.storage import Store
+
+
+class PointerError(ConfigError):
+    """latest.json is not a pointer this project wrote: bad input, named, never overwritten."""
+
+
+def parse_pointer(raw: bytes | None, where: str) -> dict | None:
+    """latest.json's content, checked: a dict with a valid run id and a test accuracy.
+
+    Raises:
+        PointerError: malformed JSON or a foreign document, naming `where`.
+    """
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise PointerError(f"{where} is not valid JSON ({e}); fix or remove it") from None
+    ok = (
+        isinstance(doc, dict)
+        and contract.is_run_id(doc.get("run_id"))
+        and isinstance(doc.get("test_accuracy"), (int, float))
+        and not isinstance(doc.get("test_accuracy"), bool)
+    )
+    if not ok:
+        raise PointerError(
+            f"{where} is not a run pointer (expected run_id and test_accuracy, got "
+            f"{json.dumps(doc)[:120]}); fix or remove it"
+        )
+    return doc
 
 
 def to_json(obj) -> bytes:
@@ -37,11 +67,14 @@ def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int =
 
     Returns:
         {"promoted": bool, "reason": str, "previous": {...} | None}
+
+    Raises:
+        PointerError: latest.json is malformed or foreign; it is left as it is.
     """
     acc = float(metrics["test_accuracy"])
     for _ in range(attempts):
         raw, version = model_store.read_versioned(contract.LATEST)
-        current = json.loads(raw) if raw else None
+        current = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}")
         if current and current.get("run_id") == cfg.run_id:
             return {"promoted": True, "reason": "already the latest run", "previous": current}
         refused = gate(cfg, acc, current)

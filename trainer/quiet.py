@@ -48,3 +48,8 @@ def import_tensorflow():
     with stderr_silenced():
         import tensorflow as tf
     return tf
+
+
+def unless_verbose():
+    """stderr_silenced(), or nothing when IMDB_TRAIN_VERBOSE=1."""
+    return contextlib.nullcontext() if verbose() else stderr_silenced()

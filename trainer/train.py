@@ -15,10 +15,11 @@ import os
 import platform
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import contract, distribute
+from trainer import contract, distribute, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish, upload_tree
 from trainer.config import ConfigError, TrainConfig, resume_keys
@@ -52,10 +53,10 @@ def _versions() -> dict:
     return out
 
 
-def latest_checkpoint(store: Store) -> int | None:
-    """The newest epoch with a checkpoint in the run's store, or None."""
-    epochs = [e for e in map(contract.checkpoint_epoch, store.list(contract.CHECKPOINT_DIR)) if e]
-    return max(epochs, default=None)
+def checkpoint_epochs(store: Store) -> list[int]:
+    """Epochs with a checkpoint in the run's store, newest first."""
+    epochs = map(contract.checkpoint_epoch, store.list(contract.CHECKPOINT_DIR))
+    return sorted((e for e in epochs if e), reverse=True)
 
 
 def keras_flavour() -> str:
@@ -99,8 +100,11 @@ class Trainer:
         cfg = self.cfg
         check_resumable(self.store, cfg)
         if self.store.exists(contract.SUCCESS):
-            self.log(f"run {cfg.run_id} is already complete in {self.store.uri}; nothing to do")
-            return json.loads(self.store.read_bytes(contract.METRICS))
+            self.log(f"run {cfg.run_id} is already complete in {self.store.uri}")
+            metrics = json.loads(self.store.read_bytes(contract.METRICS))
+            # A run that finished but was not promoted (a bad latest.json, a crash between
+            # _SUCCESS and the pointer) gets its promotion now; an idempotent no-op otherwise.
+            return self._promote(metrics)
         dataset = data_mod.load(
             cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
         )
@@ -122,7 +126,8 @@ class Trainer:
         import tensorflow as tf
 
         cfg = self.cfg
-        strategy = distribute.make_strategy(cfg.cpu_devices)
+        with quiet.unless_verbose():  # cuInit and device lines on CPU-only machines
+            strategy = distribute.make_strategy(cfg.cpu_devices)
         tf.keras.utils.set_random_seed(cfg.seed)
         self._write_config(strategy, dataset)
         with strategy.scope():
@@ -133,10 +138,10 @@ class Trainer:
         if epoch < cfg.epochs and not self.termination.requested:
             self._fit(model, train_ds, test_ds, epoch, state, workdir)
         if self.termination.requested:
+            done = next(iter(checkpoint_epochs(self.store)), 0)
             raise PreemptedError(
-                f"stopped by signal {self.termination.signum} after epoch "
-                f"{latest_checkpoint(self.store) or 0} of {cfg.epochs}; rerun with --run-id "
-                f"{cfg.run_id} to resume"
+                f"stopped by signal {self.termination.signum} after epoch {done} of "
+                f"{cfg.epochs}; rerun with --run-id {cfg.run_id} to resume"
             )
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
         run = FinishedRun(
@@ -169,30 +174,47 @@ class Trainer:
             self.store.write_bytes(contract.CONFIG, to_json(doc), if_absent=True)
 
     def _restore_or_build(self, workdir: Path):
-        """(model, epochs done, state): the newest checkpoint's, or a new compiled model.
+        """(model, epochs done, state): the newest readable checkpoint's, or a new model.
 
-        Call under the strategy's scope: the checkpoint carries weights and optimizer.
+        A checkpoint that cannot be read back (cut short by a full disk or a kill during
+        upload, or its state file missing) is skipped with a message, falling back to the one
+        before it, or to a fresh start. Call under the strategy's scope: the checkpoint
+        carries weights and optimizer.
         """
-        import tensorflow as tf
-
         from trainer import models
 
         cfg = self.cfg
-        epoch = latest_checkpoint(self.store)
-        if not epoch:
-            return models.compile_model(models.build_model(cfg.model, cfg), cfg), 0, RunState()
-        local = workdir / "resume.keras"
-        self.store.download_file(contract.checkpoint_key(epoch), local)
-        model = tf.keras.models.load_model(local)
+        for epoch in checkpoint_epochs(self.store):
+            try:
+                model, state = self._load_checkpoint(epoch, workdir)
+            except (StoreError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                reason = " ".join(str(e).split())[:200] or type(e).__name__
+                self.log(f"checkpoint of epoch {epoch} is unreadable ({reason}); skipping it")
+                continue
+            self.log(f"resuming run {cfg.run_id} after epoch {epoch} of {cfg.epochs}")
+            return model, epoch, state
+        if checkpoint_epochs(self.store):
+            self.log(f"no readable checkpoint in {self.store.uri}; starting from scratch")
+        return models.compile_model(models.build_model(cfg.model, cfg), cfg), 0, RunState()
+
+    def _load_checkpoint(self, epoch: int, workdir: Path):
+        import tensorflow as tf
+
         state = RunState.from_json(self.store.read_bytes(contract.state_key(epoch)))
-        self.log(f"resuming run {cfg.run_id} after epoch {epoch} of {cfg.epochs}")
-        return model, epoch, state
+        if state.epochs_completed != epoch:
+            raise ValueError(f"its state records {state.epochs_completed} epochs, not {epoch}")
+        local = workdir / f"resume-{epoch:04d}.keras"
+        self.store.download_file(contract.checkpoint_key(epoch), local)
+        return tf.keras.models.load_model(local), state
 
     def _fit(self, model, train_ds, test_ds, initial_epoch: int, state: RunState, workdir: Path):
         from trainer.callbacks import EpochEnd
 
         interactive = sys.stdout.isatty()
         self.termination.model = model
+        # Again: TensorFlow's multi-worker runtime installs its own SIGTERM handler when the
+        # strategy starts, after ours (installed before the data was read).
+        self.termination.install()
         epoch_end = EpochEnd(
             state=state,
             termination=self.termination,
@@ -247,8 +269,11 @@ class Trainer:
         if neighbours["unknown"]:
             self.log(f"not in the vocabulary: {', '.join(neighbours['unknown'])}")
         self.log(f"artifacts: {self.store.uri}")
-        if self.chief and cfg.promote:
-            decision = promote(cfg, metrics, self.model_store)
+        return self._promote(metrics)
+
+    def _promote(self, metrics: dict) -> dict:
+        if self.chief and self.cfg.promote:
+            decision = promote(self.cfg, metrics, self.model_store)
             verdict = "promoted to" if decision["promoted"] else "NOT promoted to"
             self.log(f"{verdict} {self.model_store.uri}/{contract.LATEST}: {decision['reason']}")
             metrics["promotion"] = decision
