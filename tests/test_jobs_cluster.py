@@ -13,6 +13,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def kube(tmp_path, monkeypatch):
     fake = FakeKube().start()
+    fake.add("serviceaccounts", "default", {"metadata": {"name": "imdb-train"}})
     monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield fake
@@ -93,9 +94,9 @@ def test_multi_worker_submit_creates_a_service_owned_by_the_job(kube):
     svc = kube.objects[("services", "default", "imdb-train-lstm-m1")]
     assert job["spec"]["completionMode"] == "Indexed"
     assert svc["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
-    # Cancelling the Job garbage-collects the Service with it.
+    # Cancelling the Job garbage-collects the Service with it (asynchronously, as in a cluster).
     assert run(cancel.main, "imdb-train-lstm-m1") == 0
-    assert ("services", "default", "imdb-train-lstm-m1") not in kube.objects
+    kube.wait_for(lambda k: ("services", "default", "imdb-train-lstm-m1") not in k.objects)
 
 
 def test_cancel_deletes_job_and_pods_in_background(kube, capsys):
@@ -107,7 +108,7 @@ def test_cancel_deletes_job_and_pods_in_background(kube, capsys):
     assert "Background" in (
         query.get("propagationPolicy", []) + [(body or {}).get("propagationPolicy")]
     )
-    assert not kube.objects
+    kube.wait_for(lambda k: not any(key[0] in ("jobs", "pods") for key in k.objects))
     assert "job.batch/imdb-train-lstm-c1 deleted" in capsys.readouterr().out
 
 
@@ -132,6 +133,7 @@ def test_status_lists_jobs_with_state(kube, capsys):
 def test_logs_by_model_and_run_id(kube, capsys):
     kube.default_script = Script(log=["hello from the trainer"])
     run(submit.main, "--run-id", "l1")
+    kube.wait_for(lambda k: k.pods_of("imdb-train-lstm-l1")[0]["status"]["phase"] == "Succeeded")
     capsys.readouterr()
     assert run(logs.main, "--model", "lstm", "--run-id", "l1") == 0
     assert capsys.readouterr().out == "hello from the trainer\n"
