@@ -34,11 +34,18 @@ EXIT_RETRYABLE = 75  # EX_TEMPFAIL: preempted / transient; counts against backof
 UID = 10001  # the image's non-root user (see Dockerfile)
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
+# In-memory /dev/shm: NCCL between the GPUs of one pod needs more than the runtime's 64 Mi.
+SHM_SIZE_LIMIT = "1Gi"
+# Scheduled runs promote only a model at least as good as the current latest (no slow drift).
+SCHEDULED_TOLERANCE = "0"
 
 SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
-    ("batch", "jobs", ["create", "get", "list", "watch", "delete"]),
+    # patch: a multi-worker Job is created suspended and resumed once its Service exists.
+    ("batch", "jobs", ["create", "get", "list", "watch", "patch", "delete"]),
     ("", "pods", ["get", "list", "watch"]),
     ("", "pods/log", ["get"]),
+    # jobs.status shows the latest events (FailedScheduling, image pull errors, ...).
+    ("", "events", ["list"]),
     # Multi-worker runs come with a headless Service owned by the Job.
     ("", "services", ["create"]),
 ]
@@ -74,6 +81,17 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         client.V1EnvVar(name="HOME", value=CACHE_DIR),
         client.V1EnvVar(name="IMDB_TRAIN_CACHE", value=f"{CACHE_DIR}/imdb-train"),
         client.V1EnvVar(name="MPLCONFIGDIR", value=f"{TMP_DIR}/matplotlib"),
+        # TensorFlow sizes its thread pools to the node's cores; under a CPU limit on a large
+        # node that throttles it. The limit (rounded up) sizes them instead.
+        client.V1EnvVar(
+            name="TF_NUM_INTRAOP_THREADS",
+            value_from=client.V1EnvVarSource(
+                resource_field_ref=client.V1ResourceFieldSelector(
+                    container_name=CONTAINER_NAME, resource="limits.cpu"
+                )
+            ),
+        ),
+        client.V1EnvVar(name="TF_NUM_INTEROP_THREADS", value="2"),
     ]
     if scheduled:
         # A CronJob's Jobs are named <cronjob>-<minute>; the name is the run id, stable across
@@ -124,6 +142,9 @@ def container_security_context() -> client.V1SecurityContext:
 def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Container:
     """The trainer container; args follow the trainer CLI contract."""
     args = spec.trainer_args(run_id=f"$({RUN_ID_ENV})" if scheduled else None)
+    if scheduled:  # before the user's extra args, which may override it
+        at = len(args) - len(spec.extra_args)
+        args[at:at] = ["--tolerance", SCHEDULED_TOLERANCE]
     ports = (
         [client.V1ContainerPort(name="tf-worker", container_port=WORKER_PORT)]
         if spec.workers > 1
@@ -141,6 +162,7 @@ def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Conta
         volume_mounts=[
             client.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
             client.V1VolumeMount(name="cache", mount_path=CACHE_DIR),
+            client.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
         ],
     )
 
@@ -187,6 +209,10 @@ def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpe
             client.V1Volume(
                 name="cache",
                 empty_dir=client.V1EmptyDirVolumeSource(size_limit=spec.cache_size_limit),
+            ),
+            client.V1Volume(
+                name="dshm",
+                empty_dir=client.V1EmptyDirVolumeSource(medium="Memory", size_limit=SHM_SIZE_LIMIT),
             ),
         ],
     )
@@ -239,7 +265,9 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
         # Never two pods for one index: the old one may still be writing its checkpoint.
         pod_replacement_policy="Failed",
         active_deadline_seconds=spec.active_deadline_seconds,
-        ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        # Scheduled Jobs have no TTL: the CronJob's history limits keep the last few, so a
+        # failed weekly run is still there when someone looks.
+        ttl_seconds_after_finished=None if scheduled else spec.ttl_seconds_after_finished,
         template=build_pod_template(spec, scheduled=scheduled),
     )
 
@@ -355,7 +383,9 @@ def build_service_account(
             labels=_base_labels(instance, component),
             annotations=annotations,
         ),
-        automount_service_account_token=False,
+        # The trainer reaches GCP through Workload Identity and needs no token; the submitter
+        # runs jobs.* in the cluster and does.
+        automount_service_account_token=component != "trainer",
     )
 
 

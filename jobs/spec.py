@@ -22,9 +22,10 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_OUTPUT = "gs://imdb-train-runs/imdb"
 DEFAULT_DATA = "keras"
 DEFAULT_SERVICE_ACCOUNT = "imdb-train"
-# Labels set by NVIDIA GPU feature discovery / the GPU operator; GKE users pass
-# --node-selector cloud.google.com/gke-accelerator=nvidia-l4 instead.
-GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+# None by default: the GPU limit and toleration suffice, and a label GKE nodes lack (the GPU
+# Operator's nvidia.com/gpu.present) would keep pods Pending. On GKE choose a GPU type with
+# --node-selector cloud.google.com/gke-accelerator=nvidia-l4.
+GPU_NODE_SELECTOR: dict[str, str] = {}
 # GPU node pools are usually tainted so that only pods asking for GPUs land there.
 GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -170,10 +171,11 @@ class JobSpec:
     extra_args: Any = ()
     node_selector: Any = None  # None: GPU_NODE_SELECTOR when gpus > 0, else none
     tolerations: Any = None  # None: GPU_TOLERATIONS when gpus > 0, else none
-    cpu_request: Any = "4"
-    cpu_limit: Any = "8"
-    memory_request: Any = "16Gi"
-    memory_limit: Any = "16Gi"
+    # Fit g2-standard-4 (L4) and n1-standard-4 + T4 nodes after GKE's reservations.
+    cpu_request: Any = "3"
+    cpu_limit: Any = "4"
+    memory_request: Any = "10Gi"
+    memory_limit: Any = "10Gi"
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     active_deadline_seconds: Any = 6 * 3600
     backoff_limit: Any = 3

@@ -223,6 +223,10 @@ class FakeKube:
         obj = self._put(kind.plural, body, "ADDED")
         if kind.plural == "jobs":
             self._job_created(obj)
+        if kind.plural == "pods" and not meta.get("ownerReferences"):
+            # A bare pod (e.g. a `helm test` hook) runs as the Script under its own name says.
+            script = self.scripts.get(name, self.default_script)
+            self._pod_pending(obj, script[0] if isinstance(script, list) else script, None)
         return obj
 
     def _update(self, kind: Kind, ns: str, name: str, new: dict[str, Any]) -> dict[str, Any]:
@@ -1032,6 +1036,10 @@ def _decode_protobuf(raw: bytes) -> dict[str, Any]:
     type_meta = dict(_fields(unknown[1]))
     kind = type_meta.get(2, b"").decode()
     fields = _fields(unknown[2])
+    if kind == "DeleteOptions":
+        opts = dict(fields)
+        return {"kind": kind, "apiVersion": "v1", **(
+            {"propagationPolicy": opts[4].decode()} if 4 in opts else {})}  # fmt: skip
     meta_fields = _fields(next(v for n, v in fields if n == 1))
     meta: dict[str, Any] = {}
     names = {1: "name", 2: "generateName", 3: "namespace", 6: "resourceVersion"}
@@ -1219,7 +1227,7 @@ class _Handler(BaseHTTPRequestHandler):
             # helm's release storage writes Secrets in protobuf, as client-go does for core types.
             try:
                 raw, ctype = json.dumps(_decode_protobuf(raw)).encode(), "application/json"
-            except (ValueError, IndexError, KeyError) as e:
+            except (ValueError, IndexError, KeyError, StopIteration) as e:
                 self.kube.requests.append((method, url.path, query, None))
                 self._send(415, StatusError(415, "UnsupportedMediaType",
                                             f"the fake decodes protobuf Secrets and ConfigMaps "
@@ -1393,7 +1401,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with kube.cond:
                 epoch = kube.watch_epoch
-                if rv_text in ("", "0"):  # the current state as ADDED events, then changes
+                initial_events = query.get("sendInitialEvents", [""])[0] == "true"
+                if rv_text in ("", "0") or initial_events:  # current state as ADDED, then changes
                     initial = self._select(kind, ns, query)
                     sent = kube.rv
                 else:
@@ -1404,6 +1413,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             for obj in initial:
                 send("ADDED", obj)
+            if query.get("sendInitialEvents", [""])[0] == "true":
+                # Watch-list streaming (client-go reflectors): a bookmark ends the initial state.
+                send("BOOKMARK", {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {
+                    "resourceVersion": str(sent),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}})  # fmt: skip
             while time.monotonic() < deadline and not kube.stopped:
                 with kube.cond:
                     if kube.watch_epoch != epoch:
