@@ -129,8 +129,7 @@ def submit(
         return
     if follow:
         for s in job_specs:
-            pod = cluster.wait_pod_started(s.namespace, s.job_name, timeout=timeout or 600)
-            for line in cluster.stream_log(s.namespace, pod, follow=True):
+            for line in cluster.follow_job(s.namespace, s.job_name, timeout=timeout):
                 print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
     if wait:
         retries = specs.to_int("retries", retries, 0)
