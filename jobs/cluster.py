@@ -19,8 +19,6 @@ from kubernetes.client.exceptions import ApiException
 from jobs.manifest import CONTAINER_NAME, LABEL_JOB_NAME
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-# Kueue admits a Job by unsuspending it; such a Job must not be resumed by us.
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 FALLBACK_NAMESPACE = "default"
 
@@ -215,7 +213,8 @@ class Cluster:
 
         A Job with a Service is created suspended, so no worker starts before its peers' DNS
         names exist; it is resumed once the Service is there (unless Kueue admits it), and
-        deleted again if the Service cannot be created.
+        deleted again if the Service cannot be created. A Job that is already suspended (one
+        for Kueue, which admits it by unsuspending) is left suspended.
         """
         created: list[Any] = []
         services = [o for o in objs if isinstance(o, client.V1Service)]

@@ -111,6 +111,7 @@ def submit(
         name=name,
     )
     objects = [obj for s in job_specs for obj in build_objects(s)]
+    retries = specs.to_int("retries", retries, 0)  # bad input is refused before any create
     if dry_run:
         sys.stdout.write(to_yaml(objects))
         return
@@ -132,7 +133,6 @@ def submit(
             for line in cluster.follow_job(s.namespace, s.job_name, timeout=timeout):
                 print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
     if wait:
-        retries = specs.to_int("retries", retries, 0)
         failed = []
         for s in job_specs:
             outcome = _wait_with_retries(cluster, s, retries, timeout)

@@ -344,3 +344,9 @@ def test_commands_use_the_kubeconfig_context_namespace(kube, tmp_path, monkeypat
     assert "imdb-train-lstm-x1" in capsys.readouterr().out
     assert run(cancel.main, "--run-id", "x1") == 0
     assert kube.requests_to("DELETE", r"/namespaces/ml/jobs/imdb-train-lstm-x1$")
+
+
+def test_bad_retries_are_refused_before_anything_is_created(kube, capsys):
+    assert run(submit.main, "--run-id", "r9", "--wait", "--retries", "-1") == 2
+    assert "retries" in capsys.readouterr().err
+    assert not kube.requests_to("POST", r".")
