@@ -18,6 +18,8 @@ LABEL_MODEL = "imdb-train/model"
 LABEL_RUN_ID = "imdb-train/run-id"
 # Set by the Job controller on every pod it creates (Kubernetes >= 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+# Kueue's LocalQueue label; Kueue admits such a Job by unsuspending it.
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
@@ -268,6 +270,8 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
         # Scheduled Jobs have no TTL: the CronJob's history limits keep the last few, so a
         # failed weekly run is still there when someone looks.
         ttl_seconds_after_finished=None if scheduled else spec.ttl_seconds_after_finished,
+        # Kueue expects queued Jobs to be created suspended; it unsuspends them on admission.
+        suspend=True if spec.queue else None,
         template=build_pod_template(spec, scheduled=scheduled),
     )
 
@@ -278,7 +282,9 @@ def build_job(spec: JobSpec) -> client.V1Job:
         api_version="batch/v1",
         kind="Job",
         metadata=client.V1ObjectMeta(
-            name=spec.job_name, namespace=spec.namespace, labels=labels(spec)
+            name=spec.job_name,
+            namespace=spec.namespace,
+            labels={**labels(spec), **({LABEL_QUEUE: spec.queue} if spec.queue else {})},
         ),
         spec=build_job_spec(spec),
     )
@@ -355,7 +361,12 @@ def build_cronjob(
             failed_jobs_history_limit=failed_jobs_history_limit,
             suspend=suspend,
             job_template=client.V1JobTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels(spec, "retrain", run_id=False)),
+                metadata=client.V1ObjectMeta(
+                    labels={
+                        **labels(spec, "retrain", run_id=False),
+                        **({LABEL_QUEUE: spec.queue} if spec.queue else {}),
+                    }
+                ),
                 spec=build_job_spec(spec, scheduled=True),
             ),
         ),

@@ -184,6 +184,7 @@ class JobSpec:
     image_pull_policy: str = "IfNotPresent"
     tmp_size_limit: Any = "10Gi"
     cache_size_limit: Any = "10Gi"
+    queue: Any = ""  # Kueue LocalQueue; "": none
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -261,6 +262,12 @@ class JobSpec:
         self.termination_grace_period_seconds = to_int(
             "termination grace period seconds", self.termination_grace_period_seconds, 0
         )
+        self.queue = "" if self.queue in (None, "") else str(self.queue)
+        if self.queue and (not _DNS_LABEL.match(self.queue) or len(self.queue) > MAX_NAME):
+            raise ValueError(
+                f"invalid queue {self.queue!r}: expected a Kueue LocalQueue name (lower-case "
+                "letters, digits and '-')"
+            )
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(
                 f"invalid image pull policy {self.image_pull_policy!r}: expected one of "

@@ -43,6 +43,7 @@ def submit(
     backoff_limit: int = 3,
     ttl_seconds_after_finished: int = 3 * 24 * 3600,
     name: str = specs.DEFAULT_NAME,
+    queue: str = "",
     dry_run: bool = False,
     wait: bool = False,
     follow: bool = False,
@@ -76,6 +77,8 @@ def submit(
         backoff_limit: pod retries of a single-worker Job (exit 75 = preempted counts here).
         ttl_seconds_after_finished: finished Jobs are deleted after this.
         name: name prefix and app.kubernetes.io/instance label.
+        queue: Kueue LocalQueue; the Job is created suspended with kueue.x-k8s.io/queue-name and
+            Kueue starts it (a multi-worker group all at once) when the queue has quota.
         dry_run: print the YAML that would be sent; needs no cluster.
         wait: watch the Jobs to completion; exit 1 if any failed.
         follow: stream the trainer pod's log.
@@ -109,6 +112,7 @@ def submit(
         backoff_limit=backoff_limit,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
         name=name,
+        queue=queue,
     )
     objects = [obj for s in job_specs for obj in build_objects(s)]
     retries = specs.to_int("retries", retries, 0)  # bad input is refused before any create

@@ -350,3 +350,20 @@ def test_bad_retries_are_refused_before_anything_is_created(kube, capsys):
     assert run(submit.main, "--run-id", "r9", "--wait", "--retries", "-1") == 2
     assert "retries" in capsys.readouterr().err
     assert not kube.requests_to("POST", r".")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_queued_jobs_stay_suspended_for_kueue(kube, workers):
+    argv = ["--run-id", f"q{workers}", "--queue", "team-a", "--workers", workers, "--gpus", "2"]
+    assert run(submit.main, *argv) == 0
+    job = kube.objects[("jobs", "default", f"imdb-train-lstm-q{workers}")]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    assert not kube.requests_to("PATCH", r"/jobs/")  # admission is Kueue's, not ours
+    assert not kube.pods_of(f"imdb-train-lstm-q{workers}")
+
+
+def test_bad_queue_is_refused_before_anything_is_created(kube, capsys):
+    assert run(submit.main, "--run-id", "q3", "--queue", "Team_A") == 2
+    assert "invalid queue 'Team_A'" in capsys.readouterr().err
+    assert not kube.requests_to("POST", r".")

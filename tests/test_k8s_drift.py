@@ -111,9 +111,15 @@ def submitted_pod(job):
              "--node-selector", "cloud.google.com/gke-accelerator=nvidia-l4"],
             id="training-flags",
         ),
+        pytest.param(["queue=team-a"], ["--model", "lstm", "--queue", "team-a"], id="kueue"),
     ],
 )  # fmt: skip
 def test_chart_cronjob_and_submit_make_the_same_pod(capsys, helm_values, submit_flags):
     (cron,) = [d for d in helm_template(*EXAMPLE, *helm_values) if d["kind"] == "CronJob"]
     (job,) = dry_run(capsys, *submit_flags, "--run-id", "r1")
     assert normalize(scheduled_pod(cron)) == normalize(submitted_pod(job))
+    # Kueue: the same queue label and suspension on the chart's scheduled Jobs and submit's.
+    template = cron["spec"]["jobTemplate"]
+    for key in ("kueue.x-k8s.io/queue-name",):
+        assert template["metadata"]["labels"].get(key) == job["metadata"]["labels"].get(key)
+    assert template["spec"].get("suspend") == job["spec"].get("suspend")
