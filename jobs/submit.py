@@ -66,7 +66,8 @@ def submit(
         run_id: run id (default: UTC timestamp + random suffix); the Job is NAME-MODEL-RUN_ID.
         workers: workers (>1: an Indexed Job with a headless Service, MultiWorkerMirrored).
         extra_args: more trainer arguments, e.g. '["--promote"]'.
-        node_selector: key=value[,key=value] or JSON (default: GPU nodes when gpus > 0).
+        node_selector: key=value[,key=value] or JSON (default: none; on GKE e.g.
+            cloud.google.com/gke-accelerator=nvidia-l4).
         tolerations: JSON list of tolerations (default: the nvidia.com/gpu taint when gpus > 0).
         cpu: CPU request per worker.
         cpu_limit: CPU limit per worker.
