@@ -244,3 +244,35 @@ def test_schema_rejects_bad_values(value, message):
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def _test_pod_command(output):
+    (pod,) = by_kind(render(f"output={output}"))["Pod"]
+    (c,) = pod["spec"]["containers"]
+    return [*c["command"], *c["args"]]
+
+
+@pytest.mark.timeout(120)
+def test_helm_test_script_writes_and_cleans_up(gcs_bucket):
+    """The `helm test` pod's own command, run here against the GCS emulator."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import gcs_client
+
+    output = f"gs://{gcs_bucket}/imdb"
+    command = _test_pod_command(output)
+    assert command[:2] == ["python", "-c"]
+    env = dict(os.environ, PYTHONPATH=str(CHART.parents[1]))
+    ok = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, env=env,
+                        timeout=90)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert f"wrote and deleted {output}/_helm_test/" in ok.stdout
+    client = gcs_client(os.environ["STORAGE_EMULATOR_HOST"])
+    assert list(client.list_blobs(gcs_bucket)) == []  # nothing left behind
+    # A bucket the identity cannot write (here: one that does not exist) fails the test pod.
+    bad = [sys.executable, *_test_pod_command("gs://no-such-bucket-imdb/x")[1:]]
+    env["IMDB_TRAIN_GCS_DEADLINE"] = "5"
+    failed = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=90)
+    assert failed.returncode != 0
