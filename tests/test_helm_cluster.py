@@ -89,7 +89,7 @@ def test_upgrade_changes_only_the_cronjob_and_never_running_training(kube, capsy
     )
     before = jobs_of(kube)
     assert sorted(before) == ["imdb-train-lstm-first", "imdb-train-lstm-s1"]
-    mark = len(kube.requests)
+    mark, rv = len(kube.requests), kube.rv
 
     helm("upgrade", "imdb-train", str(CHART), *VALUES, "--set", "retrain.schedule=30 4 * * 1")
 
@@ -100,6 +100,10 @@ def test_upgrade_changes_only_the_cronjob_and_never_running_training(kube, capsy
     assert jobs_of(kube) == before  # same Jobs, same uids: not deleted, not replaced
     phases = [p["status"]["phase"] for (r, _, _), p in kube.objects.items() if r == "pods"]
     assert phases == ["Running", "Running"]
+    # Only the CronJob (and Helm's own release records) changed.
+    changed = {(r, o["metadata"]["name"]) for v, t, r, o in kube.events if v > rv and t != "ADDED"
+               and r not in ("pods", "jobs", "events")}  # fmt: skip
+    assert {c for c in changed if c[0] != "secrets"} == {("cronjobs", CRON)}
     after = kube.objects[("cronjobs", "default", CRON)]
     assert after["spec"]["schedule"] == "30 4 * * 1"
     assert after["metadata"]["uid"] == cron["metadata"]["uid"]  # patched in place

@@ -263,6 +263,8 @@ class FakeKube:
             )
         if new.get("spec") != old.get("spec"):
             meta["generation"] = old["metadata"].get("generation", 1) + 1
+        if _same(old, new):
+            return old  # a no-op write changes nothing, not even the resourceVersion
         obj = self._put(kind.plural, new, "MODIFIED")
         if kind.plural == "jobs":
             self._job_updated(old, obj)
@@ -838,6 +840,16 @@ def _validate_strict(kind: Kind, body: dict[str, Any]) -> None:
         where = ".".join(str(p) for p in e.path)
         raise StatusError(400, "BadRequest", f"strict decoding error: {where}: {e.message}",
                           name, kind.plural) from e  # fmt: skip
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    volatile = ("resourceVersion", "managedFields", "generation")
+
+    def strip(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in obj.get("metadata", {}).items() if k not in volatile}
+        return {**obj, "metadata": meta}
+
+    return strip(old) == strip(new)
 
 
 def _job_finished(job: dict[str, Any]) -> bool:
