@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 from jobs import _cli
-from jobs.spec import DEFAULT_NAMESPACE, SpecError
+from jobs.spec import SpecError
 
 
 def cancel(
     *jobs: str,
     model: str | None = None,
     run_id: str | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
 ) -> None:
@@ -20,23 +20,29 @@ def cancel(
 
     Args:
         *jobs: Job names.
-        model: with or without run_id, select Jobs by labels instead of names.
+        model: select this model's Jobs by label (all its runs unless --run-id).
         run_id: select the Jobs of this run id (all models unless --model).
-        namespace: the namespace of the Jobs.
+        namespace: the namespace of the Jobs (default: the kubeconfig context's).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.cluster import Cluster, load_api_client, resolve_namespace
     from jobs.manifest import selector
 
-    if not jobs and run_id in (None, ""):
-        raise SpecError("missing job: pass Job names, or --run-id [--model]")
+    by_label = run_id not in (None, "") or model not in (None, "")
+    if not jobs and not by_label:
+        raise SpecError("missing job: pass Job names, or --model and/or --run-id")
     cluster = Cluster(load_api_client(kubeconfig, context))
+    namespace = resolve_namespace(namespace, kubeconfig, context)
     names = [str(j) for j in jobs]
-    if run_id not in (None, ""):
-        found = cluster.list_jobs(namespace, selector(model, str(run_id)))
+    if by_label:
+        rid = None if run_id in (None, "") else str(run_id)
+        found = cluster.list_jobs(namespace, selector(model, rid))
         if not found and not names:
-            raise _cli.CommandFailedError(f"no job with run id {run_id} in namespace {namespace}")
+            what = " ".join(
+                f"{k} {v}" for k, v in (("model", model), ("run id", rid)) if v not in (None, "")
+            )
+            raise _cli.CommandFailedError(f"no job with {what} in namespace {namespace}")
         names += [j.metadata.name for j in found]
     for name in dict.fromkeys(names):
         cluster.delete_job(namespace, name)

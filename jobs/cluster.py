@@ -6,8 +6,10 @@ import copy
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -15,6 +17,21 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from jobs.manifest import CONTAINER_NAME, LABEL_JOB_NAME
+
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+FALLBACK_NAMESPACE = "default"
+
+
+PROGRESS_SECONDS = 10  # how often a waiting command looks at the pods
+
+
+def _rv(version: str | None) -> int:
+    return int(version) if version and version.isdigit() else 0
+
+
+def _print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class ClusterError(Exception):
@@ -54,6 +71,58 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
             f"no usable Kubernetes configuration in {where} ({str(e).strip()}); set KUBECONFIG, "
             "pass --kubeconfig, or run `gcloud container clusters get-credentials CLUSTER`"
         ) from e
+
+
+def resolve_namespace(
+    namespace: str | None, kubeconfig: str | None = None, context: str | None = None
+) -> str:
+    """The namespace given, else the kubeconfig context's (or the pod's, in a cluster), else
+    `default`, as kubectl chooses it."""
+    if namespace not in (None, ""):
+        return str(namespace)
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            return IN_CLUSTER_NAMESPACE.read_text().strip() or FALLBACK_NAMESPACE
+        except OSError:
+            return FALLBACK_NAMESPACE
+    try:
+        contexts, current = config.list_kube_config_contexts(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None
+        )
+    except (config.ConfigException, OSError, TypeError):
+        return FALLBACK_NAMESPACE  # load_api_client reports the unusable config
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else current
+    return ((chosen or {}).get("context") or {}).get("namespace") or FALLBACK_NAMESPACE
+
+
+def pod_reason(pod: client.V1Pod) -> tuple[str, str]:
+    """Why a pod is where it is: (reason, message), e.g. ImagePullBackOff or Unschedulable."""
+    status = pod.status
+    if status is None:
+        return "", ""
+    for cs in status.container_statuses or []:
+        state = cs.state
+        if state and state.waiting and state.waiting.reason:
+            return state.waiting.reason, state.waiting.message or ""
+        if state and state.terminated:
+            code = state.terminated.exit_code
+            return f"{state.terminated.reason or 'Terminated'} (exit {code})", ""
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False":
+            return cond.reason or "Unschedulable", cond.message or ""
+    return "", ""
+
+
+def pod_line(pod: client.V1Pod) -> str:
+    """`NAME PHASE [REASON: message]` for progress and status output."""
+    phase = (pod.status and pod.status.phase) or "Pending"
+    if pod.metadata.deletion_timestamp:
+        phase = "Terminating"
+    reason, message = pod_reason(pod)
+    text = f"{pod.metadata.name} {phase}"
+    if reason:
+        text += f" ({reason}{': ' + message if message else ''})"
+    return text
 
 
 def _status_details(e: ApiException) -> dict[str, Any]:
@@ -140,11 +209,24 @@ class Cluster:
             raise _translate(e, verb, resource, namespace, name, group) from e
 
     def create(self, objs: list[Any]) -> list[Any]:
-        """Create a Job and, for multi-worker runs, its headless Service (owned by the Job)."""
+        """Create Jobs and, for multi-worker runs, their headless Services (owned by the Job).
+
+        A Job with a Service is created suspended, so no worker starts before its peers' DNS
+        names exist; it is resumed once the Service is there (unless Kueue admits it), and
+        deleted again if the Service cannot be created. A Job that is already suspended (one
+        for Kueue, which admits it by unsuspending) is left suspended.
+        """
         created: list[Any] = []
+        services = [o for o in objs if isinstance(o, client.V1Service)]
+        with_service = {s.spec.selector.get(LABEL_JOB_NAME, "") for s in services}
+        to_resume: list[client.V1Job] = []
         jobs = [o for o in objs if isinstance(o, client.V1Job)]
         for job in jobs:
             ns, name = job.metadata.namespace, job.metadata.name
+            if name in with_service and not job.spec.suspend:
+                job = copy.deepcopy(job)
+                job.spec.suspend = True
+                to_resume.append(job)
             created.append(
                 self._call(
                     "create",
@@ -158,7 +240,7 @@ class Cluster:
                 )
             )
         owners = {j.metadata.name: j for j in created}
-        for svc in (o for o in objs if isinstance(o, client.V1Service)):
+        for svc in services:
             ns, name = svc.metadata.namespace, svc.metadata.name
             owner = owners.get(svc.spec.selector.get(LABEL_JOB_NAME, ""))
             if owner is not None:
@@ -172,10 +254,30 @@ class Cluster:
                         uid=owner.metadata.uid,
                     )
                 ]
-            created.append(
-                self._call(
-                    "create", "services", ns, name, self.core.create_namespaced_service, ns, svc
+            try:
+                created.append(
+                    self._call(
+                        "create", "services", ns, name, self.core.create_namespaced_service, ns, svc
+                    )
                 )
+            except ClusterError as e:
+                if owner is not None:
+                    # Workers without their Service can never find each other: no orphan Job.
+                    self.delete_job(ns, owner.metadata.name)
+                    raise ClusterError(f"{e}; deleted job {owner.metadata.name} again") from e
+                raise
+        for job in to_resume:
+            ns, name = job.metadata.namespace, job.metadata.name
+            self._call(
+                "patch",
+                "jobs",
+                ns,
+                name,
+                self.batch.patch_namespaced_job,
+                name,
+                ns,
+                {"spec": {"suspend": False}},
+                group="batch",
             )
         return created
 
@@ -261,13 +363,20 @@ class Cluster:
         timeout: float | None = None,
         on_change: Callable[[client.V1Job], None] | None = None,
         watch_seconds: int = 300,
+        progress: Callable[[str], None] | None = None,
     ) -> JobOutcome:
-        """Watch a Job until it completes or fails.
+        """Watch a Job until it completes or fails, reporting its pods' states as they change.
+
+        Args:
+            progress: called with a line whenever a pod's phase or waiting reason changes
+                (default: print to stderr); pods are looked at every few seconds.
 
         Raises:
             ClusterError: the Job vanished, the API failed, or `timeout` seconds passed.
         """
+        progress = progress or _print_progress
         deadline = None if timeout is None else time.monotonic() + timeout
+        last: list[str] = []
         while True:
             job = self.get_job(namespace, name)
             outcome = job_outcome(job)
@@ -275,6 +384,9 @@ class Cluster:
                 return outcome
             if on_change:
                 on_change(job)
+            last = self._report_pods(namespace, name, last, progress)
+            # Pods change without the Job changing (ContainerCreating -> ImagePullBackOff).
+            watch_seconds = min(watch_seconds, PROGRESS_SECONDS)
             remaining = watch_seconds if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ClusterError(
@@ -303,27 +415,109 @@ class Cluster:
                         return outcome
                     if on_change:
                         on_change(obj)
+                    last = self._report_pods(namespace, name, last, progress)
             except ApiException as e:
                 if e.status != 410:
                     raise _translate(e, "watch", "jobs", namespace, name, "batch") from e
 
-    def wait_pod_started(self, namespace: str, job_name: str, timeout: float = 600) -> str:
-        """Name of the Job's newest pod once it runs (or already ended), for log streaming."""
-        deadline = time.monotonic() + timeout
+    def _report_pods(
+        self, namespace: str, job_name: str, last: list[str], progress: Callable[[str], None]
+    ) -> list[str]:
+        lines = [pod_line(p) for p in self.job_pods(namespace, job_name)]
+        if lines != last:
+            progress(f"job {job_name}: " + ("; ".join(lines) or "no pods yet"))
+        return lines
+
+    def wait_pod_started(
+        self,
+        namespace: str,
+        job_name: str,
+        timeout: float | None = None,
+        *,
+        worker: int | None = None,
+        progress: Callable[[str], None] | None = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> str:
+        """The pod to stream logs from, once its container runs (or ended).
+
+        Worker `worker` of an Indexed Job (default 0, the chief), else the newest pod. Waits as
+        long as the Job is active (a GPU node scale-up plus a large image pull can take long),
+        or `timeout` seconds when given, reporting pod states as they change. Pods named in
+        `skip` (already followed) are passed over.
+
+        Raises:
+            ClusterError: the Job finished without such a pod, or `timeout` passed.
+        """
+        progress = progress or _print_progress
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: list[str] = []
         while True:
+            job = self.get_job(namespace, job_name)
+            indexed = job.spec.completion_mode == "Indexed"
             pods = self.job_pods(namespace, job_name)
-            if (
-                pods
-                and pods[-1].status
-                and pods[-1].status.phase in ("Running", "Succeeded", "Failed")
-            ):
-                return pods[-1].metadata.name
-            if time.monotonic() > deadline:
+            if indexed or worker is not None:
+                want = str(worker or 0)
+                pods = [
+                    p for p in pods if (p.metadata.annotations or {}).get(INDEX_ANNOTATION) == want
+                ]
+            pods = [p for p in pods if p.metadata.name not in skip]
+            pod = pods[-1] if pods else None
+            if pod and pod.status and pod.status.phase in ("Running", "Succeeded", "Failed"):
+                return pod.metadata.name
+            outcome = job_outcome(job)
+            if outcome:
+                raise ClusterError(
+                    f"job {job_name} in namespace {namespace} "
+                    f"{'succeeded' if outcome.succeeded else 'failed'} without a pod to follow "
+                    f"({outcome.reason}: {outcome.message})"
+                )
+            last = self._report_pods(namespace, job_name, last, progress)
+            if deadline is not None and time.monotonic() > deadline:
                 raise ClusterError(
                     f"no running pod for job {job_name} in namespace {namespace} after "
-                    f"{timeout:g}s; check `kubectl describe job {job_name} -n {namespace}`"
+                    f"{timeout:g}s; check `python -m jobs.status -n {namespace}`"
                 )
             time.sleep(1)
+
+    def follow_job(
+        self,
+        namespace: str,
+        job_name: str,
+        *,
+        worker: int | None = None,
+        timeout: float | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Iterator[str]:
+        """The trainer's log across the Job's pod retries, until the Job is no longer active."""
+        seen: set[str] = set()
+        while True:
+            try:
+                pod = self.wait_pod_started(
+                    namespace, job_name, timeout, worker=worker, progress=progress,
+                    skip=frozenset(seen),
+                )  # fmt: skip
+            except ClusterError:
+                if seen:  # the Job ended after the pods we followed
+                    return
+                raise
+            seen.add(pod)
+            yield from self.stream_log(namespace, pod, follow=True)
+
+    def job_events(self, namespace: str, names: list[str], limit: int = 8) -> list[Any]:
+        """The latest events about these objects (a Job and its pods), oldest first."""
+        result = self._call(
+            "list", "events", namespace, None, self.core.list_namespaced_event, namespace
+        )
+        wanted = set(names)
+        events = [e for e in result.items if e.involved_object.name in wanted]
+
+        def when(e: Any) -> Any:
+            return e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+
+        # Timestamps have one-second resolution; the resource version orders within a second.
+        return sorted(
+            events, key=lambda e: (when(e) is not None, when(e), _rv(e.metadata.resource_version))
+        )[-limit:]
 
     def stream_log(
         self, namespace: str, pod: str, *, follow: bool = True, tail_lines: int | None = None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 from jobs import _cli
-from jobs.spec import DEFAULT_NAMESPACE, SpecError
+from jobs.spec import SpecError
 
 
 def logs(
     job: str | None = None,
     model: str | None = None,
     run_id: str | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str | None = None,
     follow: bool = False,
     tail: int | None = None,
     worker: int | None = None,
@@ -25,17 +25,18 @@ def logs(
         job: the Job name (or give --model and --run-id).
         model: with run_id, find the Job by its labels.
         run_id: with model, find the Job by its labels.
-        namespace: the namespace of the Job.
-        follow: keep streaming until the container ends.
+        namespace: the namespace of the Job (default: the kubeconfig context's).
+        follow: keep streaming, across pod retries, for as long as the Job is active.
         tail: only the last N lines.
-        worker: for multi-worker Jobs, the worker index (default: the newest pod).
+        worker: for multi-worker Jobs, the worker index (default: 0, the chief).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.cluster import Cluster, load_api_client, pod_reason, resolve_namespace
     from jobs.manifest import selector
 
     cluster = Cluster(load_api_client(kubeconfig, context))
+    namespace = resolve_namespace(namespace, kubeconfig, context)
     if not job:
         if not (model and run_id not in (None, "")):
             raise SpecError("missing job: pass a Job name, or --model and --run-id")
@@ -46,32 +47,40 @@ def logs(
             )
         job = found[0].metadata.name
     if follow:
-        pod = cluster.wait_pod_started(namespace, job)
-        if worker is not None:
-            pod = _worker_pod(cluster, namespace, job, worker)
-    else:
-        pods = cluster.job_pods(namespace, job)
-        if not pods:
-            raise _cli.CommandFailedError(f"job {job} in namespace {namespace} has no pods yet")
-        pod = (
-            _worker_pod(cluster, namespace, job, worker)
-            if worker is not None
-            else pods[-1].metadata.name
+        for line in cluster.follow_job(namespace, job, worker=worker):
+            print(line, flush=True)
+        return
+    pods = cluster.job_pods(namespace, job)
+    if not pods:
+        raise _cli.CommandFailedError(f"job {job} in namespace {namespace} has no pods yet")
+    indexed = any(_INDEX in (p.metadata.annotations or {}) for p in pods)
+    pod = (
+        _worker_pod(cluster, namespace, job, worker or 0)
+        if worker is not None or indexed
+        else pods[-1]
+    )
+    reason, message = pod_reason(pod)
+    if pod.status and pod.status.phase == "Pending":
+        raise _cli.CommandFailedError(
+            f"pod {pod.metadata.name} of job {job} has not started: {reason or 'Pending'}"
+            f"{': ' + message if message else ''}; pass --follow to wait for it"
         )
-    for line in cluster.stream_log(namespace, pod, follow=follow, tail_lines=tail):
+    for line in cluster.stream_log(namespace, pod.metadata.name, tail_lines=tail, follow=False):
         print(line, flush=True)
 
 
-def _worker_pod(cluster, namespace: str, job: str, worker: int) -> str:
-    annotation = "batch.kubernetes.io/job-completion-index"
+_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def _worker_pod(cluster, namespace: str, job: str, worker: int):
     pods = [
         p
         for p in cluster.job_pods(namespace, job)
-        if (p.metadata.annotations or {}).get(annotation) == str(worker)
+        if (p.metadata.annotations or {}).get(_INDEX) == str(worker)
     ]
     if not pods:
         raise _cli.CommandFailedError(f"job {job} has no pod for worker {worker}")
-    return pods[-1].metadata.name
+    return pods[-1]
 
 
 main = _cli.entrypoint(logs, "jobs.logs")

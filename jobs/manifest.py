@@ -27,6 +27,8 @@ LABEL_MODEL = "imdb-train/model"
 LABEL_RUN_ID = "imdb-train/run-id"
 # Set by the Job controller on every pod it creates (Kubernetes >= 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+# Kueue's LocalQueue label; Kueue admits such a Job by unsuspending it.
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
@@ -36,11 +38,18 @@ COLLECTIVE_TIMEOUT = "900"  # seconds; well above the slowest checkpoint upload
 UID = 10001  # the image's non-root user (see Dockerfile)
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
+# In-memory /dev/shm: NCCL between the GPUs of one pod needs more than the runtime's 64 Mi.
+SHM_SIZE_LIMIT = "1Gi"
+# Scheduled runs promote only a model at least as good as the current latest (no slow drift).
+SCHEDULED_TOLERANCE = "0"
 
 SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
-    ("batch", "jobs", ["create", "get", "list", "watch", "delete"]),
+    # patch: a multi-worker Job is created suspended and resumed once its Service exists.
+    ("batch", "jobs", ["create", "get", "list", "watch", "patch", "delete"]),
     ("", "pods", ["get", "list", "watch"]),
     ("", "pods/log", ["get"]),
+    # jobs.status shows the latest events (FailedScheduling, image pull errors, ...).
+    ("", "events", ["list"]),
     # Multi-worker runs come with a headless Service owned by the Job.
     ("", "services", ["create"]),
 ]
@@ -86,6 +95,17 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         client.V1EnvVar(name="HOME", value=CACHE_DIR),
         client.V1EnvVar(name=CACHE_ENV, value=f"{CACHE_DIR}/imdb-train"),
         client.V1EnvVar(name="MPLCONFIGDIR", value=f"{TMP_DIR}/matplotlib"),
+        # TensorFlow sizes its thread pools to the node's cores; under a CPU limit on a large
+        # node that throttles it. The limit (rounded up) sizes them instead.
+        client.V1EnvVar(
+            name="TF_NUM_INTRAOP_THREADS",
+            value_from=client.V1EnvVarSource(
+                resource_field_ref=client.V1ResourceFieldSelector(
+                    container_name=CONTAINER_NAME, resource="limits.cpu"
+                )
+            ),
+        ),
+        client.V1EnvVar(name="TF_NUM_INTEROP_THREADS", value="2"),
     ]
     if scheduled:
         # A CronJob's Jobs are named <cronjob>-<minute>; the name is the run id, stable across
@@ -136,6 +156,9 @@ def container_security_context() -> client.V1SecurityContext:
 def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Container:
     """The trainer container; args follow the trainer CLI contract."""
     args = spec.trainer_args(run_id=f"$({RUN_ID_ENV})" if scheduled else None)
+    if scheduled:  # before the user's extra args, which may override it
+        at = len(args) - len(spec.extra_args)
+        args[at:at] = ["--tolerance", SCHEDULED_TOLERANCE]
     ports = (
         [client.V1ContainerPort(name=WORKER_PORT_NAME, container_port=WORKER_PORT)]
         if spec.workers > 1
@@ -153,6 +176,7 @@ def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Conta
         volume_mounts=[
             client.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
             client.V1VolumeMount(name="cache", mount_path=CACHE_DIR),
+            client.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
         ],
     )
 
@@ -199,6 +223,10 @@ def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpe
             client.V1Volume(
                 name="cache",
                 empty_dir=client.V1EmptyDirVolumeSource(size_limit=spec.cache_size_limit),
+            ),
+            client.V1Volume(
+                name="dshm",
+                empty_dir=client.V1EmptyDirVolumeSource(medium="Memory", size_limit=SHM_SIZE_LIMIT),
             ),
         ],
     )
@@ -251,7 +279,11 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
         # Never two pods for one index: the old one may still be writing its checkpoint.
         pod_replacement_policy="Failed",
         active_deadline_seconds=spec.active_deadline_seconds,
-        ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        # Scheduled Jobs have no TTL: the CronJob's history limits keep the last few, so a
+        # failed weekly run is still there when someone looks.
+        ttl_seconds_after_finished=None if scheduled else spec.ttl_seconds_after_finished,
+        # Kueue expects queued Jobs to be created suspended; it unsuspends them on admission.
+        suspend=True if spec.queue else None,
         template=build_pod_template(spec, scheduled=scheduled),
     )
 
@@ -262,7 +294,9 @@ def build_job(spec: JobSpec) -> client.V1Job:
         api_version="batch/v1",
         kind="Job",
         metadata=client.V1ObjectMeta(
-            name=spec.job_name, namespace=spec.namespace, labels=labels(spec)
+            name=spec.job_name,
+            namespace=spec.namespace,
+            labels={**labels(spec), **({LABEL_QUEUE: spec.queue} if spec.queue else {})},
         ),
         spec=build_job_spec(spec),
     )
@@ -339,7 +373,12 @@ def build_cronjob(
             failed_jobs_history_limit=failed_jobs_history_limit,
             suspend=suspend,
             job_template=client.V1JobTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels(spec, "retrain", run_id=False)),
+                metadata=client.V1ObjectMeta(
+                    labels={
+                        **labels(spec, "retrain", run_id=False),
+                        **({LABEL_QUEUE: spec.queue} if spec.queue else {}),
+                    }
+                ),
                 spec=build_job_spec(spec, scheduled=True),
             ),
         ),
@@ -367,7 +406,9 @@ def build_service_account(
             labels=_base_labels(instance, component),
             annotations=annotations,
         ),
-        automount_service_account_token=False,
+        # The trainer reaches GCP through Workload Identity and needs no token; the submitter
+        # runs jobs.* in the cluster and does.
+        automount_service_account_token=component != "trainer",
     )
 
 

@@ -17,14 +17,16 @@ VERSION = "0.1.0"
 MODEL_CHOICES = (*MODELS, "all")
 
 DEFAULT_NAME = "imdb-train"
-DEFAULT_IMAGE = f"imdb-train:{VERSION}"
+# Placeholders of the example manifests in k8s/ (jobs.render); a real submission names its own.
+EXAMPLE_IMAGE = f"imdb-train:{VERSION}"
 DEFAULT_NAMESPACE = "default"
-DEFAULT_OUTPUT = "gs://imdb-train-runs/imdb"
+EXAMPLE_OUTPUT = "gs://imdb-train-runs/imdb"
 DEFAULT_DATA = "keras"
 DEFAULT_SERVICE_ACCOUNT = "imdb-train"
-# Labels set by NVIDIA GPU feature discovery / the GPU operator; GKE users pass
-# --node-selector cloud.google.com/gke-accelerator=nvidia-l4 instead.
-GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+# None by default: the GPU limit and toleration suffice, and a label GKE nodes lack (the GPU
+# Operator's nvidia.com/gpu.present) would keep pods Pending. On GKE choose a GPU type with
+# --node-selector cloud.google.com/gke-accelerator=nvidia-l4.
+GPU_NODE_SELECTOR: dict[str, str] = {}
 # GPU node pools are usually tainted so that only pods asking for GPUs land there.
 GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -207,22 +209,23 @@ class JobSpec:
 
     model: str
     run_id: Any = None
-    image: str = DEFAULT_IMAGE
+    image: str = ""  # required: the trainer image in a registry the cluster can pull from
     namespace: str = DEFAULT_NAMESPACE
     name: str = DEFAULT_NAME
     gpus: Any = 1
     epochs: Any = 3
     batch_size: Any = 64
     data: str = DEFAULT_DATA
-    output: str = DEFAULT_OUTPUT
+    output: str = ""  # required: gs://bucket/prefix
     workers: Any = 1
     extra_args: Any = ()
     node_selector: Any = None  # None: GPU_NODE_SELECTOR when gpus > 0, else none
     tolerations: Any = None  # None: GPU_TOLERATIONS when gpus > 0, else none
-    cpu_request: Any = "4"
-    cpu_limit: Any = "8"
-    memory_request: Any = "16Gi"
-    memory_limit: Any = "16Gi"
+    # Fit g2-standard-4 (L4) and n1-standard-4 + T4 nodes after GKE's reservations.
+    cpu_request: Any = "3"
+    cpu_limit: Any = "4"
+    memory_request: Any = "10Gi"
+    memory_limit: Any = "10Gi"
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     active_deadline_seconds: Any = 6 * 3600
     backoff_limit: Any = 3
@@ -231,6 +234,7 @@ class JobSpec:
     image_pull_policy: str = "IfNotPresent"
     tmp_size_limit: Any = "10Gi"
     cache_size_limit: Any = "10Gi"
+    queue: Any = ""  # Kueue LocalQueue; "": none
 
     def __post_init__(self) -> None:
         self._check_identity()
@@ -262,7 +266,13 @@ class JobSpec:
                     "(lower-case letters, digits and '-', at most 63 characters)"
                 )
             setattr(self, field, value)
-        self.image = str(self.image)
+        self.image = str(self.image or "")
+        if not self.image:
+            raise SpecError(
+                f"missing image: pass --image REGISTRY/imdb-train:TAG or set {contract.IMAGE_ENV}; "
+                "build and push it with `make image push IMAGE=REGISTRY/imdb-train:TAG` "
+                "(docs/kubernetes.md)"
+            )
         if not _IMAGE.match(self.image):
             raise SpecError(
                 f"invalid image {self.image!r}: expected a reference like repo/name:tag"
@@ -287,7 +297,12 @@ class JobSpec:
         self.data = str(self.data)
         if not self.data.strip():
             raise SpecError("invalid data '': expected keras, a path, or gs://bucket/path")
-        self.output = str(self.output)
+        self.output = str(self.output or "")
+        if not self.output:
+            raise SpecError(
+                f"missing output: pass --output gs://BUCKET/PREFIX or set {contract.OUTPUT_ENV} "
+                "(a bucket the trainer's service account can write; docs/kubernetes.md)"
+            )
         _check_output(self.output)
         self.extra_args = _extra_args(self.extra_args)
         # The trainer's own parser checks the whole command line now, not in the pod.
@@ -313,7 +328,7 @@ class JobSpec:
         self.cache_size_limit = _quantity("cache size limit", self.cache_size_limit)
 
     def _check_lifecycle(self) -> None:
-        """Deadline, retries, TTL and the grace period after SIGTERM."""
+        """Deadline, retries, TTL, the grace period after SIGTERM, the Kueue queue."""
         self.active_deadline_seconds = _optional_int(
             "active deadline seconds", self.active_deadline_seconds, 1
         )
@@ -324,6 +339,12 @@ class JobSpec:
         self.termination_grace_period_seconds = to_int(
             "termination grace period seconds", self.termination_grace_period_seconds, 0
         )
+        self.queue = "" if self.queue in (None, "") else str(self.queue)
+        if self.queue and (not _DNS_LABEL.match(self.queue) or len(self.queue) > MAX_NAME):
+            raise SpecError(
+                f"invalid queue {self.queue!r}: expected a Kueue LocalQueue name (lower-case "
+                "letters, digits and '-')"
+            )
 
     @property
     def job_name(self) -> str:

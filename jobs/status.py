@@ -7,20 +7,28 @@ from datetime import datetime, timezone
 
 from jobs import _cli
 from jobs.manifest import LABEL_MODEL, LABEL_RUN_ID, selector
-from jobs.spec import DEFAULT_NAMESPACE
 
 
-def job_state(job) -> str:
-    """Complete, Failed (reason), Running or Pending, from the Job's status."""
-    from jobs.cluster import job_outcome
+def job_state(job, pods=None) -> str:
+    """Complete, Failed (reason), Suspended, Running, or Pending (why), from the Job and pods.
+
+    A Job counts its pods as active from creation on; it runs only once a container does.
+    """
+    from jobs.cluster import job_outcome, pod_reason
 
     outcome = job_outcome(job)
     if outcome is not None:
         return "Complete" if outcome.succeeded else f"Failed ({outcome.reason})"
     status = job.status
-    if status and status.active:
+    if job.spec and job.spec.suspend:
+        return "Suspended"
+    if pods is None:
+        return "Running" if status and status.active else "Pending"
+    if any(p.status and p.status.phase == "Running" for p in pods):
         return "Running"
-    return "Pending"
+    reasons = [pod_reason(p)[0] for p in pods if p.status and p.status.phase == "Pending"]
+    reasons = [r for r in reasons if r]
+    return f"Pending ({reasons[-1]})" if reasons else "Pending"
 
 
 def _age(ts: datetime | None) -> str:
@@ -36,29 +44,33 @@ def _age(ts: datetime | None) -> str:
 def status(
     model: str | None = None,
     run_id: str | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
 ) -> None:
-    """List imdb-train Jobs (submitted and scheduled) with their state.
+    """List imdb-train Jobs (submitted and scheduled): state, then each unfinished Job's pods
+    (phase, waiting reason) and latest events (FailedScheduling, image pulls, admission).
 
     Args:
         model: only this model (mean or lstm).
         run_id: only this run id.
-        namespace: the namespace to look in.
+        namespace: the namespace to look in (default: the kubeconfig context's).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.cluster import Cluster, ClusterError, load_api_client, pod_line, resolve_namespace
 
     cluster = Cluster(load_api_client(kubeconfig, context))
+    namespace = resolve_namespace(namespace, kubeconfig, context)
     run_id = None if run_id is None else str(run_id)
     jobs = cluster.list_jobs(namespace, selector(model, run_id))
     if not jobs:
         print(f"no imdb-train jobs in namespace {namespace}")
         return
+    jobs = sorted(jobs, key=lambda j: j.metadata.creation_timestamp or datetime.min)
+    pods = {j.metadata.name: cluster.job_pods(namespace, j.metadata.name) for j in jobs}
     rows = [("NAME", "MODEL", "RUN-ID", "STATE", "ACTIVE", "SUCCEEDED", "FAILED", "AGE")]
-    for job in sorted(jobs, key=lambda j: j.metadata.creation_timestamp or datetime.min):
+    for job in jobs:
         labels = job.metadata.labels or {}
         st = job.status
         rows.append(
@@ -67,7 +79,7 @@ def status(
                 labels.get(LABEL_MODEL, "-"),
                 # A CronJob's Job has no run-id label: its name is the run id.
                 labels.get(LABEL_RUN_ID, job.metadata.name),
-                job_state(job),
+                job_state(job, pods[job.metadata.name]),
                 str((st and st.active) or 0),
                 str((st and st.succeeded) or 0),
                 str((st and st.failed) or 0),
@@ -77,6 +89,21 @@ def status(
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    unfinished = [j for j in jobs if not job_state(j).startswith(("Complete", "Failed"))]
+    for job in unfinished:
+        name = job.metadata.name
+        print(f"\n{name}:")
+        for pod in pods[name]:
+            print(f"  pod {pod_line(pod)}")
+        try:
+            events = cluster.job_events(namespace, [name, *(p.metadata.name for p in pods[name])])
+        except ClusterError as e:
+            print(f"  (no events: {e})")
+            continue
+        for ev in events:
+            when = ev.last_timestamp or ev.event_time or ev.metadata.creation_timestamp
+            obj = f"{ev.involved_object.kind.lower()}/{ev.involved_object.name}"
+            print(f"  {_age(when)} {ev.type} {ev.reason} {obj}: {ev.message}")
 
 
 main = _cli.entrypoint(status, "jobs.status")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from jobs import _cli
 from jobs import spec as specs
 from jobs.manifest import build_objects, to_yaml
-from trainer.contract import new_run_id
+from trainer.contract import IMAGE_ENV, OUTPUT_ENV, new_run_id
 
 
 def build_specs(
@@ -23,27 +24,28 @@ def build_specs(
 
 def submit(
     model: str = "lstm",
-    image: str = specs.DEFAULT_IMAGE,
+    image: str | None = None,
     namespace: str = specs.DEFAULT_NAMESPACE,
     gpus: int = 1,
     epochs: int = 3,
     batch_size: int = 64,
     data: str = specs.DEFAULT_DATA,
-    output: str = specs.DEFAULT_OUTPUT,
+    output: str | None = None,
     run_id: str | None = None,
     workers: int = 1,
     extra_args: Any = (),
     node_selector: Any = None,
     tolerations: Any = None,
-    cpu: str = "4",
-    cpu_limit: str = "8",
-    memory: str = "16Gi",
-    memory_limit: str = "16Gi",
+    cpu: str = "3",
+    cpu_limit: str = "4",
+    memory: str = "10Gi",
+    memory_limit: str = "10Gi",
     service_account: str = specs.DEFAULT_SERVICE_ACCOUNT,
     active_deadline_seconds: int = 6 * 3600,
     backoff_limit: int = 3,
     ttl_seconds_after_finished: int = 3 * 24 * 3600,
     name: str = specs.DEFAULT_NAME,
+    queue: str = "",
     dry_run: bool = False,
     wait: bool = False,
     follow: bool = False,
@@ -56,17 +58,20 @@ def submit(
 
     Args:
         model: mean, lstm, or all (one Job per model, same run id).
-        image: the trainer image (see Dockerfile).
+        image: the trainer image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/imdb-train:TAG
+            (default: $IMDB_TRAIN_IMAGE; required; `make image push IMAGE=...` builds it).
         namespace: where the Jobs run.
         gpus: GPUs per worker (0: CPU only, no GPU node selector).
         epochs: training epochs.
         batch_size: GLOBAL batch size, split over all replicas.
         data: keras (official imdb.npz), an aclImdb tarball/dir, or gs://.
-        output: store for artifacts, e.g. gs://bucket/imdb; runs land at OUTPUT/MODEL/RUN_ID/.
+        output: store for artifacts, e.g. gs://bucket/imdb; runs land at OUTPUT/MODEL/RUN_ID/
+            (default: $IMDB_TRAIN_OUTPUT; required).
         run_id: run id (default: UTC timestamp + random suffix); the Job is NAME-MODEL-RUN_ID.
         workers: workers (>1: an Indexed Job with a headless Service, MultiWorkerMirrored).
         extra_args: more trainer arguments, e.g. '["--promote"]'.
-        node_selector: key=value[,key=value] or JSON (default: GPU nodes when gpus > 0).
+        node_selector: key=value[,key=value] or JSON (default: none; on GKE e.g.
+            cloud.google.com/gke-accelerator=nvidia-l4).
         tolerations: JSON list of tolerations (default: the nvidia.com/gpu taint when gpus > 0).
         cpu: CPU request per worker.
         cpu_limit: CPU limit per worker.
@@ -77,6 +82,8 @@ def submit(
         backoff_limit: pod retries of a single-worker Job (exit 75 = preempted counts here).
         ttl_seconds_after_finished: finished Jobs are deleted after this.
         name: name prefix and app.kubernetes.io/instance label.
+        queue: Kueue LocalQueue; the Job is created suspended with kueue.x-k8s.io/queue-name and
+            Kueue starts it (a multi-worker group all at once) when the queue has quota.
         dry_run: print the YAML that would be sent; needs no cluster.
         wait: watch the Jobs to completion; exit 1 if any failed.
         follow: stream the trainer pod's log.
@@ -91,13 +98,13 @@ def submit(
     job_specs = build_specs(
         model=model,
         run_id=run_id,
-        image=image,
+        image=image or os.environ.get(IMAGE_ENV, ""),
         namespace=namespace,
         gpus=gpus,
         epochs=epochs,
         batch_size=batch_size,
         data=data,
-        output=output,
+        output=output or os.environ.get(OUTPUT_ENV, ""),
         workers=workers,
         extra_args=extra_args,
         node_selector=node_selector,
@@ -111,6 +118,7 @@ def submit(
         backoff_limit=backoff_limit,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
         name=name,
+        queue=queue,
     )
     objects = [obj for s in job_specs for obj in build_objects(s)]
     if dry_run:
@@ -142,8 +150,7 @@ def _create(cluster, job_specs: list[specs.JobSpec], objects: list[Any]) -> None
 def _follow(cluster, job_specs: list[specs.JobSpec], timeout: float | None) -> None:
     """Stream each Job's trainer log in turn, prefixed with the model when there are several."""
     for s in job_specs:
-        pod = cluster.wait_pod_started(s.namespace, s.job_name, timeout=timeout or 600)
-        for line in cluster.stream_log(s.namespace, pod, follow=True):
+        for line in cluster.follow_job(s.namespace, s.job_name, timeout=timeout):
             print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
 
 

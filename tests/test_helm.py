@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from tests.fakes.k8s_checks import CHART, helm, helm_template, restricted_violations, validate
+from tests.fakes.k8s_checks import (
+    CHART,
+    MIN_K8S_VERSION,
+    NEWEST_K8S_VERSION,
+    helm,
+    helm_template,
+    restricted_violations,
+    validate,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -17,19 +24,30 @@ def by_kind(docs):
     return out
 
 
+REQUIRED = (
+    "image.repository=europe-docker.pkg.dev/p/imdb/imdb-train",
+    "output=gs://my-bucket/imdb",
+)
+
+
+def render(*values, release="imdb-train"):
+    return helm_template(*REQUIRED, *values, release=release)
+
+
 def test_lint_strict_is_clean():
-    result = helm("lint", "--strict", str(CHART), check=False)
+    args = [a for v in REQUIRED for a in ("--set", v)]
+    result = helm("lint", "--strict", str(CHART), *args, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
+@pytest.mark.parametrize("k8s_version", [MIN_K8S_VERSION, NEWEST_K8S_VERSION])
 @pytest.mark.parametrize(
     "values",
     [
         pytest.param((), id="defaults"),
-        pytest.param(("output=gs://my-bucket/imdb",), id="output"),
-        pytest.param(("workers=2", "gpus=2", "models={lstm}"), id="multi-worker"),
-        pytest.param(("gpus=0", "nodeSelector=null", "tolerations=null"), id="cpu"),
+        pytest.param(("gpus=0", "tolerations=null"), id="cpu"),
+        pytest.param(("queue=team-a",), id="kueue"),
         pytest.param(
             (
                 "retrain.enabled=false",
@@ -38,137 +56,224 @@ def test_lint_strict_is_clean():
             ),
             id="minimal",
         ),
-        pytest.param(("runId=12345", "ttlSecondsAfterFinished=null"), id="numeric-run-id"),
+        pytest.param(
+            (
+                "imagePullSecrets[0].name=regcred",
+                "podAnnotations.a=b",
+                "podLabels.team=ml",
+                "priorityClassName=training",
+                "extraEnv[0].name=X",
+                "extraEnv[0].value=verbose",
+                "extraVolumes[0].name=data",
+                "extraVolumes[0].emptyDir.sizeLimit=1Gi",
+                "extraVolumeMounts[0].name=data",
+                "extraVolumeMounts[0].mountPath=/data",
+                "nodeSelector.cloud\\.google\\.com/gke-accelerator=nvidia-l4",
+                "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                ".nodeSelectorTerms[0].matchExpressions[0].key=cloud.google.com/gke-spot",
+                "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                ".nodeSelectorTerms[0].matchExpressions[0].operator=DoesNotExist",
+            ),
+            id="extras",
+        ),
     ],
 )
-def test_every_rendered_object_is_valid_and_restricted(values):
-    docs = helm_template(*values)
+def test_every_rendered_object_is_valid_and_restricted(values, k8s_version):
+    docs = render(*values)
     assert docs
     for doc in docs:
-        validate(doc)
+        validate(doc, k8s_version)
         assert restricted_violations(doc) == [], doc["metadata"]["name"]
 
 
-def test_default_render_has_a_job_per_model_and_the_cronjob():
-    kinds = by_kind(helm_template())
-    jobs = {j["metadata"]["name"]: j for j in kinds["Job"]}
-    assert sorted(jobs) == ["imdb-train-lstm-r1", "imdb-train-mean-r1"]
-    for name, job in jobs.items():
-        (c,) = job["spec"]["template"]["spec"]["containers"]
-        assert c["args"][:2] == ["--model", name.split("-")[2]]
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+def test_chart_owns_long_lived_objects_only():
+    kinds = by_kind(render())
+    assert "Job" not in kinds and "Service" not in kinds  # runs stay out of the upgrade path
     (cron,) = kinds["CronJob"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    assert {"Role", "RoleBinding", "ServiceAccount"} <= set(kinds)
-    assert "Service" not in kinds
+    assert {"Role", "RoleBinding", "ServiceAccount", "Pod"} <= set(kinds)
+    (test_pod,) = kinds["Pod"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
 
-def test_job_name_follows_the_run_id():
-    # runId defaults to r<revision>, so an upgrade makes a new Job (templates are immutable).
-    names = [j["metadata"]["name"] for j in by_kind(helm_template("runId=nightly-7"))["Job"]]
-    assert names == ["imdb-train-mean-nightly-7", "imdb-train-lstm-nightly-7"]
+def pod_of(cron):
+    return cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
-def test_output_flows_into_args():
-    (job,) = by_kind(helm_template("models={mean}", "output=gs://my-bucket/imdb"))["Job"]
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--output") + 1] == "gs://my-bucket/imdb"
+def test_scheduled_runs_keep_history_and_promote_only_when_not_worse():
+    (cron,) = by_kind(render())["CronJob"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert "ttlSecondsAfterFinished" not in job  # history limits prune, TTL would not wait
+    args = pod_of(cron)["containers"][0]["args"]
+    assert args[args.index("--tolerance") + 1] == "0"
+    assert args[args.index("--run-id") + 1] == "$(IMDB_TRAIN_RUN_ID)"
 
 
-def test_workers_render_an_indexed_job_and_headless_service():
-    kinds = by_kind(helm_template("workers=3", "gpus=2", "batchSize=96", "models={lstm}"))
-    (job,), (svc,) = kinds["Job"], kinds["Service"]
-    assert job["spec"]["completionMode"] == "Indexed"
-    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    pod = job["spec"]["template"]["spec"]
-    assert pod["subdomain"] == svc["metadata"]["name"] == job["metadata"]["name"]
-    assert svc["spec"]["clusterIP"] == "None"
-    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert env["IMDB_TRAIN_WORKER_HOSTS"].split(",") == [
-        f"imdb-train-lstm-r1-{i}.imdb-train-lstm-r1:2222" for i in range(3)
-    ]
+def test_gpu_pods_have_no_node_selector_by_default():
+    pod = pod_of(by_kind(render())["CronJob"][0])
+    assert "nodeSelector" not in pod
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                   "effect": "NoSchedule"}]  # fmt: skip
 
 
-def test_workload_identity_annotation():
-    sa = next(
-        d
-        for d in helm_template("serviceAccount.gcpServiceAccount=trainer@p.iam.gserviceaccount.com")
-        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "imdb-train"
-    )
-    assert sa["metadata"]["annotations"] == {
+# Allocatable of the smallest GKE GPU shapes the defaults target (GKE reserves CPU/memory for
+# the kubelet and system DaemonSets: about 0.1 CPU and 3.5 GB on these machines).
+NODE_SHAPES = {"g2-standard-4": ("3920m", "12Gi"), "n1-standard-4": ("3920m", "11Gi")}
+
+
+def _cpu(q):
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def _gib(q):
+    return float(q[:-2]) if q.endswith("Gi") else float(q) / 2**30
+
+
+@pytest.mark.parametrize("shape", sorted(NODE_SHAPES))
+def test_default_requests_fit_gke_gpu_node_shapes(shape):
+    cpu, memory = NODE_SHAPES[shape]
+    pod = pod_of(by_kind(render())["CronJob"][0])
+    requests = pod["containers"][0]["resources"]["requests"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]
+    assert _cpu(requests["cpu"]) <= _cpu(cpu) - 0.5  # room for GKE's DaemonSets
+    assert _gib(requests["memory"]) <= _gib(memory) - 1
+    assert shm == {"medium": "Memory", "sizeLimit": "1Gi"}
+
+
+def test_thread_pools_follow_the_cpu_limit():
+    env = {e["name"]: e for e in pod_of(by_kind(render())["CronJob"][0])["containers"][0]["env"]}
+    assert env["TF_NUM_INTRAOP_THREADS"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "trainer", "resource": "limits.cpu"}  # fmt: skip
+
+
+def test_kueue_queue_labels_and_suspends_the_job_template():
+    (cron,) = by_kind(render("queue=team-a"))["CronJob"]
+    template = cron["spec"]["jobTemplate"]
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert template["spec"]["suspend"] is True
+    (plain,) = by_kind(render())["CronJob"]
+    assert "suspend" not in plain["spec"]["jobTemplate"]["spec"]
+    assert "kueue.x-k8s.io/queue-name" not in plain["spec"]["jobTemplate"]["metadata"]["labels"]
+
+
+def test_pod_extras_land_in_the_pod():
+    cron = by_kind(render("podLabels.team=ml", "podAnnotations.a=b", "priorityClassName=hi",
+                          "imagePullSecrets[0].name=regcred"))["CronJob"][0]  # fmt: skip
+    template = cron["spec"]["jobTemplate"]["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "ml"
+    assert template["metadata"]["annotations"] == {"a": "b"}
+    assert template["spec"]["priorityClassName"] == "hi"
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_workload_identity_annotation_and_submitter_token():
+    docs = render("serviceAccount.gcpServiceAccount=trainer@p.iam.gserviceaccount.com")
+    sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert sas["imdb-train"]["metadata"]["annotations"] == {
         "iam.gke.io/gcp-service-account": "trainer@p.iam.gserviceaccount.com"
     }
+    assert sas["imdb-train"]["automountServiceAccountToken"] is False
+    assert sas["imdb-train-submitter"]["automountServiceAccountToken"] is True
+
+
+def test_trainer_service_account_follows_the_release_name():
+    docs = render(release="nightly")
+    (cron,) = by_kind(docs)["CronJob"]
+    names = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    assert (
+        pod_of(cron)["serviceAccountName"] == "nightly-imdb-train" and "nightly-imdb-train" in names
+    )
 
 
 def test_long_release_names_are_truncated_to_63():
     release = "a-really-long-release-name-that-keeps-going-and-going"
-    out = helm(
-        "template", release, str(CHART), "--set-json", "models=[]", "--set", "retrain.enabled=false"
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    assert docs
-    for d in docs:
+    for d in render("retrain.enabled=false", release=release):
         assert len(d["metadata"]["name"]) <= 63
-    # Job names add -<model>-<runId>: too long is an error with advice, not a broken object.
-    result = helm("template", release, str(CHART), check=False)
-    assert "is longer than 63 characters: shorten runId or fullnameOverride" in result.stderr
+    result = helm("template", release, str(CHART), *(a for v in REQUIRED for a in ("--set", v)),
+                  check=False)  # fmt: skip
+    assert "exceeds 52 characters (Job names add 11): set fullnameOverride" in result.stderr
 
 
-def test_too_long_job_name_fails_with_advice():
-    result = helm(
-        "template",
-        "imdb-train",
-        str(CHART),
-        "--set",
-        "runId=" + "a" * 40,
-        "--set",
-        "fullnameOverride=" + "b" * 30,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "shorten runId or fullnameOverride" in result.stderr
-
-
-def test_notes_tell_where_results_land():
-    out = helm(
-        "install",
-        "imdb-train",
-        str(CHART),
-        "--dry-run=client",
-        "--set",
-        "output=gs://my-bucket/imdb",
-    ).stdout
+def test_notes_say_how_to_start_and_follow_runs():
+    args = [a for v in REQUIRED for a in ("--set", v)]
+    out = helm("install", "imdb-train", str(CHART), "--dry-run=client", *args).stdout
     notes = out[out.index("NOTES:") :]
-    assert "python -m jobs.status --namespace default --run-id r1" in notes
-    assert "gs://my-bucket/imdb/lstm/r1/" in notes
-    assert "WARNING" not in notes
+    assert "kubectl create job -n default --from=cronjob/imdb-train-retrain-lstm" in notes
+    assert "--output gs://my-bucket/imdb" in notes
+    assert "helm test imdb-train -n default" in notes
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param((), "image.repository is required: build and push the trainer image "
+                     "(make image; make push IMAGE=REGISTRY/imdb-train:TAG)", id="no-image"),
+        pytest.param(("image.repository=r/imdb-train",), "output is required: --set "
+                     "output=gs://YOUR-BUCKET/imdb", id="no-output"),
+    ],
+)  # fmt: skip
+def test_required_values_say_what_to_set(values, message):
+    result = helm("template", "imdb-train", str(CHART), *(a for v in values for a in ("--set", v)),
+                  check=False)  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("models={cnn}", "at '/models/0': value must be one of 'mean', 'lstm'"),
+        ("retrain.models={cnn}", "at '/retrain/models/0': value must be one of 'mean', 'lstm'"),
         ("epochs=0", "at '/epochs': minimum: got 0, want 1"),
         ("batchSize=-64", "at '/batchSize': minimum: got -64, want 1"),
-        ("workers=0", "at '/workers': minimum: got 0, want 1"),
         ("gpus=-1", "at '/gpus': minimum: got -1, want 0"),
         ("epochs=ten", "at '/epochs': got string, want integer"),
-        ("output=", "at '/output': '' does not match pattern"),
         ("output=s3://bucket/x", "at '/output': 's3://bucket/x' does not match pattern"),
-        ("output=null", "missing property 'output'"),
-        ("runId=Bad_Id", "at '/runId'"),
+        ("output=/data/runs", "at '/output': '/data/runs' does not match pattern"),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
         ("resources.limits.memory=16GB", "at '/resources/limits/memory'"),
-        ("retrain.models={foo}", "at '/retrain/models/0': value must be one of 'mean', 'lstm'"),
+        ("resources.limits.nvidia\\.com/gpu=1", "at '/resources/limits'"),
         ("serviceAccount.gcpServiceAccount=me", "at '/serviceAccount/gcpServiceAccount'"),
-        ("unknownKey.x=1", None),  # top level stays open for subchart-style globals
+        ("queue=Team_A", "at '/queue'"),
+        ("gpu=2", "additional properties 'gpu' not allowed"),
+        ("retrain.shedule=x", "at '/retrain': additional properties 'shedule' not allowed"),
+        ("imagePullSecrets[0].nam=x", "at '/imagePullSecrets/0'"),
     ],
 )
 def test_schema_rejects_bad_values(value, message):
-    result = helm("template", "imdb-train", str(CHART), "--set", value, check=False)
-    if message is None:
-        assert result.returncode == 0, result.stderr
-        return
+    args = [a for v in (*REQUIRED, value) for a in ("--set", v)]
+    result = helm("template", "imdb-train", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def _test_pod_command(output):
+    (pod,) = by_kind(render(f"output={output}"))["Pod"]
+    (c,) = pod["spec"]["containers"]
+    return [*c["command"], *c["args"]]
+
+
+@pytest.mark.timeout(120)
+def test_helm_test_script_writes_and_cleans_up(gcs_bucket):
+    """The `helm test` pod's own command, run here against the GCS emulator."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import gcs_client
+
+    output = f"gs://{gcs_bucket}/imdb"
+    command = _test_pod_command(output)
+    assert command[:2] == ["python", "-c"]
+    env = dict(os.environ, PYTHONPATH=str(CHART.parents[1]))
+    ok = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, env=env,
+                        timeout=90)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert f"wrote and deleted {output}/_helm_test/" in ok.stdout
+    client = gcs_client(os.environ["STORAGE_EMULATOR_HOST"])
+    assert list(client.list_blobs(gcs_bucket)) == []  # nothing left behind
+    # A bucket the identity cannot write (here: one that does not exist) fails the test pod.
+    bad = [sys.executable, *_test_pod_command("gs://no-such-bucket-imdb/x")[1:]]
+    env["IMDB_TRAIN_GCS_DEADLINE"] = "5"
+    failed = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=90)
+    assert failed.returncode != 0

@@ -1,6 +1,7 @@
 """The same objects three times: k8s/*.yaml, `helm template` and `jobs.submit --dry-run`.
 
-Compared as parsed objects. Only two labels may differ, by design: Helm's `helm.sh/chart` and
+The chart owns the ServiceAccounts, RBAC and CronJob; submit makes the Jobs. Compared as parsed
+objects. Only two labels may differ, by design: Helm's `helm.sh/chart` and
 `app.kubernetes.io/managed-by` (Helm vs imdb-train-submit).
 """
 
@@ -15,6 +16,8 @@ from tests.helpers import dry_run
 
 K8S = ROOT / "k8s"
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
+# The example values k8s/ is rendered with (the chart requires both; submit has these defaults).
+EXAMPLE = ("image.repository=imdb-train", "output=gs://imdb-train-runs/imdb", "tests.enabled=false")
 
 
 def normalize(obj):
@@ -51,9 +54,9 @@ def test_render_check_detects_drift(tmp_path, capsys):
     assert "job-lstm.yaml" in capsys.readouterr().err
 
 
-def test_helm_defaults_equal_k8s_dir():
-    helm = keyed(helm_template())
-    plain = keyed(k8s_docs())
+def test_helm_example_equals_k8s_dir_without_jobs():
+    helm = keyed(helm_template(*EXAMPLE))
+    plain = keyed(d for d in k8s_docs() if d["kind"] != "Job")
     assert sorted(helm) == sorted(plain)
     for key in helm:
         assert helm[key] == plain[key], key
@@ -64,31 +67,54 @@ def test_dry_run_equals_k8s_jobs(capsys):
     assert keyed(dry_run(capsys, "--model", "all", "--run-id", "r1")) == plain
 
 
+def scheduled_pod(cronjob):
+    """The CronJob's pod spec without what only scheduled runs have (run id from the Job name,
+    promotion tolerance), to compare with a submitted Job's."""
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    i = args.index("--tolerance")
+    c["args"] = args[:i] + args[i + 2 :]
+    c["args"][c["args"].index("--run-id") + 1] = "RUN"
+    c["env"] = [e for e in c["env"] if e["name"] != "IMDB_TRAIN_RUN_ID"]
+    return pod
+
+
+def submitted_pod(job):
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    c["args"][c["args"].index("--run-id") + 1] = "RUN"
+    return pod
+
+
 @pytest.mark.parametrize(
     ("helm_values", "submit_flags"),
     [
+        pytest.param([], ["--model", "lstm"], id="defaults"),
         pytest.param(
-            ["models={lstm}", "workers=2", "gpus=2"],
-            ["--model", "lstm", "--workers", "2", "--gpus", "2"],
-            id="indexed",
-        ),
-        pytest.param(
-            ["models={mean}", "gpus=0", "nodeSelector=null", "tolerations=null"],
+            ["retrain.models={mean}", "gpus=0", "tolerations=null"],
             ["--model", "mean", "--gpus", "0"],
             id="cpu",
         ),
         pytest.param(
-            ["runId=nightly-7", "epochs=3", "batchSize=128", "output=gs://my-bucket/x",
-             "data=/data/aclImdb_v1.tar.gz", "extraArgs={--promote}"],
-            ["--model", "all", "--run-id", "nightly-7", "--epochs", "3", "--batch-size", "128",
-             "--output", "gs://my-bucket/x", "--data", "/data/aclImdb_v1.tar.gz",
-             "--extra-args=--promote"],
+            ["epochs=3", "batchSize=128", "output=gs://my-bucket/x",
+             "data=gs://my-bucket/data/aclImdb_v1.tar.gz", "retrain.extraArgs={--min-accuracy=0.8}",
+             "nodeSelector.cloud\\.google\\.com/gke-accelerator=nvidia-l4"],
+            ["--model", "lstm", "--epochs", "3", "--batch-size", "128",
+             "--output", "gs://my-bucket/x", "--data", "gs://my-bucket/data/aclImdb_v1.tar.gz",
+             "--extra-args=--min-accuracy=0.8",
+             "--node-selector", "cloud.google.com/gke-accelerator=nvidia-l4"],
             id="training-flags",
         ),
+        pytest.param(["queue=team-a"], ["--model", "lstm", "--queue", "team-a"], id="kueue"),
     ],
 )  # fmt: skip
-def test_helm_and_submit_agree_beyond_defaults(capsys, helm_values, submit_flags):
-    if "--run-id" not in submit_flags:
-        submit_flags = [*submit_flags, "--run-id", "r1"]
-    helm = keyed(d for d in helm_template(*helm_values) if d["kind"] in ("Job", "Service"))
-    assert helm == keyed(dry_run(capsys, *submit_flags))
+def test_chart_cronjob_and_submit_make_the_same_pod(capsys, helm_values, submit_flags):
+    (cron,) = [d for d in helm_template(*EXAMPLE, *helm_values) if d["kind"] == "CronJob"]
+    (job,) = dry_run(capsys, *submit_flags, "--run-id", "r1")
+    assert normalize(scheduled_pod(cron)) == normalize(submitted_pod(job))
+    # Kueue: the same queue label and suspension on the chart's scheduled Jobs and submit's.
+    template = cron["spec"]["jobTemplate"]
+    for key in ("kueue.x-k8s.io/queue-name",):
+        assert template["metadata"]["labels"].get(key) == job["metadata"]["labels"].get(key)
+    assert template["spec"].get("suspend") == job["spec"].get("suspend")

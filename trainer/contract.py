@@ -26,6 +26,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM or a transient store fault; rerun to
 
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
+IMAGE_ENV = "IMDB_TRAIN_IMAGE"  # default trainer image of jobs.submit (make image / make push)
 CACHE_ENV = "IMDB_TRAIN_CACHE"  # where downloads and encoded data are cached
 PROGRESS_ENV = "IMDB_TRAIN_PROGRESS"  # "0": no progress bars
 VERBOSE_ENV = "IMDB_TRAIN_VERBOSE"  # "1": show TensorFlow's and Keras's own start-up lines

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "imdb-train"
-K8S_VERSION = "1.33"  # oldest supported minor we validate against (podFailurePolicy is GA)
+K8S_VERSION = "1.33"  # the version the fake API server reports and validates against
+# The chart's kubeVersion floor (Chart.yaml) and the newest schema kubernetes-validate ships.
+MIN_K8S_VERSION = "1.31"
 
 # https://kubernetes.io/docs/concepts/security/pod-security-standards/ (restricted)
 _ALLOWED_VOLUMES = {
@@ -53,9 +56,12 @@ def helm_template(*set_args: str, release: str = "imdb-train") -> list[dict[str,
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-def validate(obj: dict[str, Any]) -> None:
+NEWEST_K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+
+def validate(obj: dict[str, Any], version: str = K8S_VERSION) -> None:
     """Raise kubernetes_validate.ValidationError unless `obj` matches the strict schema."""
-    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(obj, version, strict=True)
 
 
 def pod_spec_of(obj: dict[str, Any]) -> dict[str, Any] | None:

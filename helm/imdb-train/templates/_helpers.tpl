@@ -61,55 +61,51 @@ Create the name of the service account to use
 {{- end }}
 {{- end }}
 
-{{/*
-The run id of this release's Jobs: .Values.runId, else r<revision> (a new Job per upgrade).
-*/}}
-{{- define "imdb-train.runId" -}}
-{{- if .Values.runId }}{{ toString .Values.runId }}{{ else }}{{ printf "r%d" (int .Release.Revision) }}{{ end }}
-{{- end }}
-
-{{/*
-Job name: <fullname>-<model>-<runId>, checked against the 63-character limit
-(indexed pods add -<index>).
-Call with (dict "root" $ "model" $model).
-*/}}
-{{- define "imdb-train.jobName" -}}
-{{- $name := printf "%s-%s-%s" (include "imdb-train.fullname" .root) .model (include "imdb-train.runId" .root) }}
-{{- $max := 63 }}
-{{- if gt (int .root.Values.workers) 1 }}
-{{- $max = sub 63 (len (printf "-%d" (sub (int .root.Values.workers) 1))) }}
-{{- end }}
-{{- if gt (len $name) (int $max) }}
-{{- fail (printf "job name %s is longer than %d characters: shorten runId or fullnameOverride" $name (int $max)) }}
-{{- end }}
-{{- $name }}
-{{- end }}
-
 {{- define "imdb-train.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo := required "image.repository is required: build and push the trainer image (make image; make push IMAGE=REGISTRY/imdb-train:TAG), then --set image.repository=REGISTRY/imdb-train" .Values.image.repository }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "imdb-train.output" -}}
+{{- $out := required "output is required: --set output=gs://YOUR-BUCKET/imdb (a bucket the trainer's Workload Identity can write)" .Values.output }}
+{{- if not (hasPrefix "gs://" $out) }}
+{{- fail (printf "output %s: expected gs://bucket/prefix (pods have a read-only root filesystem and lose local files)" $out) }}
+{{- end }}
+{{- $out }}
 {{- end }}
 
 {{/*
-Trainer pod template, shared by the Jobs and the CronJobs.
-Call with (dict "root" $ "model" $model "scheduled" bool "jobName" $jobName "labels" $podLabels).
+Trainer pod template of scheduled Jobs (and of Jobs made with kubectl create job --from).
+Call with (dict "root" $ "model" $model "labels" $podLabels).
 */}}
 {{- define "imdb-train.podTemplate" -}}
 {{- $root := .root }}
 {{- $v := $root.Values }}
-{{- $workers := ternary 1 (int $v.workers) .scheduled }}
 metadata:
   labels:
-    {{- toYaml .labels | nindent 4 }}
+    {{- toYaml (merge (deepCopy .labels) $v.podLabels) | nindent 4 }}
+  {{- with $v.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 spec:
   restartPolicy: Never
   serviceAccountName: {{ include "imdb-train.serviceAccountName" $root }}
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
-  {{- if gt $workers 1 }}
-  subdomain: {{ .jobName }}
+  {{- with $v.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.affinity }}
+  affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- with $v.tolerations }}
@@ -133,18 +129,16 @@ spec:
         - --data
         - {{ $v.data | quote }}
         - --output
-        - {{ $v.output | quote }}
+        - {{ include "imdb-train.output" $root | quote }}
         - --run-id
-        {{- if .scheduled }}
         - $(IMDB_TRAIN_RUN_ID)
-        {{- else }}
-        - {{ include "imdb-train.runId" $root | quote }}
-        {{- end }}
         - --epochs
         - {{ $v.epochs | quote }}
         - --batch-size
         - {{ $v.batchSize | quote }}
-        {{- range (ternary $v.retrain.extraArgs $v.extraArgs .scheduled) }}
+        - --tolerance
+        - {{ $v.retrain.tolerance | toString | quote }}
+        {{- range $v.retrain.extraArgs }}
         - {{ . | quote }}
         {{- end }}
       env:
@@ -154,27 +148,24 @@ spec:
           value: /cache/imdb-train
         - name: MPLCONFIGDIR
           value: /tmp/matplotlib
-        {{- if .scheduled }}
+        # TensorFlow sizes its thread pools to the node's cores; a CPU limit on a big node
+        # would then throttle it. The limit, rounded up, sets the pools instead.
+        - name: TF_NUM_INTRAOP_THREADS
+          valueFrom:
+            resourceFieldRef:
+              containerName: trainer
+              resource: limits.cpu
+        - name: TF_NUM_INTEROP_THREADS
+          value: "2"
         # A CronJob's Jobs are named <cronjob>-<minute>: that name is the run id, stable across
         # the pod retries of one Job so that a retried pod resumes its own checkpoints.
         - name: IMDB_TRAIN_RUN_ID
           valueFrom:
             fieldRef:
               fieldPath: metadata.labels['batch.kubernetes.io/job-name']
+        {{- with $v.extraEnv }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
-        {{- if gt $workers 1 }}
-        # With JOB_COMPLETION_INDEX (set by Kubernetes) the trainer builds TF_CONFIG from this.
-        - name: IMDB_TRAIN_WORKER_HOSTS
-          value: {{ include "imdb-train.workerHosts" (dict "jobName" .jobName "workers" $workers) | quote }}
-        # A stuck (alive) peer fails the collective after this many seconds.
-        - name: IMDB_TRAIN_COLLECTIVE_TIMEOUT
-          value: "900"
-        {{- end }}
-      {{- if gt $workers 1 }}
-      ports:
-        - name: tf-worker
-          containerPort: 2222
-      {{- end }}
       resources:
         {{- with $v.resources.requests }}
         requests:
@@ -203,6 +194,11 @@ spec:
           mountPath: /tmp
         - name: cache
           mountPath: /cache
+        - name: dshm
+          mountPath: /dev/shm
+        {{- with $v.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -210,33 +206,22 @@ spec:
     - name: cache
       emptyDir:
         sizeLimit: {{ $v.cacheSizeLimit }}
-{{- end }}
-
-{{- define "imdb-train.workerHosts" -}}
-{{- $hosts := list }}
-{{- range $i := until (int .workers) }}
-{{- $hosts = append $hosts (printf "%s-%d.%s:2222" $.jobName $i $.jobName) }}
-{{- end }}
-{{- join "," $hosts }}
+    - name: dshm
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ $v.shmSizeLimit }}
+    {{- with $v.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*
-Job spec shared by Jobs and CronJob job templates.
-Call with (dict "root" $ "model" $model "scheduled" bool "jobName" $jobName "labels" $podLabels).
+Job spec of the CronJobs' job template (no TTL: the history limits prune scheduled Jobs).
+Call with (dict "root" $ "model" $model "labels" $podLabels).
 */}}
 {{- define "imdb-train.jobSpec" -}}
 {{- $v := .root.Values }}
-{{- $workers := ternary 1 (int $v.workers) .scheduled }}
-{{- if gt $workers 1 }}
-# One synchronous all-reduce group: the first worker failure fails the Job (Kubernetes stops
-# the other workers) and the whole group is re-run, resuming from checkpoints.
-backoffLimit: 0
-completionMode: Indexed
-completions: {{ $workers }}
-parallelism: {{ $workers }}
-{{- else }}
 backoffLimit: {{ $v.backoffLimit }}
-{{- end }}
 podFailurePolicy:
   rules:
     # Preemption, node drain, eviction: not the trainer's fault; do not count it.
@@ -255,8 +240,9 @@ podReplacementPolicy: Failed
 {{- with $v.activeDeadlineSeconds }}
 activeDeadlineSeconds: {{ . }}
 {{- end }}
-{{- if kindIs "invalid" $v.ttlSecondsAfterFinished | not }}
-ttlSecondsAfterFinished: {{ $v.ttlSecondsAfterFinished }}
+{{- if $v.queue }}
+# Kueue admits the Job by unsuspending it once its LocalQueue has quota.
+suspend: true
 {{- end }}
 template:
   {{- include "imdb-train.podTemplate" . | nindent 2 }}
