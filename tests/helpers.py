@@ -44,11 +44,19 @@ def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess
 
 
 def dry_run(capsys, *argv: str) -> list[dict]:
-    """The objects `jobs.submit --dry-run ARGV` prints."""
+    """The objects `jobs.submit --dry-run ARGV` prints (the example image and bucket unless
+    ARGV names its own)."""
     from jobs import submit
+    from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT
 
+    required = [
+        arg
+        for flag, value in (("--image", EXAMPLE_IMAGE), ("--output", EXAMPLE_OUTPUT))
+        if flag not in argv
+        for arg in (flag, value)
+    ]
     capsys.readouterr()
-    assert submit.main(["--dry-run", *argv]) == 0
+    assert submit.main(["--dry-run", *required, *argv]) == 0
     return [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
 
 

@@ -40,9 +40,12 @@ def _containers(objs):
         yield body, body["template"]["spec"]["containers"][0]
 
 
+# Ours from the contract, plus the few that HOME-less images and TensorFlow read.
 ENV_NAMES = {v for k, v in vars(contract).items() if k.endswith("_ENV") and isinstance(v, str)} | {
     "HOME",
     "MPLCONFIGDIR",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
 }
 
 
@@ -71,9 +74,16 @@ def _check_job_objects(objs) -> int:
     return seen
 
 
-def test_chart_uses_the_contract_exit_codes_env_names_and_port():
-    objs = helm_template("workers=2", "output=gs://bkt/imdb")
-    assert _check_job_objects(objs) >= 2
+def test_chart_uses_the_contract_exit_codes_and_env_names():
+    objs = helm_template(
+        "image.repository=reg/imdb-train", "output=gs://bkt/imdb", "retrain.models={mean,lstm}"
+    )
+    assert _check_job_objects(objs) == len(contract.MODELS)
+
+
+def test_submit_uses_the_contract_exit_codes_env_names_and_port(capsys):
+    objs = dry_run(capsys, "--model", "all", "--workers", "2", "--output", "gs://bkt/imdb")
+    assert _check_job_objects(objs) == 2
     hosts = [
         e["value"]
         for _, c in _containers(objs)
@@ -81,11 +91,6 @@ def test_chart_uses_the_contract_exit_codes_env_names_and_port():
         if e["name"] == contract.WORKER_HOSTS_ENV
     ]
     assert hosts and all(h.endswith(f":{contract.WORKER_PORT}") for h in hosts[0].split(","))
-
-
-def test_submit_uses_the_contract_exit_codes_env_names_and_port(capsys):
-    objs = dry_run(capsys, "--model", "all", "--workers", "2", "--output", "gs://bkt/imdb")
-    assert _check_job_objects(objs) == 2
 
 
 @pytest.mark.parametrize(

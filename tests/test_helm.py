@@ -260,7 +260,7 @@ def test_helm_test_script_writes_and_cleans_up(gcs_bucket):
     import subprocess
     import sys
 
-    from conftest import gcs_client
+    from tests.helpers import gcs_client
 
     output = f"gs://{gcs_bucket}/imdb"
     command = _test_pod_command(output)

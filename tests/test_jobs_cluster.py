@@ -7,6 +7,17 @@ import pytest
 from jobs import cancel, logs, status, submit
 from tests.fakes.kube_api import FakeKube, Script
 
+
+@pytest.fixture(autouse=True)
+def image_and_output(monkeypatch):
+    """jobs.submit's required image and bucket, given the way a user's shell would."""
+    from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT
+    from trainer.contract import IMAGE_ENV, OUTPUT_ENV
+
+    monkeypatch.setenv(IMAGE_ENV, EXAMPLE_IMAGE)
+    monkeypatch.setenv(OUTPUT_ENV, EXAMPLE_OUTPUT)
+
+
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -11,8 +11,34 @@ import pytest
 import yaml
 
 from jobs import submit
+from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT
 from tests.fakes.k8s_checks import ROOT, restricted_violations, validate
 from tests.helpers import dry_run
+from trainer.contract import IMAGE_ENV, OUTPUT_ENV
+
+
+@pytest.fixture(autouse=True)
+def image_and_output(monkeypatch):
+    """jobs.submit's required image and bucket, given the way a user's shell would."""
+    monkeypatch.setenv(IMAGE_ENV, EXAMPLE_IMAGE)
+    monkeypatch.setenv(OUTPUT_ENV, EXAMPLE_OUTPUT)
+
+
+@pytest.mark.parametrize(
+    ("unset", "message"),
+    [
+        (IMAGE_ENV, "error: missing image: pass --image REGISTRY/imdb-train:TAG or set "
+         "IMDB_TRAIN_IMAGE; build and push it with `make image push"),
+        (OUTPUT_ENV, "error: missing output: pass --output gs://BUCKET/PREFIX or set "
+         "IMDB_TRAIN_OUTPUT"),
+    ],
+)  # fmt: skip
+def test_image_and_output_are_required(capsys, monkeypatch, unset, message):
+    monkeypatch.delenv(unset)
+    assert submit.main(["--model", "lstm", "--dry-run"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith(message), out.err
+    assert len(out.err.strip().splitlines()) == 1
 
 
 def test_dry_run_lstm_prints_one_valid_restricted_gpu_job(capsys, monkeypatch):
@@ -72,7 +98,13 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
 
 
 def env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": "/nonexistent"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "KUBECONFIG": "/nonexistent",
+        IMAGE_ENV: EXAMPLE_IMAGE,
+        OUTPUT_ENV: EXAMPLE_OUTPUT,
+    }
 
 
 def test_help_works_without_a_cluster():
@@ -80,9 +112,10 @@ def test_help_works_without_a_cluster():
         [sys.executable, "-m", "jobs.submit", "--help"],
         capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 0
-    help_text = result.stdout + result.stderr  # fire writes help to stderr when piped
-    assert "--dry_run" in help_text and "GLOBAL batch size" in help_text  # fire shows _ names
+    assert result.returncode == 0 and result.stderr == ""
+    # fire's help text, on stdout, without its "INFO: Showing help" line or a pager
+    assert "--dry_run" in result.stdout and "GLOBAL batch size" in result.stdout
+    assert "INFO:" not in result.stdout
 
 
 def test_cli_bad_input_subprocess():

@@ -14,8 +14,13 @@ from jobs.manifest import (
     build_service_account,
     to_dict,
 )
-from jobs.spec import JobSpec, SpecError, resolve_models
+from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec, SpecError, resolve_models
 from tests.fakes.k8s_checks import restricted_violations, validate
+
+
+def spec_of(**fields) -> JobSpec:
+    """A JobSpec with the example image and bucket unless the test names its own."""
+    return JobSpec(**{"image": EXAMPLE_IMAGE, "output": EXAMPLE_OUTPUT, **fields})
 
 
 @pytest.mark.parametrize(
@@ -49,7 +54,7 @@ from tests.fakes.k8s_checks import restricted_violations, validate
 def test_spec_rejects_bad_values_naming_them(fields, message):
     fields = {"model": "lstm", "run_id": "r1", **fields}
     with pytest.raises(SpecError) as info:
-        JobSpec(**fields)
+        spec_of(**fields)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -69,11 +74,11 @@ def test_spec_rejects_bad_values_naming_them(fields, message):
     ],
 )
 def test_spec_coerces_what_fire_parses(fields, attr, expected):
-    assert getattr(JobSpec(model="lstm", **{"run_id": "r1", **fields}), attr) == expected
+    assert getattr(spec_of(model="lstm", **{"run_id": "r1", **fields}), attr) == expected
 
 
 def test_default_run_ids_are_unique_and_valid():
-    ids = {JobSpec(model="mean").run_id for _ in range(20)}
+    ids = {spec_of(model="mean").run_id for _ in range(20)}
     assert len(ids) == 20
 
 
@@ -101,10 +106,10 @@ SPECS = {
 
 def all_objects():
     for case, fields in SPECS.items():
-        spec = JobSpec(model="lstm", run_id="r1", **fields)
+        spec = spec_of(model="lstm", run_id="r1", **fields)
         for obj in build_objects(spec):
             yield pytest.param(obj, id=f"{case}-{obj.kind}")
-    spec = JobSpec(model="lstm", run_id="r1")
+    spec = spec_of(model="lstm", run_id="r1")
     yield pytest.param(build_cronjob(spec), id="cronjob")
     yield pytest.param(
         build_service_account(
@@ -130,7 +135,7 @@ def test_every_built_object_is_schema_valid_and_restricted(obj):
 
 
 def test_restricted_check_catches_violations():
-    data = to_dict(build_job(JobSpec(model="lstm", run_id="r1")))
+    data = to_dict(build_job(spec_of(model="lstm", run_id="r1")))
     pod = data["spec"]["template"]["spec"]
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
@@ -141,14 +146,14 @@ def test_restricted_check_catches_violations():
 
 
 def test_schema_validation_catches_a_typo():
-    data = to_dict(build_job(JobSpec(model="lstm", run_id="r1")))
+    data = to_dict(build_job(spec_of(model="lstm", run_id="r1")))
     data["spec"]["backofLimit"] = 3
     with pytest.raises(Exception, match="backofLimit"):
         validate(data)
 
 
 def test_job_carries_the_trainer_contract():
-    spec = JobSpec(
+    spec = spec_of(
         model="mean",
         run_id="20250101-000000-abcd",
         output="gs://bkt/imdb",
@@ -181,7 +186,7 @@ def test_job_carries_the_trainer_contract():
 
 
 def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
-    job = to_dict(build_job(JobSpec(model="lstm", run_id="r1", backoff_limit=4)))["spec"]
+    job = to_dict(build_job(spec_of(model="lstm", run_id="r1", backoff_limit=4)))["spec"]
     rules = job["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "Ignore",
@@ -195,7 +200,7 @@ def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
 
 
 def test_indexed_job_for_multiple_workers():
-    spec = JobSpec(model="lstm", run_id="r1", workers=3, gpus=2, batch_size=96)
+    spec = spec_of(model="lstm", run_id="r1", workers=3, gpus=2, batch_size=96)
     job = to_dict(build_job(spec))
     svc = to_dict(build_service(spec))
     assert job["spec"]["completionMode"] == "Indexed"
@@ -216,7 +221,7 @@ def test_indexed_job_for_multiple_workers():
 def test_cronjob_derives_the_run_id_from_its_job_name():
     cron = to_dict(
         build_cronjob(
-            JobSpec(model="lstm", run_id="r1", extra_args=["--promote"]),
+            spec_of(model="lstm", run_id="r1", extra_args=["--promote"]),
             schedule="0 4 * * *",
             time_zone="Europe/Berlin",
         )
@@ -237,7 +242,7 @@ def test_cronjob_derives_the_run_id_from_its_job_name():
 
 def test_cronjob_refuses_multi_worker():
     with pytest.raises(SpecError, match="invalid workers 2 for a CronJob"):
-        build_cronjob(JobSpec(model="lstm", run_id="r1", workers=2))
+        build_cronjob(spec_of(model="lstm", run_id="r1", workers=2))
 
 
 def test_service_account_for_workload_identity():

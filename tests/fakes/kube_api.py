@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import yaml
+
 from tests.fakes.k8s_checks import restricted_violations
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
