@@ -8,6 +8,7 @@ import yaml
 from kubernetes import client
 
 from jobs.spec import VERSION, JobSpec, SpecError
+from trainer.config import SEED_FROM_RUN_ID
 from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
@@ -158,7 +159,7 @@ def build_container(spec: JobSpec, *, scheduled: bool = False) -> client.V1Conta
     args = spec.trainer_args(run_id=f"$({RUN_ID_ENV})" if scheduled else None)
     if scheduled:  # before the user's extra args, which may override it
         at = len(args) - len(spec.extra_args)
-        args[at:at] = ["--tolerance", SCHEDULED_TOLERANCE]
+        args[at:at] = ["--tolerance", SCHEDULED_TOLERANCE, "--seed", str(SEED_FROM_RUN_ID)]
     ports = (
         [client.V1ContainerPort(name=WORKER_PORT_NAME, container_port=WORKER_PORT)]
         if spec.workers > 1

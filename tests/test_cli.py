@@ -88,3 +88,28 @@ def test_run_id_1e3_and_promote_false_through_the_real_trainer(tmp_path):
     assert not (out / "mean" / contract.LATEST).exists()
     # Our own lines only: TensorFlow's start-up lines are hidden unless asked for.
     assert "cuda" not in proc.stderr.lower() and "oneDNN" not in proc.stderr, proc.stderr
+
+
+def test_seed_minus_one_is_derived_from_the_run_id_and_recorded():
+    seeds = {}
+    for run_id in ("20261129-030000-ab12", "20261206-030000-cd34"):
+        cfg = TrainConfig(run_id=run_id, seed=-1)
+        cfg.resolve_seed()
+        again = TrainConfig(run_id=run_id, seed=-1)
+        again.resolve_seed()
+        assert cfg.seed == again.seed >= 0  # a resumed run keeps its seed
+        seeds[run_id] = cfg.to_dict()["seed"]
+    assert len(set(seeds.values())) == 2  # each scheduled run trains differently
+    with pytest.raises(ConfigError, match="invalid seed -2"):
+        TrainConfig(seed=-2)
+
+
+def test_scheduled_runs_derive_their_seed_and_keep_ties_with_the_incumbent():
+    from jobs.manifest import build_cronjob
+    from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec
+
+    spec = JobSpec(model="mean", run_id="r1", image=EXAMPLE_IMAGE, output=EXAMPLE_OUTPUT)
+    pod = build_cronjob(spec).spec.job_template.spec.template.spec
+    args = pod.containers[0].args
+    cfg = cli.config_from_args([a if not a.startswith("$(") else "r1" for a in args])
+    assert (cfg.seed, cfg.tolerance) == (-1, 0.0)

@@ -69,12 +69,13 @@ def test_dry_run_equals_k8s_jobs(capsys):
 
 def scheduled_pod(cronjob):
     """The CronJob's pod spec without what only scheduled runs have (run id from the Job name,
-    promotion tolerance), to compare with a submitted Job's."""
+    promotion tolerance 0, a seed per run), to compare with a submitted Job's."""
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     args = c["args"]
     i = args.index("--tolerance")
-    c["args"] = args[:i] + args[i + 2 :]
+    assert args[i : i + 4] == ["--tolerance", "0", "--seed", "-1"]
+    c["args"] = args[:i] + args[i + 4 :]
     c["args"][c["args"].index("--run-id") + 1] = "RUN"
     c["env"] = [e for e in c["env"] if e["name"] != "IMDB_TRAIN_RUN_ID"]
     return pod

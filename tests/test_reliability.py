@@ -300,8 +300,10 @@ def test_quality_gate(model_store):
     assert _promote(model_store, "b", 0.850)["promoted"]
     worse = _promote(model_store, "c", 0.840, tolerance=0.005)
     assert not worse["promoted"]
-    assert "worse than latest run b (0.8500) by more than the tolerance 0.0050" in worse["reason"]
+    assert "worse than latest run b (0.8500) by the tolerance 0.0050 or more" in worse["reason"]
     assert _promote(model_store, "d", 0.846, tolerance=0.005)["promoted"]  # within tolerance
+    tie = _promote(model_store, "t", 0.846, tolerance=0.0)
+    assert not tie["promoted"] and "a tie keeps the latest" in tie["reason"]
     floor = _promote(model_store, "e", 0.90, min_accuracy=0.95)
     assert not floor["promoted"] and "below the floor 0.9500" in floor["reason"]
     latest = json.loads(model_store.read_bytes(LATEST))

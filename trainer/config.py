@@ -8,6 +8,7 @@ started again (see trainer/run.py); the others may differ between attempts.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
 DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
 DEFAULT_DATA = "keras"
+SEED_FROM_RUN_ID = -1  # --seed -1: a seed derived from the run id (scheduled retraining)
 
 
 class ConfigError(Exception):
@@ -67,7 +69,12 @@ class TrainConfig:
     embedding_dim: int = opt(32, "word vector size", resume=True)
     lstm_units: int = opt(128, "LSTM width (lstm model only)", resume=True)
     learning_rate: float = opt(1e-3, "Adam learning rate", resume=True)
-    seed: int = opt(113, "random seed (weights, shuffling)", resume=True)
+    seed: int = opt(
+        113,
+        "random seed (weights, shuffling); -1: derived from the run id, so every scheduled "
+        "run differs and its seed is recorded in config.json",
+        resume=True,
+    )
     sample: int = opt(
         0, "0: all reviews; N: only the first N of each split (smoke runs)", resume=True
     )
@@ -80,7 +87,9 @@ class TrainConfig:
     promote: bool = opt(True, "move <output>/<model>/latest.json to this run if it passes the gate")
     min_accuracy: float = opt(0.0, "promotion floor on test accuracy (0..1)")
     tolerance: float = opt(
-        0.005, "promotion allows this much less accuracy than the current latest (0..1)"
+        0.005,
+        "promotion needs more than the current latest's accuracy minus this (0..1; 0: only a "
+        "better run replaces it, a tie keeps it)",
     )
     cache_dir: str = opt(
         "",
@@ -116,8 +125,9 @@ class TrainConfig:
             "eval_batch_size",
         ):
             setattr(self, name, _int(name, getattr(self, name), minimum=1))
-        for name in ("sample", "cpu_devices", "seed"):
+        for name in ("sample", "cpu_devices"):
             setattr(self, name, _int(name, getattr(self, name), minimum=0))
+        self.seed = _int("seed", self.seed, minimum=SEED_FROM_RUN_ID)
         if self.vocab_size < 4:
             raise ConfigError(
                 f"invalid vocab-size {self.vocab_size}: expected at least 4 "
@@ -153,6 +163,13 @@ class TrainConfig:
             raise ConfigError(f"invalid tolerance {self.tolerance}: expected 0..1")
         self.data = str(self.data)
         self.output = str(self.output)
+
+    def resolve_seed(self) -> None:
+        """Replace --seed -1 by a seed derived from the run id (same id, same seed: a
+        resumed run keeps its seed)."""
+        if self.seed == SEED_FROM_RUN_ID and self.run_id:
+            digest = hashlib.sha256(self.run_id.encode()).hexdigest()
+            self.seed = int(digest[:8], 16) % 2**31
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

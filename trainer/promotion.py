@@ -47,14 +47,24 @@ def to_json(obj) -> bytes:
 
 
 def gate(cfg: TrainConfig, accuracy: float, current: dict | None) -> str | None:
-    """Why a run with this test accuracy must not replace `current`, or None when it may."""
+    """Why a run with this test accuracy must not replace `current`, or None when it may.
+
+    A run replaces the latest only when its accuracy is above the latest's minus the
+    tolerance: with tolerance 0, a tie keeps the incumbent (scheduled retraining on
+    unchanged data must not swap models for nothing, nor drift down).
+    """
     if accuracy < cfg.min_accuracy:
         return f"test accuracy {accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}"
-    if current and accuracy < float(current["test_accuracy"]) - cfg.tolerance:
+    if current and accuracy <= float(current["test_accuracy"]) - cfg.tolerance:
+        best = float(current["test_accuracy"])
+        if cfg.tolerance == 0:
+            return (
+                f"test accuracy {accuracy:.4f} is not better than latest run "
+                f"{current['run_id']} ({best:.4f}); a tie keeps the latest"
+            )
         return (
             f"test accuracy {accuracy:.4f} is worse than latest run {current['run_id']} "
-            f"({float(current['test_accuracy']):.4f}) by more than the tolerance "
-            f"{cfg.tolerance:.4f}"
+            f"({best:.4f}) by the tolerance {cfg.tolerance:.4f} or more"
         )
     return None
 

@@ -89,6 +89,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, termination: Termination | None = None, log=print) -> None:
         if not cfg.run_id:
             cfg.run_id = contract.new_run_id()
+        cfg.resolve_seed()
         self.cfg = cfg
         self.log = log
         self.termination = termination or Termination().install()

@@ -138,6 +138,8 @@ spec:
         - {{ $v.batchSize | quote }}
         - --tolerance
         - {{ $v.retrain.tolerance | toString | quote }}
+        - --seed
+        - "-1"
         {{- range $v.retrain.extraArgs }}
         - {{ . | quote }}
         {{- end }}
