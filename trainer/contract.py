@@ -34,6 +34,7 @@ GCS_DEADLINE_ENV = "IMDB_TRAIN_GCS_DEADLINE"  # seconds of retries for one store
 RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"  # set by the Job (scheduled runs: the pod's Job name)
 WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"  # comma list host:port, Indexed Job order
 COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"  # seconds; empty: none
+LEASE_SECONDS_ENV = "IMDB_TRAIN_LEASE_SECONDS"  # a run's lease lifetime; renewed at a third
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
 
 # --- ports -------------------------------------------------------------------------------
@@ -52,6 +53,7 @@ def default_output() -> str:
 
 LATEST = "latest.json"  # per model: the promoted run (moves by compare-and-swap)
 SUCCESS = "_SUCCESS"  # written last, create-only: a run without it is incomplete
+LEASE = "_LEASE"  # who trains the run now, until when (compare-and-swap, renewed)
 CONFIG = "config.json"
 METRICS = "metrics.json"
 NEIGHBOURS = "neighbours.json"

@@ -23,6 +23,7 @@ from trainer import contract, distribute, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish, upload_tree
 from trainer.config import ConfigError, TrainConfig, resume_keys
+from trainer.lease import Lease, LeaseHeldError
 from trainer.promotion import promote, to_json
 from trainer.state import RunState
 from trainer.storage import NotFoundError, Store, StoreError, open_store
@@ -101,11 +102,33 @@ class Trainer:
         cfg = self.cfg
         check_resumable(self.store, cfg)
         if self.store.exists(contract.SUCCESS):
-            self.log(f"run {cfg.run_id} is already complete in {self.store.uri}")
-            metrics = json.loads(self.store.read_bytes(contract.METRICS))
-            # A run that finished but was not promoted (a bad latest.json, a crash between
-            # _SUCCESS and the pointer) gets its promotion now; an idempotent no-op otherwise.
-            return self._promote(metrics)
+            return self._already_complete()
+        dataset = self._load()  # bad data is refused before anything is written
+        # One trainer per run id: a second one waits for a silent holder's lease to expire
+        # (a killed pod), or stops resumable while a live one trains.
+        lease = Lease(self.store, log=self.log) if self.chief else None
+        try:
+            if lease is not None:
+                lease.acquire()
+        except LeaseHeldError as e:
+            raise RetryableError(str(e)) from e
+        try:
+            if self.store.exists(contract.SUCCESS):  # the holder before us finished it
+                return self._already_complete()
+            return self._train_in_workdir(dataset)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _already_complete(self) -> dict:
+        self.log(f"run {self.cfg.run_id} is already complete in {self.store.uri}")
+        metrics = json.loads(self.store.read_bytes(contract.METRICS))
+        # A run that finished but was not promoted (a bad latest.json, a crash between
+        # _SUCCESS and the pointer) gets its promotion now; an idempotent no-op otherwise.
+        return self._promote(metrics)
+
+    def _load(self) -> data_mod.Dataset:
+        cfg = self.cfg
         dataset = data_mod.load(
             cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
         )
@@ -113,6 +136,10 @@ class Trainer:
             f"data: {len(dataset.y_train)} train / {len(dataset.y_test)} test reviews "
             f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}"
         )
+        return dataset
+
+    def _train_in_workdir(self, dataset: data_mod.Dataset) -> dict:
+        cfg = self.cfg
         with tempfile.TemporaryDirectory(prefix="imdb-train-") as tmp:
             try:
                 return self._train(dataset, Path(tmp))
