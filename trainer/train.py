@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from trainer import data as data_mod
-from trainer import distribute
+from trainer import distribute, serving
 from trainer.config import ConfigError, TrainConfig
+from trainer.contract import SERVING_DIR
 from trainer.neighbours import nearest
 from trainer.storage import AlreadyExistsError, NotFoundError, Store, StoreError, open_store
 
@@ -309,6 +310,7 @@ class Trainer:
             "replicas": replicas,
             "strategy": type(strategy).__name__,
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
+            "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),
             "keras": _keras_flavour(),
         }
@@ -458,6 +460,11 @@ class Trainer:
             self._put("word_index.json", json.dumps(dataset.word_index).encode())
             self._put("neighbours.json", _json(neighbours))
             self.store.upload_file(workdir / "model.keras", "model.keras")
+            # serving/: a SavedModel taking raw review strings (trainer/serving.py). Needs
+            # the words: an imdb.npz without its word index gives ids only.
+            if dataset.word_index:
+                serving.export(model, dataset.word_index, cfg, workdir / SERVING_DIR)
+                self._upload_tree(workdir / SERVING_DIR, SERVING_DIR)
             self.store.upload_file(workdir / "curves.png", "curves.png")
             self._upload_tree(workdir / "embedding", "embedding")
             self._upload_tree(tb_dir, "tensorboard")
