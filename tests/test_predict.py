@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.trained import SAMPLE, run_module
+from tests.conftest import ROOT
 from trainer import data
 
 # `sample_run`: one small trained run, shared by the prediction and serving tests.
@@ -84,8 +87,16 @@ def test_raw_split_refuses_an_npz(tmp_path):
 # ----------------------------------------------------------------------------- the CLI
 
 
-def predict(args: list[str], **kw):
-    return run_module("trainer.predict", args, **kw)
+def predict(args: list[str], input: bytes = b""):
+    env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.predict", *args],
+        cwd=ROOT,
+        env=env,
+        input=input,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def rows(proc) -> list[dict]:
@@ -101,11 +112,11 @@ def test_predict_reproduces_the_recorded_test_accuracy(sample_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     out = rows(proc)
-    assert len(out) == SAMPLE
+    assert len(out) == len(sample_run.texts)
     predicted = np.array([r["label"] == "positive" for r in out])
     correct = int((predicted == (sample_run.labels == 1)).sum())
     recorded = sample_run.metrics["test_accuracy"]
-    assert correct == round(recorded * SAMPLE), (correct, recorded)
+    assert correct == round(recorded * len(sample_run.texts)), (correct, recorded)
     assert all(0.0 <= r["score"] <= 1.0 for r in out)
     assert all(len(r["text"]) <= 80 for r in out)
     # Nothing but our own lines: no TensorFlow start-up noise on stderr.

@@ -383,19 +383,21 @@ def _split_argv(fn: Callable, argv: list[str]) -> tuple[list[str], list[str]]:
         elif arg in short:
             if i + 1 >= len(argv):
                 raise PredictError(f"flag {arg} needs a value")
-            flags.extend(argv[i : i + 2])
+            long = next(n for n in names if n[0] == arg[1])
+            flags.append(f"--{long}={argv[i + 1]}")
             i += 1
         elif arg.startswith("--") and len(arg) > 2:
             name = arg[2:].split("=", 1)[0]
             if name not in params:
                 valid = ", ".join(f"--{p.replace('_', '-')}" for p in names)
                 raise PredictError(f"unknown flag --{name}: expected one of {valid}")
-            flags.append(arg)
             if "=" not in arg:
                 if i + 1 >= len(argv):
                     raise PredictError(f"flag --{name} needs a value")
-                flags.append(argv[i + 1])
+                # One token: fire reads a lone "-" as its command separator, not a value.
+                arg = f"{arg}={argv[i + 1]}"
                 i += 1
+            flags.append(arg)
         else:
             reviews.append(arg)
         i += 1
