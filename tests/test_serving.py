@@ -164,12 +164,20 @@ def test_tokeniser_of_a_tiny_vocabulary(tmp_path):
     model.get_layer("output").set_weights([np.eye(6, dtype="float32")[:, -1:], np.zeros(1)])
     out = serving.export(model, index, Cfg, tmp_path / "serving")
     loaded = tf.saved_model.load(str(out))
-    texts = ["great film", "Don't<br />stop", "a", "", "great " * 9 + "film"]
+    texts = [
+        b"great film",
+        b"Don't<br />stop",
+        b"a",
+        b"",
+        b"great " * 9 + b"film",
+        b"GREAT\xfffilm",
+        b"\xc3Film",
+    ]
     ids = loaded.signatures["tokenize"](reviews=tf.constant(texts))["ids"].numpy()
     np.testing.assert_array_equal(ids, data.encode_texts(texts, index, 9, 6))
     assert ids.tolist()[:2] == [[0, 0, 0, 1, 4, 5], [0, 0, 1, 6, 7, 2]]
     scores = loaded.signatures["serving_default"](reviews=tf.constant(texts))["probability"]
-    assert scores.numpy().tolist() == [5.0, 2.0, 2.0, 1.0, 5.0]
+    assert scores.numpy().tolist() == [5.0, 2.0, 2.0, 1.0, 5.0, 5.0, 5.0]
 
 
 def test_serving_cli_exports_an_existing_run(sample_run, tmp_path):
@@ -185,3 +193,18 @@ def test_serving_cli_exports_an_existing_run(sample_run, tmp_path):
     assert (old / contract.SERVING_DIR / contract.SERVING_VERSION / "saved_model.pb").is_file()
     bad = run_module("trainer.serving", ["--run", str(tmp_path / "nowhere")])
     assert bad.returncode == 2 and bad.stderr.decode().startswith("error: no run at")
+
+
+def test_parity_benchmark_reports_zero_mismatches(sample_run):
+    from tests.trained import run_module
+
+    proc = run_module(
+        "bench.parity", ["--run", str(sample_run.run_dir), "--cache-dir", str(sample_run.cache)]
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    line = [x for x in proc.stdout.decode().splitlines() if x.startswith("parity: ")][-1]
+    figures = json.loads(line[len("parity: ") :])
+    assert figures["reviews"] == len(sample_run.texts)
+    assert figures["tokeniser_mismatched_rows"] == 0
+    assert figures["encoder_vs_training_arrays_mismatched_rows"] == 0
+    assert figures["accuracy_reproduced"] and figures["max_score_difference"] < 1e-5
