@@ -118,7 +118,9 @@ def resolve_run(run: str) -> Store:
         store = _through_latest(store, run)  # a model directory: its promoted run
     if store.exists(contract.SUCCESS):
         return store
-    if store.exists(contract.CONFIG) or store.list():
+    # Bounded checks, not a listing: --run / must not walk the whole filesystem.
+    started = (contract.CONFIG, contract.MODEL_FILE, contract.METRICS)
+    if any(store.exists(key) for key in started) or store.list(contract.CHECKPOINT_DIR):
         raise PredictError(
             f"run {store.uri} is incomplete: no {contract.SUCCESS} (still training, or it "
             "stopped; resume it with the same --run-id); pass a finished run"
