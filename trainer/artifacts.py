@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import contract
+from trainer import contract, serving
 from trainer.config import TrainConfig
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
@@ -111,6 +111,11 @@ def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:
         store.write_bytes(contract.NEIGHBOURS, to_json(neighbours))
         for name in (contract.MODEL_FILE, contract.CURVES):
             store.upload_file(workdir / name, name)
+        # serving/: a SavedModel taking raw review strings (trainer/serving.py). It needs the
+        # words: an imdb.npz without its word index gives ids only.
+        if run.dataset.word_index:
+            serving.export(run.model, run.dataset.word_index, cfg, workdir / contract.SERVING_DIR)
+            upload_tree(store, workdir / contract.SERVING_DIR, contract.SERVING_DIR)
         for name in (contract.EMBEDDING_VECTORS, contract.EMBEDDING_METADATA):
             store.upload_file(workdir / name, name)
         upload_tree(store, workdir / contract.TENSORBOARD_DIR, contract.TENSORBOARD_DIR)

@@ -63,6 +63,8 @@ CURVES = "curves.png"
 EMBEDDING_VECTORS = "embedding/vectors.tsv"
 EMBEDDING_METADATA = "embedding/metadata.tsv"
 SERVING_DIR = "serving"  # SavedModel: a batch of strings in, probabilities out
+# TF Serving and KServe load numbered versions below a base path: serving/1/saved_model.pb.
+SERVING_VERSION = "1"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 # The artifacts every complete run has (besides the directories).

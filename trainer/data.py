@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +245,27 @@ def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
     return splits
 
 
+def _marked_tokens(texts: Sequence[bytes]) -> list[bytes]:
+    """The words of all texts in order, each text preceded by the marker token b"#".
+
+    The one tokeniser of the project (training and prediction; trainer/serving.py mirrors
+    it in TensorFlow ops): ASCII lower-case, then every byte outside [a-z0-9'] separates
+    words. Bytes >= 0x80 are never word characters, so replacing undecodable bytes by
+    U+FFFD cannot change the words.
+    """
+    # NUL joins the texts, so one inside a text is turned into a space (also a separator).
+    texts = [t.replace(b"\0", b" ") if b"\0" in t else t for t in texts]
+    # One pass over one buffer: join with a separator that translation turns into the
+    # marker token "#", which no real word can be; markers give the text boundaries.
+    return (b"\0 " + b" \0 ".join(texts)).lower().translate(_TABLE).split()
+
+
+def _row_splits(is_marker: np.ndarray) -> np.ndarray:
+    """Row splits of the non-marker tokens, from the marker positions."""
+    starts = np.flatnonzero(is_marker)
+    return np.append(starts - np.arange(len(starts)), len(is_marker) - len(starts))
+
+
 def tokenize_and_rank(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Tokenise all texts at once.
 
@@ -251,10 +273,7 @@ def tokenize_and_rank(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[
         (ranks, row_splits, words): ranks[row_splits[i]:row_splits[i+1]] are the 1-based
         frequency ranks of review i's words; words[r - 1] is the word of rank r.
     """
-    # One pass over one buffer: join with a separator that translation turns into the
-    # marker token "#", which no real word can be; markers give the review boundaries.
-    big = (b"\0 " + b" \0 ".join(texts)).lower().translate(_TABLE)
-    tokens = big.split()
+    tokens = _marked_tokens(texts)
     first_seen = dict.fromkeys(tokens)
     index = {w: i for i, w in enumerate(first_seen)}
     ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=len(tokens))
@@ -268,10 +287,59 @@ def tokenize_and_rank(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[
     rank[order] = np.arange(1, len(order) + 1)
     words_in_order = list(first_seen)
     words = [words_in_order[i].decode() for i in order[:-1]]
-    starts = np.flatnonzero(is_marker)
     ranks = rank[ids[~is_marker]]
-    row_splits = np.append(starts - np.arange(len(starts)), len(ranks))
-    return ranks, row_splits, words
+    return ranks, _row_splits(is_marker), words
+
+
+def encode_texts(
+    texts: Iterable[str | bytes],
+    word_index: Mapping[str, int],
+    vocab_size: int,
+    max_review_length: int,
+    index_from: int = INDEX_FROM,
+) -> np.ndarray:
+    """Raw reviews -> the model's input, exactly as the trainer encoded its data.
+
+    The same tokeniser (`_marked_tokens`) and the same `encode` as the training data;
+    only the ranks come from a run's `word_index` instead of being counted. Words not in
+    the index are out of vocabulary, like words ranked beyond `vocab_size`.
+
+    Args:
+        texts: reviews, as str (encoded to UTF-8) or UTF-8 bytes.
+        word_index: word -> 1-based frequency rank (a run's `word_index.json`).
+        vocab_size: ids >= vocab_size become OOV_CHAR.
+        max_review_length: output width (pad and truncate at the front).
+        index_from: id of rank 1 minus 1 (3: ids 0-2 are pad, start, OOV).
+
+    Returns:
+        int32 array (len(texts), max_review_length).
+    """
+    raw = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+    if not raw:
+        return np.zeros((0, max_review_length), dtype=np.int32)
+    tokens = _marked_tokens(raw)
+    is_marker = np.fromiter((t == b"#" for t in tokens), dtype=bool, count=len(tokens))
+    # Any rank whose id reaches vocab_size is OOV; unknown words get the first such rank.
+    unknown = max(vocab_size - index_from, 1)
+    lookup = {w.encode(): r for w, r in word_index.items()}
+    ranks = np.fromiter((lookup.get(t, unknown) for t in tokens), dtype=np.int64, count=len(tokens))
+    return encode(
+        ranks[~is_marker], _row_splits(is_marker), vocab_size, max_review_length, index_from
+    )
+
+
+def encoding_doc() -> dict:
+    """The encoding parameters a run records beside its config (read back by predict)."""
+    return {
+        "version": ENCODER_VERSION,
+        "index_from": INDEX_FROM,
+        "start": START_CHAR,
+        "oov": OOV_CHAR,
+        "pad": 0,
+        "words": "runs of [a-z0-9'] in the ASCII-lower-cased UTF-8 bytes",
+        "padding": "pre",
+        "truncating": "pre",
+    }
 
 
 def encode(
@@ -317,6 +385,12 @@ def _shuffled(n: int, rng: np.random.RandomState) -> np.ndarray:
     return idx
 
 
+def _split_orders(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order of the train and test reviews in a Dataset (keras.datasets.imdb's)."""
+    rng = np.random.RandomState(SHUFFLE_SEED)
+    return _shuffled(n_train, rng), _shuffled(n_test, rng)
+
+
 def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:
     with _progress(4, f"encode {path.name}", "step") as bar:
         splits = read_reviews(path)
@@ -332,8 +406,6 @@ def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[
                     # Keep the review: decode with replacement and count it.
                     undecodable += 1
                     content = content.decode("utf-8", errors="replace").encode()
-                if b"\0" in content:  # the separator must not occur inside a review
-                    content = content.replace(b"\0", b" ")
                 texts.append(content)
                 labels.append(label)
         n_train = len(splits["train"])
@@ -344,8 +416,7 @@ def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[
         x = encode(ranks, row_splits, num_words, maxlen)
         y = np.asarray(labels, dtype=np.int32)
         bar.update()
-    rng = np.random.RandomState(SHUFFLE_SEED)
-    tr, te = _shuffled(n_train, rng), _shuffled(len(y) - n_train, rng)
+    tr, te = _split_orders(n_train, len(y) - n_train)
     arrays = {
         "x_train": x[:n_train][tr],
         "y_train": y[:n_train][tr],
@@ -360,6 +431,32 @@ def encode_reviews(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[
         "distinct_words": len(words),
     }
     return arrays, word_index, stats
+
+
+def raw_split(
+    source: str, split: str = "test", cache_dir: str | Path | None = None
+) -> tuple[list[bytes], np.ndarray]:
+    """The raw reviews and labels of one split of an aclImdb source, in Dataset order.
+
+    Row i is the review that `load(source).x_<split>[i]` encodes, so the first N rows are
+    what a `sample=N` run trained or tested on.
+
+    Raises:
+        DataError: the source is missing, not raw text (an npz), or has no such split.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}: expected train or test")
+    local = resolve_source(source, Path(cache_dir) if cache_dir else default_cache_dir())
+    if local.is_file() and local.read_bytes()[:4] == b"PK\x03\x04":
+        raise DataError(f"{source} is an npz of word ids: expected raw aclImdb reviews")
+    splits = read_reviews(local)
+    orders = dict(
+        zip(
+            ("train", "test"), _split_orders(len(splits["train"]), len(splits["test"])), strict=True
+        )
+    )
+    rows = [splits[split][i] for i in orders[split]]
+    return [r[1] for r in rows], np.asarray([r[2] for r in rows], dtype=np.int32)
 
 
 def encode_npz(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:

@@ -53,3 +53,15 @@ def import_tensorflow():
 def unless_verbose():
     """stderr_silenced(), or nothing when IMDB_TRAIN_VERBOSE=1."""
     return contextlib.nullcontext() if verbose() else stderr_silenced()
+
+
+@contextlib.contextmanager
+def quietly():
+    """The block runs without TensorFlow's C++ lines and Python warnings, unless verbose."""
+    if verbose():
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with warnings.catch_warnings(), stderr_silenced():
+        warnings.simplefilter("ignore")
+        yield

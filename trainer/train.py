@@ -195,6 +195,7 @@ class Trainer:
             "replicas": replicas,
             "strategy": type(strategy).__name__,
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
+            "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),
             "keras": keras_flavour(),
         }

@@ -1,0 +1,84 @@
+"""A small trained run shared by the prediction and serving tests (trained once per session).
+
+Two logical CPU replicas, so the serving export is checked on a model trained under a
+MirroredStrategy; 512 reviews of each split of the real data, one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+SAMPLE = 512
+
+
+@dataclass
+class SampleRun:
+    store: Path  # the store root: <store>/mean/<run_id>
+    run_id: str
+    run_dir: Path
+    metrics: dict
+    texts: list[bytes]  # the raw test reviews the run was evaluated on, in order
+    labels: np.ndarray
+    cache: Path
+
+
+def run_module(module: str, args: list[str], timeout: float = 300, **kw):
+    env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT), **kw.pop("env", {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=kw.pop("cwd", ROOT),
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_run(shared_tarball, tmp_path_factory) -> SampleRun:
+    from trainer import data
+
+    cache = tmp_path_factory.mktemp("cache")
+    data.load(str(shared_tarball), cache_dir=cache)  # encode once, outside the timed run
+    store = tmp_path_factory.mktemp("runs")
+    proc = run_module(
+        "trainer",
+        [
+            "--model",
+            "mean",
+            "--data",
+            str(shared_tarball),
+            "--output",
+            str(store),
+            "--run-id",
+            "sample",
+            "--epochs",
+            "1",
+            "--sample",
+            str(SAMPLE),
+            "--cpu-devices",
+            "2",
+            "--neighbours",
+            "great",
+            "--k",
+            "3",
+            "--cache-dir",
+            str(cache),
+        ],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = store / "mean" / "sample"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["test_examples"] == SAMPLE
+    texts, labels = data.raw_split(str(shared_tarball), "test", cache_dir=cache)
+    return SampleRun(store, "sample", run_dir, metrics, texts[:SAMPLE], labels[:SAMPLE], cache)
