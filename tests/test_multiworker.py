@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_tarball
+from trainer import contract
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,7 @@ class Group:
                 **os.environ,
                 "TF_CONFIG": tf_config(ports, i),
                 "TF_CPP_MIN_LOG_LEVEL": "2",
-                "IMDB_TRAIN_PROGRESS": "0",
+                contract.PROGRESS_ENV: "0",
                 "TMPDIR": str(tmp),  # a SIGKILLed worker leaves its work dir here
                 "PYTHONPATH": str(ROOT),
                 "MW_AUDIT_LOG": str(self.audit(i)),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, trainer_env
 from trainer import data
 
 # `sample_run`: one small trained run, shared by the prediction and serving tests.
@@ -88,11 +87,10 @@ def test_raw_split_refuses_an_npz(tmp_path):
 
 
 def predict(args: list[str], input: bytes = b""):
-    env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "trainer.predict", *args],
         cwd=ROOT,
-        env=env,
+        env=trainer_env(),
         input=input,
         capture_output=True,
         timeout=300,

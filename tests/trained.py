@@ -7,7 +7,6 @@ MirroredStrategy; 512 reviews of each split of the real data, one epoch.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, trainer_env
 
 SAMPLE = 512
 
@@ -33,7 +32,7 @@ class SampleRun:
 
 
 def run_module(module: str, args: list[str], timeout: float = 300, **kw):
-    env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT), **kw.pop("env", {})}
+    env = trainer_env(**kw.pop("env", {}))
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=kw.pop("cwd", ROOT),
