@@ -423,3 +423,22 @@ def test_a_one_process_run_is_not_resumed_by_a_group(corpus, tmp_path):
     for i in range(2):
         assert "other settings (keras: 'keras3' -> 'tf-keras'" in group.output(i), group.tails()
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("model", ["mean", "lstm"])
+def test_uneven_final_batch_trains_on_every_worker(corpus, tmp_path, model):
+    """300 reviews at a global batch of 64 leave a final batch of 44: split over two
+    workers it differs from the others in shape, which a sparse (embedding) gradient's
+    all-gather cannot take."""
+    store = tmp_path / "store"
+    args = trainer_args(corpus, store, "uneven", epochs=1, sample=300)
+    args[args.index("--model") + 1] = model
+    group = Group(tmp_path, 2, args)
+    try:
+        group.start(store)
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == {0: 0, 1: 0}, group.tails()
+    metrics = json.loads((store / model / "uneven" / contract.METRICS).read_text())
+    assert metrics["train_examples"] == 300 and metrics["epochs_completed"] == 1

@@ -160,11 +160,15 @@ class Trainer:
         self._write_config(strategy, dataset)
         with strategy.scope():
             model, epoch, state = self._restore_or_build(workdir)
-        train_ds, test_ds = data_mod.make_tf_datasets(
-            dataset, cfg.batch_size, cfg.seed, cfg.eval_batch_size
+        train_ds, test_ds, steps = data_mod.make_tf_datasets(
+            dataset,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.eval_batch_size,
+            even_batches=distribute.is_multi_worker(),
         )
         if epoch < cfg.epochs and not self.termination.requested:
-            self._fit(model, train_ds, test_ds, epoch, state, workdir)
+            self._fit(model, train_ds, test_ds, epoch, state, workdir, steps)
         if self.termination.requested:
             done = next(iter(checkpoint_epochs(self.store)), 0)
             raise PreemptedError(
@@ -236,7 +240,16 @@ class Trainer:
         self.store.download_file(contract.checkpoint_key(epoch), local)
         return tf.keras.models.load_model(local), state
 
-    def _fit(self, model, train_ds, test_ds, initial_epoch: int, state: RunState, workdir: Path):
+    def _fit(
+        self,
+        model,
+        train_ds,
+        test_ds,
+        initial_epoch: int,
+        state: RunState,
+        workdir: Path,
+        steps_per_epoch: int | None,
+    ):
         from trainer.callbacks import EpochEnd
 
         interactive = sys.stdout.isatty()
@@ -257,6 +270,7 @@ class Trainer:
             validation_data=test_ds,
             epochs=self.cfg.epochs,
             initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
             callbacks=[epoch_end],
             # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
             # Keras's verbose=2 still reads every step's metrics back from the device.
