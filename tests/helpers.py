@@ -21,10 +21,13 @@ SHARED_TARBALL = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
 
 
 def trainer_env(**extra: str) -> dict:
-    """The environment of a trainer subprocess: no progress bars, this checkout first."""
+    """The environment of a trainer subprocess: no progress bars, this checkout first, and a
+    short run lease, so a rerun after a SIGKILL takes the dead trainer's lease over in
+    seconds instead of a minute."""
     return {
         **os.environ,
         contract.PROGRESS_ENV: "0",
+        contract.LEASE_SECONDS_ENV: "6",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
         **extra,
@@ -41,6 +44,21 @@ def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess
         text=True,
         timeout=timeout,
     )
+
+
+def final_iterations(run: Path) -> int:
+    """The optimizer's step counter in a run's published model.keras: a resume that did not
+    restore the checkpoint's optimizer counts fewer steps than the epochs took."""
+    import zipfile
+
+    import h5py
+
+    with (
+        zipfile.ZipFile(run / contract.MODEL_FILE) as z,
+        z.open("model.weights.h5") as f,
+        h5py.File(f) as h5,
+    ):
+        return int(h5["optimizer/vars/0"][()])
 
 
 def dry_run(capsys, *argv: str) -> list[dict]:

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 
 from tests.faultproxy import FaultProxy
-from tests.helpers import ROOT, TINY, run_trainer, trainer_env, write_keras_npz, write_tarball
+from tests.helpers import (
+    ROOT,
+    TINY,
+    final_iterations,
+    run_trainer,
+    trainer_env,
+    write_keras_npz,
+    write_tarball,
+)
 from trainer.config import TrainConfig
 from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, SUCCESS
 from trainer.promotion import promote
@@ -277,6 +285,9 @@ def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_
     assert len(metrics["history"]["val_accuracy"]) == len(metrics["epoch_seconds"]) == 3
     assert run.exists(SUCCESS)
     assert metrics["test_accuracy"] > 0.6  # it really trained on after resuming
+    # The resume restored epoch 1's optimizer: its step counter went on from there.
+    steps = -(-3000 // 64)
+    assert final_iterations(out / "lstm" / "kill") == 3 * steps
 
 
 # ----------------------------------------------------------------------------- promotion

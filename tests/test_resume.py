@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_trainer, write_tarball
+from tests.helpers import final_iterations, run_trainer, write_tarball
 from trainer import contract
 
 pytestmark = pytest.mark.slow
@@ -48,16 +47,6 @@ def tiny(finished, tmp_path) -> list[str]:
 
 def out_dir(args: list[str]) -> Path:
     return Path(args[args.index("--output") + 1])
-
-
-def final_iterations(run: Path) -> int:
-    """The optimizer's step counter in the published model: a resume that did not restore
-    the checkpoint's optimizer would count fewer steps than epochs (1 step per epoch here)."""
-    with zipfile.ZipFile(run / contract.MODEL_FILE) as z, z.open("model.weights.h5") as f:
-        import h5py
-
-        with h5py.File(f) as h5:
-            return int(h5["optimizer/vars/0"][()])
 
 
 def unfinish(run: Path, keep_epochs: int) -> None:
