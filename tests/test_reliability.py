@@ -27,7 +27,7 @@ from tests.helpers import (
     write_tarball,
 )
 from trainer.config import TrainConfig
-from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, SUCCESS
+from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, METRICS, SUCCESS
 from trainer.promotion import promote
 from trainer.storage import open_store
 
@@ -418,12 +418,13 @@ def test_training_through_a_faulty_link_completes(
 def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
     shared_tarball, warm_cache, gcs_bucket, gcs_emulator
 ):
-    """Every request fails once the first checkpoint is being written: the run stops with
-    the retryable code and no _SUCCESS; after the outage a rerun finishes it."""
+    """Every request fails once the second checkpoint is being written: the run stops with
+    the retryable code and no _SUCCESS; after the outage a rerun resumes from the first
+    checkpoint (epoch 1 is not trained again) and finishes it."""
     broken = threading.Event()
 
     def applies(method, path, body):
-        if b"state-0001.json" in body:  # the object name travels in the upload's metadata
+        if b"state-0002.json" in body:  # the object name travels in the upload's metadata
             broken.set()
         return broken.is_set()
 
@@ -437,7 +438,7 @@ def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
         "--run-id",
         "outage",
         "--epochs",
-        "2",
+        "3",
         "--sample",
         "512",
         "--cache-dir",
@@ -453,3 +454,7 @@ def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
     again = run_trainer(args, STORAGE_EMULATOR_HOST=gcs_emulator)
     assert again.returncode == 0, again.stderr[-3000:]
     assert run.exists(SUCCESS)
+    assert "resuming run outage after epoch 1 of 3" in again.stdout
+    trained = [line.split()[1] for line in again.stdout.splitlines() if line.startswith("epoch ")]
+    assert trained == ["2/3", "3/3"], again.stdout
+    assert json.loads(run.read_bytes(METRICS))["epochs_completed"] == 3
