@@ -9,6 +9,7 @@ completed epoch's checkpoint. Publishing is trainer/artifacts.py, the gate and t
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -143,6 +144,16 @@ class Trainer:
         with tempfile.TemporaryDirectory(prefix="imdb-train-") as tmp:
             try:
                 return self._train(dataset, Path(tmp))
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # The local scratch volume (the pod's emptyDir) is full: what is in the store
+                # is intact, and a new pod starts with an empty volume.
+                raise RetryableError(
+                    f"no space left on the local disk ({e.filename or tmp}): free space or "
+                    f"give the pod a larger /tmp volume, then rerun with --run-id {cfg.run_id} "
+                    "to resume from the last checkpoint"
+                ) from e
             except StoreError as e:
                 # The store answered at the start, so this is an outage mid-run, not bad
                 # input: what is checkpointed is safe and a rerun resumes from it.
@@ -291,6 +302,7 @@ class Trainer:
             where = f"saved to {self.store.uri}/{contract.CHECKPOINT_DIR}/"
         else:
             where = "done (chief uploads)"
+        local.unlink()  # the store has it: keep the pod's scratch volume small
         self.log(f"checkpoint: epoch {epoch} {where}")
 
     def _finish(self, run: FinishedRun) -> dict:
