@@ -78,11 +78,25 @@ class Termination:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._handle)
 
+    @contextlib.contextmanager
+    def stop_at_once(self, hint: str):
+        """Inside, a signal raises PreemptedError at once (nothing to checkpoint yet)."""
+        if self.requested:
+            raise PreemptedError(f"stopped by signal {self.signum} before training; {hint}")
+        self._hint = hint
+        try:
+            yield
+        finally:
+            self._hint = None
+
     def _handle(self, signum, frame) -> None:
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
+        if getattr(self, "_hint", None):
+            hint, self._hint = self._hint, None
+            raise PreemptedError(f"stopped by signal {signum} while loading data; {hint}")
         if self.model is not None:
             self.model.stop_training = True
         print(
@@ -276,9 +290,12 @@ class Trainer:
         if self.store.exists(SUCCESS):
             self.log(f"run {cfg.run_id} is already complete in {self.store.uri}; nothing to do")
             return json.loads(self.store.read_bytes("metrics.json"))
-        dataset = data_mod.load(
-            cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
-        )
+        # The handler goes in before the data load: a SIGTERM while encoding stops at once.
+        self.termination.install()
+        with self.termination.stop_at_once(f"rerun with --run-id {cfg.run_id} to resume"):
+            dataset = data_mod.load(
+                cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
+            )
         self.log(
             f"data: {len(dataset.y_train)} train / {len(dataset.y_test)} test reviews "
             f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}"
