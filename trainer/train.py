@@ -72,6 +72,7 @@ class Termination:
         self.event = threading.Event()
         self.signum: int | None = None
         self.model = None  # the model whose fit() should stop
+        self._hint: str | None = None  # set while a signal should stop the run at once
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -94,7 +95,7 @@ class Termination:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
-        if getattr(self, "_hint", None):
+        if self._hint:
             hint, self._hint = self._hint, None
             raise PreemptedError(f"stopped by signal {signum} while loading data; {hint}")
         if self.model is not None:
