@@ -9,7 +9,7 @@ MODEL ?= lstm
 OUTPUT ?= runs
 ARGS ?=
 
-.PHONY: setup train test lint bench tools clean
+.PHONY: setup train test lint bench tools clean mutants
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ train: setup
 
 test: setup tools
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Break the code on purpose (scripts/mutants.py, docs/reliability.md): every mutant must
+# make its tests fail. MUTANTS=name... runs some.
+mutants: setup
+	$(BIN)/python scripts/mutants.py $(MUTANTS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -39,6 +39,5 @@ def fill(path: Path, leave: int = 0) -> None:
 
     stat = os.statvfs(path)
     free = stat.f_bavail * stat.f_frsize
-    with open(path / "filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            f.write(b"\0" * max(0, free - leave))
+    with open(path / "filler", "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * max(0, free - leave))

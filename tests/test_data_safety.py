@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 
 import numpy as np
@@ -234,25 +233,37 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, capsys, corruption):
 
 
 def _race_worker(src, root, rounds, barrier, results):
+    import contextlib
+    import hashlib
+
     from trainer import data as data_mod
 
     for r in range(rounds):
         barrier.wait()
+        err = io.StringIO()
         try:
-            ds = data_mod.load(src, num_words=50, maxlen=20, cache_dir=f"{root}/round-{r}")
-            results.put((r, "ok", ds.x_train.tobytes().hex()[:64], ds.from_cache))
+            with contextlib.redirect_stderr(err):
+                ds = data_mod.load(src, num_words=50, maxlen=200, cache_dir=f"{root}/round-{r}")
+            digest = hashlib.sha256(ds.x_train.tobytes()).hexdigest()
+            # A warning (cache unwritable, or found corrupt) is a lost race too.
+            results.put((r, "ok" if not err.getvalue() else err.getvalue(), digest))
         except Exception as e:  # noqa: BLE001 - every failure is the finding
-            results.put((r, "failed", f"{type(e).__name__}: {e}", False))
+            results.put((r, f"failed: {type(e).__name__}: {e}", ""))
 
 
 def test_concurrent_cold_cache_loads_never_fail(tmp_path):
     """8 processes load one cold cache at once, round after round (the audit saw 15 of 320
-    fail on a shared temp name). Full figure: IMDB_TRAIN_RACE_ROUNDS=40."""
+    fail on a shared temp name): no failure and no warning. Full figure:
+    IMDB_TRAIN_RACE_ROUNDS=40."""
     rounds, procs = int(os.environ.get("IMDB_TRAIN_RACE_ROUNDS", "8")), 8
     words = [f"w{i}".encode() for i in range(300)]
     rng = np.random.default_rng(0)
-    reviews = [(split, label, i, b" ".join(rng.choice(words, 200)))
-               for split in ("train", "test") for label in ("pos", "neg") for i in range(100)]
+    reviews = [
+        (split, label, i, b" ".join(rng.choice(words, 200)))
+        for split in ("train", "test")
+        for label in ("pos", "neg")
+        for i in range(100)
+    ]
     src = str(write_tarball(tmp_path / "mid.tar.gz", reviews))
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
@@ -264,7 +275,7 @@ def test_concurrent_cold_cache_loads_never_fail(tmp_path):
     for w in workers:
         w.join(60)
     failures = [g for g in got if g[1] != "ok"]
-    assert failures == [], failures
+    assert failures == [], f"{len(failures)} of {len(got)} loads: {failures[:3]}"
     assert len({g[2] for g in got}) == 1  # everyone got the same arrays
     for r in range(rounds):
         entries = sorted(p.name for p in (tmp_path / f"round-{r}" / "encoded").iterdir())

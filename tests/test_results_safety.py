@@ -40,8 +40,7 @@ POINTERS = {
 
 @pytest.mark.parametrize("pointer", POINTERS)
 @pytest.mark.parametrize("command", ["show", "pull"])
-def test_bad_latest_pointer_is_one_line_naming_the_file(store, tmp_path, capsys, pointer,
-                                                        command):
+def test_bad_latest_pointer_is_one_line_naming_the_file(store, tmp_path, capsys, pointer, command):
     # What a hostile pointer aims at: object names are literal in GCS, so these exist.
     for key in (METRICS, f"{CHECKPOINT_DIR}/epoch-0001.keras", SUCCESS):
         store.write_bytes(f"lstm/../../x/{key}" if "gs://" in store.uri else f"x/{key}", b"{}")

@@ -56,8 +56,10 @@ def test_local_child_refuses_absolute_parts(tmp_path):
         LocalStore(tmp_path).child("/etc")
 
 
-@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"),
-                         [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o077, 0o600, 0o700)])
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"),
+    [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o077, 0o600, 0o700)],
+)
 def test_artifacts_get_modes_from_the_umask(tmp_path, umask, file_mode, dir_mode):
     src = tmp_path / "src.bin"
     src.write_bytes(b"x")
@@ -71,7 +73,7 @@ def test_artifacts_get_modes_from_the_umask(tmp_path, umask, file_mode, dir_mode
     finally:
         os.umask(old)
     root = tmp_path / "runs"
-    for path in [p for p in root.rglob("*")] + [tmp_path / "pulled" / "metrics.json"]:
+    for path in list(root.rglob("*")) + [tmp_path / "pulled" / "metrics.json"]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (dir_mode if path.is_dir() else file_mode), (path, oct(mode))
 
@@ -91,7 +93,7 @@ def test_disk_full_fails_the_write_cleanly(tmp_path):
                 store.write_bytes(key, os.urandom(128 << 10))
             assert str(err.value) == f"cannot write {store.uri}/{key}: No space left on device"
         assert snapshot(vol / "runs") == before
-        assert not [p for p in (vol / "runs").rglob(".*")]  # no temp files
+        assert not list((vol / "runs").rglob(".*"))  # no temp files
         assert store.read_bytes(checkpoint_key(1)) == first
 
 
@@ -103,8 +105,23 @@ def _cli(tmp_path, output: str, **env: str):
     if not src.exists():
         write_tarball(src)
     cache = tmp_path / "cache"
-    proc = run_trainer(["--model", "mean", "--data", str(src), "--output", output,
-                        "--run-id", "r2", "--epochs", "1", "--cache-dir", str(cache)], **env)
+    proc = run_trainer(
+        [
+            "--model",
+            "mean",
+            "--data",
+            str(src),
+            "--output",
+            output,
+            "--run-id",
+            "r2",
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(cache),
+        ],
+        **env,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -141,7 +158,13 @@ def test_read_only_output_is_refused_first(tmp_path):
 
 
 def test_missing_bucket_is_bad_input_not_retryable(gcs_emulator, tmp_path):
-    line = _cli(tmp_path, "gs://no-such-bucket/x", STORAGE_EMULATOR_HOST=gcs_emulator,
-                IMDB_TRAIN_GCS_DEADLINE="10")
-    assert line == "error: cannot write to gs://no-such-bucket/x: bucket not found: " \
-                   "gs://no-such-bucket"
+    line = _cli(
+        tmp_path,
+        "gs://no-such-bucket/x",
+        STORAGE_EMULATOR_HOST=gcs_emulator,
+        IMDB_TRAIN_GCS_DEADLINE="10",
+    )
+    assert (
+        line == "error: cannot write to gs://no-such-bucket/x: bucket not found: "
+        "gs://no-such-bucket"
+    )
