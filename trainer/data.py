@@ -19,7 +19,6 @@ and no source may expand beyond a configurable ceiling (gzip bombs).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -242,17 +241,32 @@ def _read_tar_members_slow(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]
 
 
 def _gunzip(data: bytes, path: Path, limit: int) -> bytes:
-    """gzip.decompress with a ceiling: stops reading as soon as the output passes `limit`."""
-    out = bytearray()
+    """gzip.decompress with a ceiling: stops inflating as soon as the output passes `limit`.
+
+    zlib directly rather than GzipFile: GzipFile's chunked reads cost twice the time.
+    """
+    out: list[bytes] = []
+    size, buf = 0, data
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            while chunk := f.read(1 << 24):
-                out += chunk
-                if len(out) > limit:
-                    raise _too_big(f"tarball {path}", limit)
-    except (OSError, EOFError, zlib.error) as e:
+        while True:
+            chunk = inflater.decompress(buf, 1 << 24)
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(f"tarball {path}", limit)
+            out.append(chunk)
+            if inflater.eof:
+                buf = inflater.unused_data
+                if not buf.strip(b"\0"):  # gzip allows zero padding after the last member
+                    break
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next member
+                continue
+            buf = inflater.unconsumed_tail
+            if not buf and not chunk:
+                raise DataError(f"corrupt or truncated tarball {path}: the gzip stream ends early")
+    except zlib.error as e:
         raise DataError(f"corrupt or truncated tarball {path}: {e}") from e
-    return bytes(out)
+    return b"".join(out)
 
 
 def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
