@@ -41,10 +41,15 @@ def _latest(store, model: str) -> dict[str, Any] | None:
         latest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _cli.CommandFailedError(f"{where} is not valid JSON ({e})") from None
-    if not isinstance(latest, dict) or not is_run_id(latest.get("run_id")):
-        found = latest.get("run_id") if isinstance(latest, dict) else type(latest).__name__
+    if not isinstance(latest, dict):
         raise _cli.CommandFailedError(
-            f"{where} is not a promotion pointer: run_id {found!r} is not a run id ({RUN_ID_HELP})"
+            f"{where} is not a promotion pointer: expected a JSON object with a run_id, "
+            f"found a JSON {type(latest).__name__}"
+        )
+    if not is_run_id(latest.get("run_id")):
+        raise _cli.CommandFailedError(
+            f"{where} is not a promotion pointer: run_id {latest.get('run_id')!r} is not a "
+            f"run id ({RUN_ID_HELP})"
         )
     return latest
 

@@ -32,7 +32,11 @@ def cli(capsys, *argv):
 POINTERS = {
     "escaping-run-id": (b'{"run_id": "../../x"}', "is not a promotion pointer: run_id '../../x'"),
     "numeric-run-id": (b'{"run_id": 5}', "is not a promotion pointer: run_id 5"),
-    "foreign-json": (b'["lstm", "r1"]', "is not a promotion pointer: run_id 'list'"),
+    "no-run-id": (b'{"id": "r1"}', "is not a promotion pointer: run_id None"),
+    "foreign-json": (
+        b'["lstm", "r1"]',
+        "is not a promotion pointer: expected a JSON object with a run_id, found a JSON list",
+    ),
     "malformed": (b'{"run_id": "r1"', "is not valid JSON"),
     "not-utf8": (b"\xff\xfe{}", "is not valid JSON"),
 }

@@ -465,7 +465,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             out = {}
             for key in NPZ_ARRAYS:
                 with zf.open(infos[key]) as f:
-                    out[key] = _read_npy(f, f"{path} array {key}", infos[key].file_size)
+                    out[key] = _read_npy(f, f"npz {path} array {key}", infos[key].file_size)
             return out
     except (OSError, ValueError, zlib.error, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, DataError):
