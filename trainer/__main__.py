@@ -110,8 +110,10 @@ def run(
         )
         from trainer.storage import open_store
 
-        # Scheme, bucket name and a write probe, before the data load and TensorFlow.
-        open_store(cfg.output).check_writable()
+        store = open_store(cfg.output)  # scheme and bucket name, before any work
+        if distribute.is_chief():
+            # The chief alone writes; it probes before the data load and TensorFlow.
+            store.check_writable()
         if distribute.is_multi_worker():
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
