@@ -56,6 +56,11 @@ MUTANTS = [
            "    except BaseException:\n        raise\n",
            ("tests/test_storage_safety.py::test_disk_full_fails_the_write_cleanly",
             "tests/test_data_safety.py::test_full_cache_volume_costs_only_the_cache")),
+    Mutant("storage-write-error-not-wrapped", "trainer/storage.py",
+           "        except OSError as e:\n            # Disk full, read-only,",
+           "        except ZeroDivisionError as e:\n            # Disk full, read-only,",
+           ("tests/test_storage_safety.py::"
+            "test_disk_full_mid_run_is_one_line_and_keeps_earlier_checkpoints",)),
     Mutant("storage-local-child-dotdot-allowed", "trainer/storage.py",
            "        _check_parts(self.uri, parts)\n        if any(Path(p).is_absolute()",
            "        if any(Path(p).is_absolute()",

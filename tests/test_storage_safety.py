@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import write_tarball
 from tests.mounts import fill, tmpfs
 from tests.trainer_cli import run_trainer, seed_good_run, snapshot
-from trainer.contract import EXIT_BAD_INPUT, checkpoint_key
+from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, checkpoint_key
 from trainer.storage import LocalStore, StoreError, open_store
 
 
@@ -168,3 +168,33 @@ def test_missing_bucket_is_bad_input_not_retryable(gcs_emulator, tmp_path):
         line == "error: cannot write to gs://no-such-bucket/x: bucket not found: "
         "gs://no-such-bucket"
     )
+
+
+@pytest.mark.slow
+def test_disk_full_mid_run_is_one_line_and_keeps_earlier_checkpoints(tmp_path):
+    """A real training run whose store (a tmpfs) fills up at the second checkpoint: one
+    line, the retryable exit, epoch 1's checkpoint and an earlier run intact, no temp file."""
+    src = write_tarball(tmp_path / "tiny.tar.gz")
+    # A mean model with a 2000-word vocabulary checkpoints about 780 KiB per epoch.
+    with tmpfs(tmp_path / "vol", 1400) as vol:
+        seed_good_run(vol / "runs")
+        before = snapshot(vol / "runs")
+        proc = run_trainer(
+            ["--model", "mean", "--data", str(src), "--output", str(vol / "runs"),
+             "--run-id", "full", "--epochs", "3", "--vocab-size", "2000",
+             "--cache-dir", str(tmp_path / "cache")],
+            timeout=300,
+        )  # fmt: skip
+        lines = proc.stderr.strip().splitlines()
+        run = vol / "runs" / "mean" / "full"
+        assert proc.returncode == EXIT_PREEMPTED, proc.stderr[-3000:]
+        assert lines[-1] == (
+            f"stopped, resumable: cannot write {run}/{checkpoint_key(2)}: No space left on "
+            "device; rerun with --run-id full to resume from the last checkpoint"
+        ), proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        assert (run / checkpoint_key(1)).stat().st_size > 0
+        assert not (run / checkpoint_key(2)).exists() and not (run / "_SUCCESS").exists()
+        assert not list(vol.rglob(".*.tmp"))
+        after = snapshot(vol / "runs")
+        assert {k: v for k, v in after.items() if not k.startswith("mean/full/")} == before
