@@ -142,6 +142,31 @@ def test_npz_with_2d_integer_reviews_is_accepted(tmp_path):
     assert {tuple(r) for r in ds.x_train.tolist()} == {(0, 1, 4, 5), (0, 1, 6, 7)}
 
 
+def test_npz_pickled_by_older_numpy_loads(tmp_path):
+    """The Keras imdb.npz layout as numpy 1.x wrote it: protocol-2 pickles naming
+    numpy.core.multiarray and spelling bytes as _codecs.encode."""
+    import pickle
+    import zipfile
+
+    def npy(arr):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+        if arr.dtype.hasobject:
+            old = pickle.dumps(arr, protocol=2)
+            buf.write(old.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+        else:
+            buf.write(arr.tobytes())
+        return buf.getvalue()
+
+    npz = tmp_path / "old.npz"
+    with zipfile.ZipFile(npz, "w") as z:
+        for key, value in VALID.items():
+            z.writestr(f"{key}.npy", npy(_obj(value) if key.startswith("x_") else np.array(value)))
+    assert b"_codecs" in (tmp_path / "old.npz").read_bytes()
+    ds = data.load(str(npz), num_words=10, maxlen=4, cache_dir=tmp_path / "c")
+    assert {tuple(r) for r in ds.x_train.tolist()} == {(0, 1, 4, 5), (1, 6, 7, 8)}
+
+
 def test_every_review_empty_is_refused(tmp_path):
     empty = [(split, label, rid, b" ,!? -- ...") for split, label, rid, _ in TINY]
     line = bad_data(tmp_path, str(write_tarball(tmp_path / "empty.tar.gz", empty)))

@@ -438,6 +438,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # Protocol-2 pickles (older numpy, the Keras imdb.npz era) spell bytes this way;
+        # it only encodes a string.
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
