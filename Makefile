@@ -10,7 +10,7 @@ MODEL ?=
 OUTPUT ?= runs
 ARGS ?=
 
-.PHONY: setup train test lint bench tools clean
+.PHONY: setup train test lint bench tools clean mutants
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ train: setup
 
 test: setup tools lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Break the code on purpose (scripts/mutants.py, docs/reliability.md): every mutant must
+# make its tests fail. MUTANTS=name... runs some.
+mutants: setup
+	$(BIN)/python scripts/mutants.py $(MUTANTS)
 
 lint: setup
 	$(BIN)/ruff check .

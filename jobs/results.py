@@ -15,7 +15,9 @@ from trainer.contract import (
     METRICS,
     NEIGHBOURS,
     NEIGHBOURS_MODEL,
+    RUN_ID_HELP,
     SUCCESS,
+    is_run_id,
     run_key,
 )
 from trainer.storage import NotFoundError, open_store
@@ -26,20 +28,40 @@ def _read_json(store, key: str) -> Any:
 
 
 def _runs(store, model: str) -> dict[str, set[str]]:
-    """run id -> the file names directly in it (enough to tell complete runs apart)."""
+    """run id -> the file names directly in it (enough to tell complete runs apart).
+
+    Names that are not run ids (a stray folder, a hostile key) are not runs: skipped.
+    """
     runs: dict[str, set[str]] = {}
     for key in store.list(model):
         parts = key.split("/")
-        if len(parts) >= 3 and parts[0] == model:
+        if len(parts) >= 3 and parts[0] == model and is_run_id(parts[1]):
             runs.setdefault(parts[1], set()).add(parts[2])
     return runs
 
 
 def _latest(store, model: str) -> dict[str, Any] | None:
+    """The promoted run's pointer, checked: its run_id becomes a path, so it must be one."""
+    where = f"{store.uri}/{model}/{LATEST}"
     try:
-        return _read_json(store, f"{model}/{LATEST}")
+        raw = store.read_bytes(f"{model}/{LATEST}")
     except NotFoundError:
         return None
+    try:
+        latest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _cli.CommandFailedError(f"{where} is not valid JSON ({e})") from None
+    if not isinstance(latest, dict):
+        raise _cli.CommandFailedError(
+            f"{where} is not a promotion pointer: expected a JSON object with a run_id, "
+            f"found a JSON {type(latest).__name__}"
+        )
+    if not is_run_id(latest.get("run_id")):
+        raise _cli.CommandFailedError(
+            f"{where} is not a promotion pointer: run_id {latest.get('run_id')!r} is not a "
+            f"run id ({RUN_ID_HELP})"
+        )
+    return latest
 
 
 def _resolve(store, model: str, run_id: Any) -> str:
@@ -47,6 +69,8 @@ def _resolve(store, model: str, run_id: Any) -> str:
         raise SpecError(f"invalid model {model!r}: expected one of {', '.join(MODELS)}")
     run_id = str(run_id)
     if run_id != "latest":
+        if not is_run_id(run_id):
+            raise SpecError(f"invalid run id {run_id!r}: expected {RUN_ID_HELP}")
         return run_id
     latest = _latest(store, model)
     if latest is None:
@@ -54,7 +78,7 @@ def _resolve(store, model: str, run_id: Any) -> str:
             f"no promoted {model} run in {store.uri} ({model}/{LATEST} is missing); "
             "pass --run-id (see `python -m jobs.results list`)"
         )
-    return str(latest["run_id"])
+    return latest["run_id"]
 
 
 def _finished(store, model: str, run_id: str) -> None:
@@ -89,15 +113,26 @@ def list_runs(output: str | None = None, model: str | None = None) -> None:
     store = open_store(output)
     rows = [("MODEL", "RUN-ID", "STATE", "TEST-ACC", "EPOCHS", "PROMOTED")]
     for m in [model] if model else MODELS:
-        latest = (_latest(store, m) or {}).get("run_id")
+        try:
+            latest = (_latest(store, m) or {}).get("run_id")
+        except _cli.CommandFailedError as e:
+            # The runs are still worth listing; the broken pointer is named once.
+            print(f"warning: {e}", file=sys.stderr)
+            latest = None
         for run_id, files in sorted(_runs(store, m).items()):
             metrics: dict[str, Any] = {}
+            state = "complete" if SUCCESS in files else "incomplete"
             if METRICS in files:
-                metrics = _read_json(store, run_key(m, run_id, METRICS))
+                try:
+                    metrics = _read_json(store, run_key(m, run_id, METRICS))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    state = "corrupt"  # one damaged run must not hide the others
+                if not isinstance(metrics, dict):
+                    metrics, state = {}, "corrupt"
             rows.append((
                 m,
                 run_id,
-                "complete" if SUCCESS in files else "incomplete",
+                state,
                 _fmt(metrics.get("test_accuracy")),
                 _fmt(metrics.get("epochs_completed")),
                 "*" if str(latest) == run_id else "",

@@ -32,6 +32,9 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.script: list[str] = []  # faults to inject first, in order, on applicable requests
+        # Called with the fault's name after the request was (or was not) forwarded and
+        # before the client learns anything: a competitor's write goes exactly there.
+        self.on_fault = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +56,7 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 if fault == "reset":
+                    proxy._after(fault)
                     self._reset()
                     return
                 conn = http.client.HTTPConnection(
@@ -64,6 +68,7 @@ class FaultProxy:
                 data = resp.read()
                 conn.close()
                 if fault == "lost-response":
+                    proxy._after(fault)
                     self._reset()
                     return
                 self.send_response(resp.status)
@@ -90,6 +95,10 @@ class FaultProxy:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _after(self, fault: str) -> None:
+        if self.on_fault is not None:
+            self.on_fault(fault)
 
     def _decide(self, method: str, path: str, body: bytes) -> str | None:
         with self.lock:

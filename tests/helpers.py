@@ -61,6 +61,24 @@ def final_iterations(run: Path) -> int:
         return int(h5["optimizer/vars/0"][()])
 
 
+def seed_good_run(out: Path, model: str = "mean", run_id: str = "good") -> None:
+    """An earlier finished, promoted run as files (the trainer's layout, not its training)."""
+    run = out / contract.run_key(model, run_id)
+    run.mkdir(parents=True)
+    (run / contract.CONFIG).write_text(json.dumps({"model": model}))
+    (run / contract.METRICS).write_text(json.dumps({"test_accuracy": 0.8, "epochs_completed": 1}))
+    (run / contract.SUCCESS).write_text("")
+    pointer = {"run_id": run_id, "test_accuracy": 0.8}
+    (out / model / contract.LATEST).write_text(json.dumps(pointer))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes): equal snapshots mean nothing changed."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def dry_run(capsys, *argv: str) -> list[dict]:
     """The objects `jobs.submit --dry-run ARGV` prints (the example image and bucket unless
     ARGV names its own)."""

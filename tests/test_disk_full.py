@@ -4,7 +4,6 @@ rerun resumes. Needs root to mount a small tmpfs, as CI and the dev machine have
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from tests.helpers import ROOT, trainer_env, write_tarball
+from tests.mounts import tmpfs
 from trainer import contract
 
 pytestmark = pytest.mark.slow
@@ -19,16 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def small_volume(tmp_path):
-    mnt = tmp_path / "scratch"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)  # fmt: skip
-    if proc.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "scratch", 16 * 1024) as mnt:
+        yield mnt
 
 
 def test_full_scratch_volume_mid_run_stops_resumable_and_loses_nothing(tmp_path, small_volume):

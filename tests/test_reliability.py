@@ -21,6 +21,7 @@ from tests.helpers import (
     ROOT,
     TINY,
     final_iterations,
+    gcs_client,
     run_trainer,
     trainer_env,
     write_keras_npz,
@@ -29,7 +30,7 @@ from tests.helpers import (
 from trainer.config import TrainConfig
 from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, METRICS, SUCCESS
 from trainer.promotion import promote
-from trainer.storage import open_store
+from trainer.storage import AlreadyExistsError, open_store
 
 
 def closed_port() -> int:
@@ -354,22 +355,53 @@ def test_concurrent_publishers_lose_no_update(model_store):
 # ----------------------------------------------------------------------------- storage faults
 
 
-def test_lost_responses_on_conditional_writes_are_read_back(gcs_bucket, gcs_emulator, monkeypatch):
+@pytest.mark.parametrize(
+    ("fault", "rival", "ours"),
+    [
+        pytest.param("lost-response", False, True, id="landed-answer-lost"),
+        # Landed, then a competitor replaced it before our retry: the retry's 412 is not ours.
+        pytest.param("lost-response", True, False, id="landed-then-replaced"),
+        # Never landed; a competitor wrote first: the retry's 412 is theirs.
+        pytest.param("reset", True, False, id="lost-then-rival-wins"),
+    ],
+)
+def test_lost_responses_on_conditional_writes_are_read_back(
+    gcs_bucket, gcs_emulator, monkeypatch, fault, rival, ours
+):
     uploads = lambda method, path, body: method == "POST" and "/upload/" in path  # noqa: E731
+    direct = gcs_client(gcs_emulator).bucket(gcs_bucket)
+    target = {}
+
+    def competitor(_fault):  # runs between our lost attempt and our retry
+        if rival:
+            direct.blob(f"imdb/{target['key']}").upload_from_string(b"rival")
+
     with FaultProxy(gcs_emulator, applies=uploads) as proxy:
+        proxy.on_fault = competitor
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         store = open_store(f"gs://{gcs_bucket}/imdb")
-        proxy.script = ["lost-response"]
-        store.write_bytes("run/_SUCCESS", b"ok", if_absent=True)  # landed, answer lost
-        proxy.script = ["lost-response"]
-        assert store.write_versioned("latest.json", b'{"run_id": "x"}', None)
-        proxy.script = ["503"]
+        # Create-only (_SUCCESS).
+        target["key"], proxy.script = "run/_SUCCESS", [fault]
+        if ours:
+            store.write_bytes("run/_SUCCESS", b"ok", if_absent=True)
+        else:
+            with pytest.raises(AlreadyExistsError):
+                store.write_bytes("run/_SUCCESS", b"ok", if_absent=True)
+        # Compare-and-swap from absent, then from a version (latest.json).
+        target["key"], proxy.script = "latest.json", [fault]
+        assert store.write_versioned("latest.json", b'{"run_id": "x"}', None) is ours
         _, version = store.read_versioned("latest.json")
-        assert store.write_versioned("latest.json", b'{"run_id": "y"}', version)
+        proxy.script = [fault]
+        assert store.write_versioned("latest.json", b'{"run_id": "y"}', version) is ours
         assert not store.write_versioned("latest.json", b'{"run_id": "z"}', version)
-        assert proxy.counts["lost-response"] == 2 and proxy.counts["503"] == 1
-    assert store.read_bytes("run/_SUCCESS") == b"ok"
-    assert store.read_bytes("latest.json") == b'{"run_id": "y"}'
+        assert store.read_bytes("run/_SUCCESS") == (b"ok" if ours else b"rival")
+        assert store.read_bytes("latest.json") == (b'{"run_id": "y"}' if ours else b"rival")
+        # A 503 is never ambiguous: retried, and the write is ours.
+        _, version = store.read_versioned("latest.json")
+        proxy.script = ["503"]
+        assert store.write_versioned("latest.json", b'{"run_id": "w"}', version)
+        assert proxy.counts[fault] == 3 and proxy.counts["503"] == 1
+    assert store.read_bytes("latest.json") == b'{"run_id": "w"}'
 
 
 @pytest.mark.slow

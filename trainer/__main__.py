@@ -37,7 +37,9 @@ def run(argv: Sequence[str]) -> int:
     cfg = None
     try:
         cfg = cli.config_from_args(argv)
-        open_store(cfg.output)  # validates the scheme and bucket name before any work
+        store = open_store(cfg.output)  # validates the scheme and bucket name
+        if distribute.is_chief():  # only the chief writes; a probe of every worker would stay
+            store.check_writable()  # before the data is read: "cannot write to ..." at once
         if distribute.is_multi_worker():
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
@@ -53,7 +55,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return contract.EXIT_BAD_INPUT
     except Exception as e:
-        from trainer.train import RetryableError
+        from trainer.termination import RetryableError
 
         if isinstance(e, RetryableError):
             print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)

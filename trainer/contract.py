@@ -36,6 +36,11 @@ WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"  # comma list host:port, Indexed Jo
 COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"  # seconds; empty: none
 LEASE_SECONDS_ENV = "IMDB_TRAIN_LEASE_SECONDS"  # a run's lease lifetime; renewed at a third
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
+# Ceiling on the bytes a data source may expand to (decompressed tarball, npz members):
+# a gzip bomb stops with an error instead of exhausting memory. The IMDB tarball expands
+# to about 100 MiB.
+MAX_DATA_BYTES_ENV = "IMDB_TRAIN_MAX_DATA_BYTES"
+MAX_DATA_BYTES_DEFAULT = 1 << 30
 
 # --- ports -------------------------------------------------------------------------------
 WORKER_PORT = 2222  # MultiWorkerMirroredStrategy's gRPC port in every worker pod

@@ -7,22 +7,30 @@ and test (ties by first occurrence), id = rank + index_from (3), 1 = start of re
 (pad and truncate at the front) to `max_review_length`.
 
 Encoded arrays and the word index are cached on disk, keyed by the source's sha256 and
-the encoding parameters, so a second run skips tokenisation.
+the encoding parameters, so a second run skips tokenisation. A cache entry is one file,
+published by atomic rename and verified by its own sha256 on every read: a corrupt entry
+is rebuilt, and a cache that cannot be written (disk full) only costs the next run time.
+
+Untrusted input stays data: npz files are read without pickle (object arrays of integer
+lists, the Keras layout, go through an unpickler that can only build arrays and lists),
+and no source may expand beyond a configurable ceiling (gzip bombs).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
 import os
+import pickle
 import re
+import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from trainer import contract
+from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
 
 START_CHAR = 1
 OOV_CHAR = 2
 INDEX_FROM = 3
 SHUFFLE_SEED = 113  # keras.datasets.imdb.load_data's default
-ENCODER_VERSION = 1  # bump when the encoding changes: invalidates caches
+ENCODER_VERSION = 2  # bump when the encoding changes: invalidates caches
 
 KERAS_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
 KERAS_NPZ_SHA256 = "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
@@ -53,6 +62,31 @@ _TABLE = bytes(c if c in _KEEP else (ord("#") if c == _SEP else ord(" ")) for c 
 
 class DataError(ValueError):
     """The data source is missing, corrupt, or not usable; the message says which and why."""
+
+
+def max_data_bytes() -> int:
+    """The ceiling on what a data source may expand to (bytes), from the environment."""
+    raw = os.environ.get(MAX_DATA_BYTES_ENV, "")
+    if not raw:
+        return MAX_DATA_BYTES_DEFAULT
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"invalid {MAX_DATA_BYTES_ENV}={raw!r}: expected a positive byte count")
+    return value
+
+
+def _too_big(what: str, limit: int) -> DataError:
+    return DataError(
+        f"{what} expands beyond the ceiling of {limit} bytes ({MAX_DATA_BYTES_ENV}): a "
+        f"decompression bomb or the wrong file; raise {MAX_DATA_BYTES_ENV} if it is genuine"
+    )
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -208,6 +242,35 @@ def _read_tar_members_slow(raw: bytes, origin: str) -> list[tuple[bytes, bytes]]
         raise DataError(f"corrupt or truncated tarball {origin}: {e}") from e
 
 
+def _gunzip(data: bytes, path: Path, limit: int) -> bytes:
+    """gzip.decompress with a ceiling: stops inflating as soon as the output passes `limit`.
+
+    zlib directly rather than GzipFile: GzipFile's chunked reads cost twice the time.
+    """
+    out: list[bytes] = []
+    size, buf = 0, data
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        while True:
+            chunk = inflater.decompress(buf, 1 << 24)
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(f"tarball {path}", limit)
+            out.append(chunk)
+            if inflater.eof:
+                buf = inflater.unused_data
+                if not buf.strip(b"\0"):  # gzip allows zero padding after the last member
+                    break
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next member
+                continue
+            buf = inflater.unconsumed_tail
+            if not buf and not chunk:
+                raise DataError(f"corrupt or truncated tarball {path}: the gzip stream ends early")
+    except zlib.error as e:
+        raise DataError(f"corrupt or truncated tarball {path}: {e}") from e
+    return b"".join(out)
+
+
 def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
     """Read raw reviews from an aclImdb tarball or directory.
 
@@ -215,18 +278,18 @@ def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
         {"train": [(name, text_bytes, label)], "test": [...]}, sorted by name.
     """
     members: list[tuple[bytes, bytes]]
+    limit = max_data_bytes()
     if path.is_dir():
-        members = [
-            (p.relative_to(path).as_posix().encode(), p.read_bytes())
-            for p in sorted(path.rglob("*.txt"))
-        ]
+        files = sorted(path.rglob("*.txt"))
+        if sum(p.stat().st_size for p in files) > limit:
+            raise _too_big(f"directory {path}", limit)
+        members = [(p.relative_to(path).as_posix().encode(), p.read_bytes()) for p in files]
     else:
+        if path.stat().st_size > limit:
+            raise _too_big(f"data source {path}", limit)
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as e:
-                raise DataError(f"corrupt or truncated tarball {path}: {e}") from e
+            data = _gunzip(data, path, limit)
         members = _read_tar_members(data, str(path))
     splits: dict[str, list[tuple[str, bytes, int]]] = {"train": [], "test": []}
     for name, content in members:
@@ -459,28 +522,130 @@ def raw_split(
     return [r[1] for r in rows], np.asarray([r[2] for r in rows], dtype=np.int32)
 
 
-def encode_npz(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:
-    """Keras `imdb.npz` (lists of 1-based ranks) -> the same encoding as load_data."""
+class _ArrayUnpickler(pickle.Unpickler):
+    """Builds numpy arrays of Python lists and numbers, nothing else.
+
+    An object array in an npz is a pickle; a pickle can call any importable function
+    (os.system, eval). Only the globals numpy needs to rebuild an array are resolvable.
+    """
+
+    _ALLOWED = {
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),  # files written by numpy < 2
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        # Protocol-2 pickles (older numpy, the Keras imdb.npz era) spell bytes this way;
+        # it only encodes a string.
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it pickles {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The NPZ_ARRAYS of an npz, read without ever executing pickled code."""
+    limit = max_data_bytes()
     try:
-        with np.load(path, allow_pickle=True) as f:
-            missing = [k for k in NPZ_ARRAYS if k not in f.files]
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+            missing = [k for k in NPZ_ARRAYS if k not in infos]
             if missing:
                 raise DataError(
                     f"npz {path} lacks arrays {', '.join(missing)}: expected "
                     f"{', '.join(NPZ_ARRAYS)}"
                 )
-            raw = {k: f[k] for k in NPZ_ARRAYS}
-    except (OSError, ValueError, zlib.error, EOFError) as e:
+            # Declared sizes bound what zipfile will inflate: check them before inflating.
+            if sum(infos[k].file_size for k in NPZ_ARRAYS) > limit:
+                big = max(NPZ_ARRAYS, key=lambda k: infos[k].file_size)
+                raise _too_big(f"npz {path} (member {big}: {infos[big].file_size} bytes)", limit)
+            out = {}
+            for key in NPZ_ARRAYS:
+                with zf.open(infos[key]) as f:
+                    out[key] = _read_npy(f, f"npz {path} array {key}", infos[key].file_size)
+            return out
+    except (OSError, ValueError, zlib.error, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read npz {path}: {e}") from e
+
+
+def _read_npy(f, what: str, size: int) -> np.ndarray:
+    version = np.lib.format.read_magic(f)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(f)
+    if not dtype.hasobject:
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize > size:
+            raise DataError(f"{what}: header claims {shape} {dtype}, more than the file holds")
+        data = f.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise DataError(f"{what} is truncated")
+        arr = np.frombuffer(data, dtype=dtype)
+        return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+    try:
+        arr = _ArrayUnpickler(f).load()
+    except Exception as e:  # anything a hostile or broken pickle can raise
+        raise DataError(
+            f"{what}: object arrays are not allowed except lists of integers ({e})"
+        ) from e
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{what}: object arrays are not allowed except lists of integers")
+    return arr
+
+
+def _describe(name: str, arr: np.ndarray) -> str:
+    return f"{name} (shape {arr.shape}, dtype {arr.dtype})"
+
+
+def _npz_reviews(raw: dict[str, np.ndarray], path: Path, split: str) -> list[np.ndarray]:
+    """Check one split's arrays; return its reviews as int64 rank arrays."""
+    xs, ys = raw[f"x_{split}"], raw[f"y_{split}"]
+    expect_x = "one list of integer word ranks per review (1-D object array or 2-D integers)"
+    if not ((xs.ndim == 1 and xs.dtype.hasobject) or (xs.ndim == 2 and xs.dtype.kind in "iu")):
+        raise DataError(f"npz {path}: {_describe(f'x_{split}', xs)} is not {expect_x}")
+    if ys.ndim != 1 or ys.dtype.kind not in "iub":
+        raise DataError(
+            f"npz {path}: {_describe(f'y_{split}', ys)} is not one integer label (0 or 1) "
+            "per review"
+        )
+    if len(xs) != len(ys):
+        raise DataError(
+            f"npz {path}: {_describe(f'x_{split}', xs)} and {_describe(f'y_{split}', ys)} "
+            "differ in length: expected one label per review"
+        )
+    seqs = []
+    for i, review in enumerate(xs):
+        seq = np.asarray(review) if not isinstance(review, np.ndarray) else review
+        if seq.size == 0:
+            seq = np.zeros(0, np.int64)
+        if seq.ndim != 1 or seq.dtype.kind not in "iu" or (seq.size and seq.min() < 0):
+            raise DataError(
+                f"npz {path}: {_describe(f'x_{split}[{i}]', seq)} is not a list of "
+                "non-negative integer word ranks"
+            )
+        seqs.append(seq.astype(np.int64))
+    return seqs
+
+
+def encode_npz(path: Path, num_words: int, maxlen: int) -> tuple[dict, dict[str, int], dict]:
+    """Keras `imdb.npz` (lists of 1-based ranks) -> the same encoding as load_data."""
+    raw = _read_npz(path)
     rng = np.random.RandomState(SHUFFLE_SEED)
     arrays = {}
     for split in ("train", "test"):
-        xs, ys = raw[f"x_{split}"], np.asarray(raw[f"y_{split}"], dtype=np.int32)
-        idx = _shuffled(len(xs), rng)
-        xs, ys = xs[idx], ys[idx]
-        seqs = [np.asarray(s, dtype=np.int64) for s in xs]
+        reviews = _npz_reviews(raw, path, split)
+        ys = raw[f"y_{split}"].astype(np.int32)
+        idx = _shuffled(len(reviews), rng)
+        seqs, ys = [reviews[i] for i in idx], ys[idx]
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
         arrays[f"x_{split}"] = encode(flat, np.append(0, np.cumsum(lengths)), num_words, maxlen)
@@ -507,11 +672,71 @@ def _check(arrays: dict, origin: str) -> None:
         y = arrays[f"y_{split}"]
         if len(y) == 0:
             raise DataError(f"dataset {origin} has no {split} reviews: expected at least one")
+        # Every row is padding plus the start mark: nothing to learn from or to test on.
+        if not (arrays[f"x_{split}"] > START_CHAR).any():
+            raise DataError(f"no words in the data {origin}: every {split} review is empty")
         classes = sorted(set(np.unique(y).tolist()))
         if classes != [0, 1]:
             raise DataError(
                 f"dataset {origin} {split} split has labels {classes}: expected both 0 and 1"
             )
+
+
+_CACHE_META = "meta"  # JSON (word index, stats) as uint8
+_CACHE_SUM = "sha256"  # digest of the arrays and the meta, as uint8
+
+
+def _cache_digest(members: dict[str, np.ndarray]) -> np.ndarray:
+    h = hashlib.sha256()
+    for name in (*NPZ_ARRAYS, _CACHE_META):
+        arr = np.ascontiguousarray(members[name])
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _read_cache(path: Path) -> tuple[dict, dict[str, int], dict] | None:
+    """A verified cache entry, or None (absent; or corrupt: then warned about and removed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            members = {k: f[k] for k in (*NPZ_ARRAYS, _CACHE_META, _CACHE_SUM)}
+        if not np.array_equal(members[_CACHE_SUM], _cache_digest(members)):
+            raise ValueError("checksum mismatch")
+        meta = json.loads(members[_CACHE_META].tobytes())
+        arrays = {k: members[k] for k in NPZ_ARRAYS}
+        return arrays, meta["word_index"], meta["stats"]
+    except Exception as e:  # a damaged file can fail in any layer: zip, npy, JSON
+        _warn(f"encoded-data cache {path} is corrupt ({type(e).__name__}: {e}); rebuilding it")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def _write_cache(path: Path, arrays: dict, word_index: dict, stats: dict) -> None:
+    """Publish one self-verifying cache file by atomic rename; on failure, warn and go on."""
+    from trainer.storage import write_new_file
+
+    meta = json.dumps({"word_index": word_index, "stats": stats}).encode()
+    members = {**arrays, _CACHE_META: np.frombuffer(meta, dtype=np.uint8)}
+    members[_CACHE_SUM] = _cache_digest(members)
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temp name per writer: concurrent cold loads each publish a whole file.
+        tmp = write_new_file(path.parent, path.name, buf.getbuffer())
+        try:
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    except OSError as e:
+        _warn(
+            f"cannot write the encoded-data cache in {path.parent} "
+            f"({e.strerror or e}); continuing without it"
+        )
 
 
 def load(
@@ -547,29 +772,20 @@ def load(
         f"v{ENCODER_VERSION}:{source_sha}:{num_words}:{maxlen}:{INDEX_FROM}".encode()
     ).hexdigest()[:24]
     cached = cache / "encoded" / f"{key}.npz"
-    cached_index = cached.with_suffix(".json")
-    from_cache = cached.exists() and cached_index.exists()
-    if from_cache:
-        with np.load(cached) as f:
-            arrays = {k: f[k] for k in NPZ_ARRAYS}
-        meta = json.loads(cached_index.read_text())
-        word_index, stats = meta["word_index"], meta["stats"]
+    entry = _read_cache(cached)
+    from_cache = entry is not None
+    if entry is not None:
+        arrays, word_index, stats = entry
     else:
         t0 = time.perf_counter()
-        is_npz = local.is_file() and local.read_bytes()[:4] == b"PK\x03\x04"
+        with open(local, "rb") if local.is_file() else contextlib.nullcontext() as f:
+            is_npz = f is not None and f.read(4) == b"PK\x03\x04"
         arrays, word_index, stats = (encode_npz if is_npz else encode_reviews)(
             local, num_words, maxlen
         )
         stats["encode_seconds"] = round(time.perf_counter() - t0, 3)
         _check(arrays, source)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, cached)
-        tmp_index = cached_index.with_name(f".{cached_index.name}.tmp")
-        tmp_index.write_text(json.dumps({"word_index": word_index, "stats": stats}))
-        os.replace(tmp_index, cached_index)
+        _write_cache(cached, arrays, word_index, stats)
     if sample:
         arrays = {k: v[:sample] for k, v in arrays.items()}
     _check(arrays, source)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
+from uuid import uuid4
 
 from trainer import contract
 
@@ -44,6 +45,7 @@ class Store(Protocol):
     uri: str
 
     def child(self, *parts: str) -> Store: ...
+    def check_writable(self) -> None: ...
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -59,6 +61,56 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def _check_parts(uri: str, parts: tuple[str, ...]) -> None:
+    """Refuse path segments that would leave the store ('..') or alias it ('.')."""
+    for part in parts:
+        if any(seg in (".", "..") for seg in str(part).split("/")):
+            raise StoreError(
+                f"invalid store path {part!r} under {uri}: '.' and '..' segments are not allowed"
+            )
+
+
+def _umask() -> int:
+    # Read, not set: os.umask() can only be queried by changing it, which races with
+    # other threads creating files.
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def write_new_file(directory: Path, name: str, data: bytes) -> Path:
+    """Write `data` to a fresh, uniquely named temp file in `directory`, mode 0666 & ~umask.
+
+    The caller renames it into place (atomic publish) and removes it on failure; this
+    function removes it itself when the write fails (e.g. ENOSPC), so no partial temp
+    file is ever left behind.
+    """
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        try:
+            # mkstemp creates 0600; artifacts are shared like any other file.
+            os.fchmod(fd, 0o666 & ~_umask())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
 class LocalStore:
     """A directory on the local filesystem; writes are atomic renames."""
 
@@ -70,7 +122,23 @@ class LocalStore:
         return f"LocalStore({self.uri!r})"
 
     def child(self, *parts: str) -> LocalStore:
+        _check_parts(self.uri, parts)
+        if any(Path(p).is_absolute() for p in parts if p):
+            raise StoreError(f"invalid store path {parts!r} under {self.uri}: must be relative")
         return LocalStore(self.root.joinpath(*[p for p in parts if p]))
+
+    def check_writable(self) -> None:
+        """Fail now, with the reason, if runs cannot be written here (nothing is left behind)."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StoreError(f"cannot write to {self.uri}: {existing} is not a directory")
+        try:
+            # A real write, not os.access(): root passes access() on read-only mounts.
+            write_new_file(existing, "write-probe", b"").unlink()
+        except OSError as e:
+            raise StoreError(f"cannot write to {self.uri}: {_os_reason(e)} ({existing})") from e
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve() if key else self.root
@@ -86,13 +154,14 @@ class LocalStore:
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = write_new_file(path.parent, path.name, data)
+        except OSError as e:
+            # Disk full, read-only, a file where a directory should be: one line, and the
+            # previous version of the key (if any) is untouched.
+            raise StoreError(f"cannot write {self.uri}/{key}: {_os_reason(e)}") from e
+        try:
             if if_absent:
                 # link() fails if the target exists: an atomic create-only publish.
                 try:
@@ -101,6 +170,8 @@ class LocalStore:
                     raise AlreadyExistsError(f"{self.uri}/{key} already exists") from e
             else:
                 os.replace(tmp, path)
+        except OSError as e:
+            raise StoreError(f"cannot write {self.uri}/{key}: {_os_reason(e)}") from e
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -136,8 +207,14 @@ class LocalStore:
 
     def download_file(self, key: str, local: Path) -> None:
         local = Path(local)
+        data = self.read_bytes(key)
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(self.read_bytes(key))
+        tmp = write_new_file(local.parent, local.name, data)
+        try:
+            os.replace(tmp, local)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -217,12 +294,33 @@ class GCSStore:
         return _join(self.prefix, key)
 
     def child(self, *parts: str) -> GCSStore:
+        _check_parts(self.uri, parts)
         return GCSStore(
             self.bucket_name,
             _join(self.prefix, *parts),
             client=self._client,
             deadline=self.deadline,
         )
+
+    def check_writable(self) -> None:
+        """Fail now, with the reason, if runs cannot be written here: a probe object is
+        written and deleted (a missing bucket is a 404 on upload, permanent)."""
+        from google.api_core import exceptions as gexc
+
+        key = f".write-probe-{uuid4().hex}"
+        blob = self.bucket.blob(self._name(key))
+        try:
+            blob.upload_from_string(b"", if_generation_match=0, retry=self._retry())
+        except gexc.NotFound as e:
+            raise StoreError(
+                f"cannot write to {self.uri}: bucket not found: gs://{self.bucket_name}"
+            ) from e
+        except gexc.Forbidden as e:
+            raise StoreError(f"cannot write to {self.uri}: permission denied ({e.message})") from e
+        except Exception as e:
+            raise self._wrap("write", key, e) from e
+        with contextlib.suppress(Exception):
+            blob.delete(retry=self._retry())
 
     def _wrap(self, op: str, key: str, e: Exception) -> StoreError:
         from google.api_core import exceptions as gexc
@@ -391,9 +489,18 @@ def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
     if uri.startswith("gs://"):
         rest = uri[len("gs://") :]
         bucket, _, prefix = rest.partition("/")
+        _check_parts(uri, (prefix,))
         return GCSStore(bucket, prefix)
     if uri.startswith("file://"):
-        return LocalStore(uri[len("file://") :] or "/")
+        # RFC 8089: file:///abs/path or file://localhost/abs/path. "file://runs" names a
+        # host, not the relative directory "runs"; refuse rather than guess.
+        host, slash, path = uri[len("file://") :].partition("/")
+        if host not in ("", "localhost") or not slash:
+            raise StoreError(
+                f"invalid file URI {uri!r}: expected file:///absolute/path (no host; for a"
+                " relative directory pass the path itself)"
+            )
+        return LocalStore("/" + path)
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
     if match:
         raise StoreError(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+
+
+class RetryableError(Exception):
+    """The run stopped at its last checkpoint and resumes when started again (exit 75)."""
+
+
+class PreemptedError(RetryableError):
+    """SIGTERM arrived: the run stopped at a checkpoint and can be resumed."""
 
 
 class Termination:
@@ -20,6 +29,7 @@ class Termination:
         self.event = threading.Event()
         self.signum: int | None = None
         self.model = None  # the model whose fit() should stop
+        self._hint: str | None = None  # set while a signal should stop the run at once
 
     def install(self) -> Termination:
         if threading.current_thread() is threading.main_thread():
@@ -27,11 +37,26 @@ class Termination:
                 signal.signal(sig, self._handle)
         return self
 
+    @contextlib.contextmanager
+    def stop_at_once(self, hint: str):
+        """Inside, a signal raises PreemptedError at once: there is nothing to checkpoint yet
+        (reading and encoding the data), so the pod need not wait for it to finish."""
+        if self.requested:
+            raise PreemptedError(f"stopped by signal {self.signum} before training; {hint}")
+        self._hint = hint
+        try:
+            yield
+        finally:
+            self._hint = None
+
     def _handle(self, signum, frame) -> None:
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
+        if self._hint:
+            hint, self._hint = self._hint, None
+            raise PreemptedError(f"stopped by signal {signum} while loading data; {hint}")
         if self.model is not None:
             self.model.stop_training = True
         print(

@@ -28,15 +28,7 @@ from trainer.lease import Lease, LeaseHeldError
 from trainer.promotion import promote, to_json
 from trainer.state import RunState
 from trainer.storage import NotFoundError, Store, StoreError, open_store
-from trainer.termination import Termination
-
-
-class RetryableError(Exception):
-    """The run stopped at its last checkpoint and resumes when started again (exit 75)."""
-
-
-class PreemptedError(RetryableError):
-    """SIGTERM arrived: the run stopped at a checkpoint and can be resumed."""
+from trainer.termination import PreemptedError, RetryableError, Termination
 
 
 def _versions() -> dict:
@@ -130,9 +122,11 @@ class Trainer:
 
     def _load(self) -> data_mod.Dataset:
         cfg = self.cfg
-        dataset = data_mod.load(
-            cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
-        )
+        # A SIGTERM while the data is read and encoded stops at once (exit 75).
+        with self.termination.stop_at_once(f"rerun with --run-id {cfg.run_id} to resume"):
+            dataset = data_mod.load(
+                cfg.data, cfg.vocab_size, cfg.max_review_length, cfg.sample, cfg.cache_dir or None
+            )
         self.log(
             f"data: {len(dataset.y_train)} train / {len(dataset.y_test)} test reviews "
             f"from {cfg.data}{' (cache)' if dataset.from_cache else ''}"

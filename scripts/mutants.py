@@ -1,0 +1,195 @@
+"""Mutation check: break the code on purpose, one named mutant at a time; its tests must fail.
+
+Each mutant is a text patch (the `old` text must occur exactly once in `path`, so a mutant
+whose code moved fails loudly instead of silently testing nothing). Mutants are applied to
+a copy of the tree, never to the checkout. Usage:
+
+    python scripts/mutants.py            # all mutants
+    python scripts/mutants.py NAME ...   # some
+    python scripts/mutants.py --list
+
+Adding one: append a Mutant(name, path, old, new, tests) to MUTANTS; list it in
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest node ids or files; at least one must fail
+
+
+MUTANTS = [
+    # --- storage -----------------------------------------------------------------------
+    Mutant("storage-412-after-retry-is-success", "trainer/storage.py",
+           "return current == data", "return True",
+           ("tests/test_reliability.py::test_lost_responses_on_conditional_writes_are_read_back",)),
+    Mutant("storage-if-generation-match-dropped", "trainer/storage.py",
+           "blob.upload_from_string(data, if_generation_match=generation, retry=None)",
+           "blob.upload_from_string(data, retry=None)",
+           ("tests/test_storage.py::test_create_only_write_refuses_to_overwrite[gcs]",
+            "tests/test_storage.py::test_compare_and_swap[gcs]")),
+    Mutant("storage-written-in-place-not-renamed", "trainer/storage.py",
+           "            tmp = write_new_file(path.parent, path.name, data)\n",
+           "            path.write_bytes(data)\n"
+           "            tmp = write_new_file(path.parent, path.name, data)\n",
+           ("tests/test_storage_safety.py::test_disk_full_fails_the_write_cleanly",)),
+    Mutant("storage-temp-kept-on-failed-write", "trainer/storage.py",
+           "    except BaseException:\n        with contextlib.suppress(FileNotFoundError):\n"
+           "            os.unlink(tmp)\n        raise\n",
+           "    except BaseException:\n        raise\n",
+           ("tests/test_storage_safety.py::test_disk_full_fails_the_write_cleanly",
+            "tests/test_data_safety.py::test_full_cache_volume_costs_only_the_cache")),
+    Mutant("storage-write-error-not-wrapped", "trainer/storage.py",
+           "        except OSError as e:\n            # Disk full, read-only,",
+           "        except ZeroDivisionError as e:\n            # Disk full, read-only,",
+           ("tests/test_storage_safety.py::"
+            "test_disk_full_mid_run_is_one_line_and_keeps_earlier_checkpoints",)),
+    Mutant("storage-local-child-dotdot-allowed", "trainer/storage.py",
+           "        _check_parts(self.uri, parts)\n        if any(Path(p).is_absolute()",
+           "        if any(Path(p).is_absolute()",
+           ("tests/test_storage_safety.py::test_child_cannot_leave_the_store",)),
+    Mutant("storage-gs-prefix-dotdot-allowed", "trainer/storage.py",
+           "        _check_parts(uri, (prefix,))\n", "",
+           ("tests/test_storage_safety.py::test_open_store_refuses_uris_that_leave_the_store",)),
+    Mutant("storage-artifacts-0600", "trainer/storage.py",
+           "            os.fchmod(fd, 0o666 & ~_umask())\n", "",
+           ("tests/test_storage_safety.py::test_artifacts_get_modes_from_the_umask",)),
+    Mutant("storage-no-local-write-probe", "trainer/storage.py",
+           "        existing = self.root\n", "        return\n",
+           ("tests/test_storage_safety.py::test_unusable_output_is_refused_first",
+            "tests/test_storage_safety.py::test_read_only_output_is_refused_first")),
+    Mutant("storage-no-gcs-write-probe", "trainer/storage.py",
+           '        key = f".write-probe-{uuid4().hex}"\n', "        return\n",
+           ("tests/test_storage_safety.py::test_missing_bucket_is_bad_input_not_retryable",)),
+    # --- data ----------------------------------------------------------------------------
+    Mutant("data-allow-pickle", "trainer/data.py",
+           "arr = _ArrayUnpickler(f).load()", "arr = pickle.Unpickler(f).load()",
+           ("tests/test_data_safety.py::test_pickled_payload_never_runs",)),
+    Mutant("data-array-checks-skipped", "trainer/data.py",
+           'if ys.ndim != 1 or ys.dtype.kind not in "iub":', "if False:",
+           ("tests/test_data_safety.py::test_npz_with_wrong_arrays_is_refused",)),
+    Mutant("data-no-words-check-skipped", "trainer/data.py",
+           "        if not (arrays[f\"x_{split}\"] > START_CHAR).any():",
+           "        if False:",
+           ("tests/test_data_safety.py::test_every_review_empty_is_refused",)),
+    Mutant("data-npz-ceiling-skipped", "trainer/data.py",
+           "if sum(infos[k].file_size for k in NPZ_ARRAYS) > limit:", "if False:",
+           ("tests/test_data_safety.py::test_npz_bomb_is_refused_before_inflating",)),
+    Mutant("data-cache-checksum-skipped", "trainer/data.py",
+           "if not np.array_equal(members[_CACHE_SUM], _cache_digest(members)):", "if False:",
+           ("tests/test_data_safety.py::test_corrupt_cache_is_detected_and_rebuilt",)),
+    Mutant("data-cache-shared-temp-name", "trainer/data.py",
+           "tmp = write_new_file(path.parent, path.name, buf.getbuffer())",
+           'tmp = path.with_name(f".{path.name}.tmp")\n'
+           "        tmp.write_bytes(buf.getbuffer())",
+           ("tests/test_data_safety.py::test_concurrent_cold_cache_loads_never_fail",)),
+    Mutant("data-sigterm-handler-after-load", "trainer/train.py",
+           "        self.termination.install()\n        with self.termination.stop_at_once(",
+           "        with self.termination.stop_at_once(",
+           ("tests/test_data_safety.py::test_sigterm_while_encoding_exits_resumable",)),
+    # --- jobs.results ------------------------------------------------------------------
+    Mutant("results-pointer-run-id-trusted", "jobs/results.py",
+           '    if not is_run_id(latest.get("run_id")):\n',
+           "    if False:\n",
+           ("tests/test_results_safety.py::test_bad_latest_pointer_is_one_line_naming_the_file",)),
+    Mutant("results-corrupt-metrics-fails-list", "jobs/results.py",
+           "                except (UnicodeDecodeError, json.JSONDecodeError):",
+           "                except ZeroDivisionError:",
+           ("tests/test_results_safety.py::test_truncated_metrics_marks_one_run_corrupt",)),
+]  # fmt: skip
+
+
+def _copy_tree(dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files: what a commit would hold."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.split(b"\0")  # fmt: skip
+    for name in filter(None, files):
+        src = ROOT / os.fsdecode(name)
+        if src.is_file():
+            (dest / src.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / src.relative_to(ROOT))
+
+
+def _pytest(tree: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree), "IMDB_TRAIN_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider", *tests]
+    return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        for m in MUTANTS:
+            print(f"{m.name}: {m.path} -> {' '.join(m.tests)}")
+        return 0
+    chosen = [m for m in MUTANTS if not argv or m.name in argv]
+    unknown = set(argv) - {m.name for m in MUTANTS}
+    if unknown:
+        print(f"error: unknown mutants {sorted(unknown)}: see --list", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        tree = Path(tmp) / ROOT.name
+        _copy_tree(tree)
+        # Tests find the shared data beside the checkout (../shared), as in the original.
+        if (ROOT.parent / "shared").exists():
+            (tree.parent / "shared").symlink_to(ROOT.parent / "shared")
+        where = subprocess.run(
+            [sys.executable, "-c", "import trainer; print(trainer.__file__)"],
+            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+            text=True,
+        ).stdout.strip()  # fmt: skip
+        if not where.startswith(str(tree)):
+            print(f"error: the copy imports trainer from {where}, not {tree}", file=sys.stderr)
+            return 2
+        # The tests must pass unmutated, or a "killed" mutant proves nothing.
+        baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        base = _pytest(tree, baseline)
+        if base.returncode != 0 or " skipped" in base.stdout:
+            print(f"error: the mutants' tests fail or skip on the unmutated tree:\n"
+                  f"{base.stdout[-3000:]}", file=sys.stderr)  # fmt: skip
+            return 1
+        survivors = []
+        for m in chosen:
+            path = tree / m.path
+            original = path.read_text()
+            if original.count(m.old) != 1:
+                print(
+                    f"{m.name}: STALE (its text occurs {original.count(m.old)} times in {m.path})"
+                )
+                survivors.append(m.name)
+                continue
+            path.write_text(original.replace(m.old, m.new))
+            t0 = time.monotonic()
+            try:
+                code = _pytest(tree, m.tests).returncode
+            finally:
+                path.write_text(original)
+            verdict = "killed" if code == 1 else f"SURVIVED (pytest exit {code})"
+            print(f"{m.name}: {verdict} in {time.monotonic() - t0:.0f} s by {' '.join(m.tests)}",
+                  flush=True)  # fmt: skip
+            if code != 1:
+                survivors.append(m.name)
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutants killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
