@@ -233,7 +233,8 @@ def test_cronjob_derives_the_run_id_from_its_job_name():
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     (c,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert c["args"][c["args"].index("--run-id") + 1] == "$(IMDB_TRAIN_RUN_ID)"
-    assert c["args"][-3:] == ["--tolerance", "0", "--promote"]  # user flags come last
+    # user flags come last
+    assert c["args"][-5:] == ["--tolerance", "0", "--seed", "-1", "--promote"]
     (run_env,) = [e for e in c["env"] if e["name"] == "IMDB_TRAIN_RUN_ID"]
     assert run_env["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/job-name']"
