@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from trainer.contract import PROGRESS_ENV  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Mutant:
     new: str
     tests: tuple[str, ...]  # pytest node ids or files; at least one must fail
 
+
+BAD_LATEST = (
+    "tests/test_resume.py::test_bad_latest_json_is_named_kept_and_promotion_retried_on_rerun"
+)
 
 MUTANTS = [
     # --- storage -----------------------------------------------------------------------
@@ -100,10 +106,58 @@ MUTANTS = [
            'tmp = path.with_name(f".{path.name}.tmp")\n'
            "        tmp.write_bytes(buf.getbuffer())",
            ("tests/test_data_safety.py::test_concurrent_cold_cache_loads_never_fail",)),
-    Mutant("data-sigterm-handler-after-load", "trainer/train.py",
-           "        self.termination.install()\n        with self.termination.stop_at_once(",
-           "        with self.termination.stop_at_once(",
+    Mutant("data-sigterm-handler-installed-late", "trainer/__main__.py",
+           "    termination = Termination().install()\n", "    termination = Termination()\n",
            ("tests/test_data_safety.py::test_sigterm_while_encoding_exits_resumable",)),
+    # --- promotion -----------------------------------------------------------------------
+    Mutant("promotion-tie-replaces-incumbent", "trainer/promotion.py",
+           'if current and accuracy <= float(current["test_accuracy"]) - cfg.tolerance:',
+           'if current and accuracy < float(current["test_accuracy"]) - cfg.tolerance:',
+           ("tests/test_reliability.py::test_quality_gate",)),
+    Mutant("promotion-pointer-overwritten-not-swapped", "trainer/promotion.py",
+           "        if model_store.write_versioned(contract.LATEST, to_json(pointer), version):",
+           "        model_store.write_bytes(contract.LATEST, to_json(pointer))\n        if True:",
+           ("tests/test_reliability.py::test_concurrent_publishers_lose_no_update",)),
+    Mutant("promotion-foreign-pointer-trusted", "trainer/promotion.py",
+           "    if not ok:\n        raise PointerError(",
+           "    if False:\n        raise PointerError(",
+           (BAD_LATEST,)),
+    Mutant("promotion-not-retried-for-a-complete-run", "trainer/train.py",
+           "        return self._promote(metrics)\n\n    def _load(",
+           "        return metrics\n\n    def _load(",
+           (BAD_LATEST,)),
+    # --- resume ----------------------------------------------------------------------------
+    Mutant("resume-builds-a-fresh-model", "trainer/train.py",
+           "        return tf.keras.models.load_model(local), state",
+           "        from trainer import models\n\n"
+           "        return models.compile_model(models.build_model(self.cfg.model, self.cfg), "
+           "self.cfg), state",
+           ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
+    Mutant("resume-no-fallback-past-a-bad-checkpoint", "trainer/train.py",
+           "                self.log(f\"checkpoint of epoch {epoch} is unreadable ({reason}); "
+           "skipping it\")\n                continue",
+           "                raise",
+           ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
+    Mutant("resume-partial-epoch-checkpointed", "trainer/callbacks.py",
+           "        if self.termination.requested and (steps is None or done < steps):",
+           "        if False:",
+           ("tests/test_reliability.py::test_kill_in_epoch_2_then_resume",)),
+    Mutant("resume-disk-full-is-a-crash", "trainer/train.py",
+           "                if e.errno not in (errno.ENOSPC, errno.EDQUOT):",
+           "                if True:",
+           ("tests/test_disk_full.py",)),
+    # --- one trainer per run, worker groups ------------------------------------------------
+    Mutant("lease-not-taken", "trainer/train.py",
+           "                lease.acquire()\n", "                pass\n",
+           ("tests/test_lease.py::test_two_trainers_on_one_run_id_never_both_train",)),
+    Mutant("lease-expired-never-taken-over", "trainer/lease.py",
+           'expired = current is None or float(current["expires"]) <= now',
+           "expired = current is None",
+           ("tests/test_lease.py::test_an_expired_lease_is_taken_over",)),
+    Mutant("multiworker-uneven-final-batch", "trainer/train.py",
+           "            even_batches=distribute.is_multi_worker(),",
+           "            even_batches=False,",
+           ("tests/test_multiworker.py::test_uneven_final_batch_trains_on_every_worker",)),
     # --- jobs.results ------------------------------------------------------------------
     Mutant("results-pointer-run-id-trusted", "jobs/results.py",
            '    if not is_run_id(latest.get("run_id")):\n',
@@ -130,7 +184,7 @@ def _copy_tree(dest: Path) -> None:
 
 
 def _pytest(tree: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(tree), "IMDB_TRAIN_PROGRESS": "0"}
+    env = {**os.environ, "PYTHONPATH": str(tree), PROGRESS_ENV: "0"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider", *tests]
     return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
 
