@@ -84,6 +84,10 @@ MUTANTS = [
     Mutant("storage-no-gcs-write-probe", "trainer/storage.py",
            '        key = f".write-probe-{uuid4().hex}"\n', "        return\n",
            ("tests/test_storage_safety.py::test_missing_bucket_is_bad_input_not_retryable",)),
+    Mutant("storage-credentials-not-retried", "trainer/storage.py",
+           "                if time.monotonic() + delay > deadline:",
+           "                if True:",
+           ("tests/test_credentials.py::test_a_slow_metadata_server_is_waited_for",)),
     # --- data ----------------------------------------------------------------------------
     Mutant("data-allow-pickle", "trainer/data.py",
            "arr = _ArrayUnpickler(f).load()", "arr = pickle.Unpickler(f).load()",

@@ -27,6 +27,10 @@ from trainer import contract
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 
 
+# Seconds a store keeps asking for credentials at start-up (bounded by its deadline).
+AUTH_RETRY_SECONDS = 30.0
+
+
 class StoreError(Exception):
     """A store operation failed in a way the user must act on."""
 
@@ -270,9 +274,17 @@ class GCSStore:
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
 
+                # An emulator takes any token; with a metadata server named (GKE's, or a
+                # test's), credentials come from it as they do in a pod.
+                if os.environ.get("GCE_METADATA_HOST"):
+                    import google.auth
+
+                    credentials = google.auth.default()[0]
+                else:
+                    credentials = AnonymousCredentials()
                 self._client = storage.Client(
                     project=os.environ.get("GOOGLE_CLOUD_PROJECT", "imdb-train"),
-                    credentials=AnonymousCredentials(),
+                    credentials=credentials,
                 )
             else:
                 self._client = storage.Client()
@@ -304,8 +316,36 @@ class GCSStore:
 
     def check_writable(self) -> None:
         """Fail now, with the reason, if runs cannot be written here: a probe object is
-        written and deleted (a missing bucket is a 404 on upload, permanent)."""
+        written and deleted (a missing bucket is a 404 on upload, permanent).
+
+        Credentials that cannot be had are retried with a bounded backoff first: on GKE the
+        metadata server may not answer in a pod's first seconds (Workload Identity).
+        """
+        from google.auth import exceptions as auth_exc
+
+        deadline = time.monotonic() + min(self.deadline, AUTH_RETRY_SECONDS)
+        delay = 0.5
+        while True:
+            try:
+                return self._probe_write()
+            except auth_exc.GoogleAuthError as e:
+                if time.monotonic() + delay > deadline:
+                    reason = " ".join(str(e).split())[:200]
+                    raise StoreError(
+                        f"cannot get Google credentials for {self.uri} ({type(e).__name__}: "
+                        f"{reason}); on GKE, Workload Identity needs the cluster's workload "
+                        "pool, the node pool's GKE metadata server, the Kubernetes "
+                        "ServiceAccount annotated with iam.gke.io/gcp-service-account, and "
+                        "roles/iam.workloadIdentityUser for it on the Google service account "
+                        "(docs/kubernetes.md)"
+                    ) from e
+                self._client = None  # new credentials on the next attempt
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+    def _probe_write(self) -> None:
         from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
 
         key = f".write-probe-{uuid4().hex}"
         blob = self.bucket.blob(self._name(key))
@@ -317,6 +357,8 @@ class GCSStore:
             ) from e
         except gexc.Forbidden as e:
             raise StoreError(f"cannot write to {self.uri}: permission denied ({e.message})") from e
+        except auth_exc.GoogleAuthError:
+            raise
         except Exception as e:
             raise self._wrap("write", key, e) from e
         with contextlib.suppress(Exception):
