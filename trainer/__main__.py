@@ -42,6 +42,7 @@ def run(
     steps_per_execution: int = 16,
     eval_batch_size: int = 1024,
     jit_compile: str = "auto",
+    profile: str = "reference",
 ) -> None:
     """Train one IMDB sentiment model and write its run to the store.
 
@@ -73,6 +74,9 @@ def run(
             between calls).
         eval_batch_size: GLOBAL batch size of the validation/test passes (speed only).
         jit_compile: XLA: "auto" (Keras's choice: off on CPU), "true" or "false".
+        profile: "reference" (the exercise's recipe) or "fast" (larger global batch, warm-up,
+            early stopping on a split of the training set; sets batch size, learning rate
+            and epochs: see trainer/profiles.py).
 
     Exit codes: 0 done, 2 bad input (permanent), 75 preempted (rerun to resume),
     1 unexpected error.
@@ -107,6 +111,7 @@ def run(
             steps_per_execution=steps_per_execution,
             eval_batch_size=eval_batch_size,
             jit_compile=jit_compile,
+            profile=profile,
         )
         from trainer.storage import open_store
 

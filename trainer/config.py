@@ -69,6 +69,7 @@ class TrainConfig:
     steps_per_execution: int = 16  # batches per compiled call: less per-step overhead
     eval_batch_size: int = 1024  # GLOBAL batch of validation/test passes (no gradients)
     jit_compile: str = "auto"  # XLA: "auto" = Keras's choice, or "true"/"false"
+    profile: str = "reference"  # recipe: "reference" or "fast" (trainer/profiles.py sets it)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -136,6 +137,14 @@ class TrainConfig:
             raise ConfigError(f"invalid tolerance {self.tolerance}: expected 0..1")
         self.data = str(self.data)
         self.output = str(self.output)
+        # Last: a profile overrides batch size, learning rate and epochs (trainer/profiles.py).
+        from trainer import profiles
+
+        if self.profile not in profiles.PROFILES:
+            raise ConfigError(
+                f"unknown profile {self.profile!r}: expected one of {', '.join(profiles.PROFILES)}"
+            )
+        profiles.apply(self)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

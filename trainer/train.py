@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import data as data_mod
-from trainer import distribute
+from trainer import distribute, profiles
 from trainer.config import ConfigError, TrainConfig
 from trainer.neighbours import nearest
 from trainer.storage import AlreadyExistsError, NotFoundError, Store, StoreError, open_store
@@ -299,6 +299,8 @@ class Trainer:
         from trainer import models
 
         cfg = self.cfg
+        # Profile hook: the fast recipe validates on a share of the training set.
+        dataset, held_out = profiles.split_validation(dataset, cfg)
         strategy = distribute.make_strategy(cfg.cpu_devices)
         replicas = strategy.num_replicas_in_sync
         tf.keras.utils.set_random_seed(cfg.seed)
@@ -311,6 +313,7 @@ class Trainer:
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
             "versions": _versions(),
             "keras": _keras_flavour(),
+            "recipe": profiles.describe(cfg),  # profile hook: the resolved recipe
         }
         if not self.store.exists("config.json"):
             self._put("config.json", _json(config_doc), if_absent=True)
@@ -328,12 +331,19 @@ class Trainer:
                 self.log(f"resuming run {cfg.run_id} after epoch {epoch} of {cfg.epochs}")
             else:
                 epoch = 0
-                model = models.compile_model(models.build_model(cfg.model, cfg), cfg)
+                steps = profiles.steps_per_epoch(cfg, len(dataset.y_train))
+                steps = steps or -(-len(dataset.y_train) // cfg.batch_size)
+                lr = profiles.learning_rate(cfg, steps)  # profile hook: schedule or constant
+                model = models.compile_model(models.build_model(cfg.model, cfg), cfg, lr)
         initial_epoch = epoch
 
         train_ds, test_ds = data_mod.make_tf_datasets(
             dataset, cfg.batch_size, cfg.seed, cfg.eval_batch_size
         )
+        train_ds = profiles.repeat(train_ds, cfg)  # profile hook: epochs of part of a pass
+        val_ds = test_ds  # profile hook: the held-out training share, if any
+        if held_out is not None:
+            val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
         tb_dir = workdir / "tensorboard"
         trainer = self
 
@@ -387,10 +397,11 @@ class Trainer:
             self.termination.install()
             model.fit(
                 train_ds,
-                validation_data=test_ds,
+                validation_data=val_ds,
                 epochs=cfg.epochs,
                 initial_epoch=initial_epoch,
-                callbacks=[EpochEnd()],
+                callbacks=[EpochEnd(), *profiles.callbacks(cfg)],  # profile hook
+                steps_per_epoch=profiles.steps_per_epoch(cfg, len(dataset.y_train)),
                 # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
                 # Keras's verbose=2 still reads every step's metrics back from the device.
                 verbose=1 if interactive else 0,
@@ -403,6 +414,7 @@ class Trainer:
                 f"{cfg.run_id} to resume"
             )
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
+        state["final_accuracy_at"] = time.time()  # bench: process start to final accuracy
         return self._publish(
             model, dataset, state, replicas, float(test_loss), float(test_acc), workdir, tb_dir
         )
@@ -439,6 +451,7 @@ class Trainer:
                 k: history.get(k, []) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
             },
             "epoch_seconds": state["epoch_seconds"],
+            "final_accuracy_at": state.get("final_accuracy_at"),  # unix time
             "replicas": replicas,
             "global_batch_size": cfg.batch_size,
             "train_examples": int(len(dataset.y_train)),
