@@ -1,5 +1,7 @@
 """`python -m bench`: data preparation, then reference vs our trainer, paired; JSON + BENCHMARKS.md.
 
+The full run also times the LSTM's CPU kernel two ways (bench/lstm_kernel.py) and runs
+`--profile fast` once per repeat with its own seed, for the time-to-accuracy target.
 `python -m bench --smoke` is the CI mode: a few hundred reviews, one epoch, one repeat,
 its own temporary directories, and BENCHMARKS.md untouched unless --update-md is given.
 """
@@ -80,6 +82,7 @@ def run(
         data_repeats=int(data_repeats),
         ours_args=tuple(str(ours_args).split()),
         log=lambda msg: print(msg, flush=True),
+        kernel=not smoke,
     )
     result["settings"]["smoke"] = bool(smoke)
     if results_dir:

@@ -100,8 +100,80 @@ def render(result: dict, json_name: str) -> str:
             f"{q['cpu_seconds']:.3f} | {q['peak_rss_bytes']:.2f} | "
             f"{q['accuracy_points']:+.2f} | {'; '.join(notes)} |"
         )
+    lines += _fast_section(result)
+    lines += _kernel_section(result)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _kernel_section(result: dict) -> list[str]:
+    k = result.get("lstm_kernel")
+    if not k:
+        return []
+    names = {
+        "keras": "keras.layers.LSTM (CPU while loop)",
+        "hoisted": "hoisted input matmul, hand-written gradient (bench/lstm_kernel.py)",
+        "floor": "floor: the 100 recurrent matmuls of the forward pass alone",
+    }
+    lines = [
+        "",
+        f"LSTM(128) forward + backward, batch {k['batch']}, {k['threads']} thread "
+        "(`python -m bench.lstm_kernel`; median of 5, variants interleaved):",
+        "",
+        "| computation | CPU ms | wall ms |",
+        "|---|---:|---:|",
+    ]
+    for name, label in names.items():
+        if name in k["cpu_ms"]:
+            lines.append(f"| {label} | {k['cpu_ms'][name]:.1f} | {k['wall_ms'][name]:.1f} |")
+    return lines
+
+
+def _fast_section(result: dict) -> list[str]:
+    """Time to accuracy of `--profile fast`: one row per seed, paired with that repeat's
+    reference run, then the targets."""
+    met, tg = result["targets_met"], result["targets"]
+    models = {m: r["fast"] for m, r in result["models"].items() if r.get("fast")}
+    if not models:
+        return []
+    lines = [
+        "",
+        'Time to accuracy, `--profile fast` (one seed per repeat; "to accuracy" = our '
+        "process from its launch to the final test accuracy, artifacts not included; "
+        "reference fit = the paired reference run's `fit` (all its epochs, validation "
+        "included); CPU = whole processes):",
+        "",
+        "| model | seed | test accuracy | epochs | to accuracy s | reference fit s | "
+        "ratio | CPU s | reference CPU s | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, f in models.items():
+        for x in f["seeds"]:
+            lines.append(
+                f"| {model} | {x['seed']} | {100 * x['test_accuracy']:.2f} % | "
+                f"{x['epochs_completed']} | {x['seconds_to_accuracy']:.1f} | "
+                f"{x['reference_fit_seconds']:.1f} | {x['time_ratio']:.3f} | "
+                f"{x['cpu_seconds']:.1f} | {x['reference_cpu_seconds']:.1f} | "
+                f"{x['cpu_ratio']:.3f} |"
+            )
+    lines += [
+        "",
+        "| model | mean accuracy | lowest seed | time ratio (median) | CPU ratio (median) | "
+        "targets |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for model, f in models.items():
+        notes = [
+            f"accuracy >= {100 * tg['fast_accuracy_min'][model]:.1f} %, no seed more than "
+            f"{100 * tg['fast_seed_max_below']:.1f} below: "
+            f"{_ok(met.get(f'{model}_fast_accuracy'))}",
+            f"time <= {tg['fast_time_ratio_max']:g}x: {_ok(met.get(f'{model}_fast_time'))}",
+        ]
+        lines.append(
+            f"| {model} | {100 * f['mean_accuracy']:.2f} % | {100 * f['min_accuracy']:.2f} % | "
+            f"{f['time_ratio']:.3f} | {f['cpu_ratio']:.3f} | {'; '.join(notes)} |"
+        )
+    return lines
 
 
 def update(path: Path, result: dict, json_name: str) -> None:

@@ -68,8 +68,19 @@ def test_smoke_result_structure(smoke_result):
         for key in ("steady_epoch_seconds", "first_epoch_seconds", "peak_rss_bytes"):
             assert _positive(ratios[key]), f"{model} ratio {key} = {ratios[key]!r}"
         assert isinstance(ratios["accuracy_points"], float)
+        fast = summary["fast"]
+        assert [s["seed"] for s in fast["seeds"]] == [runner.FAST_SEEDS[0]]
+        for key in ("seconds_to_accuracy", "time_ratio", "cpu_ratio", "mean_accuracy"):
+            assert _positive(fast[key]), f"{model} fast {key} = {fast[key]!r}"
+        run = summary["runs"][0]["fast"]
+        # The launch-to-accuracy span lies inside the process's wall time.
+        assert 0 < run["seconds_to_accuracy"] < run["wall_seconds"]
+        assert run["test_examples"] == runner_sample(result)
+        assert run["train_examples"] < runner_sample(result)  # the validation share held out
     assert all(isinstance(v, bool) for v in result["targets_met"].values())
-    assert "lstm_peak_rss" in result["targets_met"]
+    for key in ("lstm_peak_rss", "mean_fast_accuracy", "lstm_fast_time"):
+        assert key in result["targets_met"]
+    assert result["lstm_kernel"] is None  # the kernel timing is for full runs only
 
 
 def runner_sample(result: dict) -> int:
@@ -84,6 +95,7 @@ def test_smoke_updates_only_the_generated_section(smoke_result):
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
     section = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
     assert "| lstm | ours |" in section and "| mean | reference |" in section
+    assert "Time to accuracy, `--profile fast`" in section and "| lstm | 113 |" in section
 
 
 def _pair(ref_epochs, ours_epochs, ref_acc=0.84, ours_acc=0.84, rss=2e9) -> dict:
@@ -145,3 +157,42 @@ def test_check_targets(ratio, points, rss, expected):
     assert met["data_cold"] is False and met["data_cache"] is True
     for key, value in expected.items():
         assert met[key] is value, key
+
+
+def _fast_pairs(accs, to_acc=10.0, fit=30.0) -> list[dict]:
+    pairs = []
+    for seed, acc in enumerate(accs):
+        pair = _pair([10, 10, 10], [10, 10, 10])
+        pair["reference"]["fit_seconds"] = fit
+        pair["fast"] = {
+            **pair["ours"],
+            "seed": seed,
+            "test_accuracy": acc,
+            "seconds_to_accuracy": to_acc,
+            "epochs_completed": 2,
+        }
+        pairs.append(pair)
+    return pairs
+
+
+@pytest.mark.parametrize(
+    ("accs", "to_acc", "accuracy_met", "time_met"),
+    [
+        ([0.842, 0.845, 0.841], 15.0, True, True),
+        ([0.842, 0.845, 0.841], 15.1, True, False),  # just over half the reference's 30 s
+        ([0.839, 0.840, 0.840], 10.0, False, True),  # mean 83.97 %
+        ([0.848, 0.848, 0.838], 10.0, False, True),  # mean 84.47 %, one seed 0.67 below
+    ],
+)
+def test_fast_targets(accs, to_acc, accuracy_met, time_met):
+    fast = runner.summarise_fast(_fast_pairs(accs, to_acc))
+    assert fast["mean_accuracy"] == pytest.approx(sum(accs) / len(accs), abs=1e-5)
+    assert fast["time_ratio"] == pytest.approx(to_acc / 30.0, abs=1e-3)
+    result = {
+        "data": {"cold_seconds_median": 1.0, "cache_seconds_median": 0.1},
+        "models": {"lstm": {"ratios": {"steady_epoch_seconds": 1.0, "accuracy_points": 0.0},
+                            "ours": {"peak_rss_bytes": 1e9}, "fast": fast}},
+    }  # fmt: skip
+    met = runner.check_targets(result)
+    assert met["lstm_fast_accuracy"] is accuracy_met
+    assert met["lstm_fast_time"] is time_met

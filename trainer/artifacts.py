@@ -34,6 +34,7 @@ class FinishedRun:
     test_accuracy: float
     workdir: Path  # local scratch directory of this run
     chief: bool  # only the chief writes to the store
+    final_accuracy_at: float | None = None  # unix time of the final test pass (bench)
 
     def metrics(self) -> dict:
         cfg = self.cfg
@@ -45,6 +46,7 @@ class FinishedRun:
             "epochs_completed": self.state.epochs_completed,
             "history": self.state.curves(),
             "epoch_seconds": self.state.epoch_seconds,
+            "final_accuracy_at": self.final_accuracy_at,
             "replicas": self.replicas,
             "global_batch_size": cfg.batch_size,
             "train_examples": int(len(self.dataset.y_train)),

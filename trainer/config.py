@@ -106,6 +106,12 @@ class TrainConfig:
     jit_compile: str = opt(
         "auto", "XLA: auto (Keras's choice: off on CPU), true or false (speed only)"
     )
+    profile: str = opt(
+        "reference",
+        "recipe: reference (the exercise's hyper-parameters) or fast (its accuracy sooner: a "
+        "larger batch, warm-up and decay, early stopping on a share of the training set); "
+        "fast sets batch size, learning rate and epochs (trainer/profiles.py)",
+    )
 
     def __post_init__(self) -> None:
         self.model = str(self.model)
@@ -163,6 +169,14 @@ class TrainConfig:
             raise ConfigError(f"invalid tolerance {self.tolerance}: expected 0..1")
         self.data = str(self.data)
         self.output = str(self.output)
+        # Last: a profile overrides batch size, learning rate and epochs (trainer/profiles.py).
+        from trainer import profiles
+
+        if self.profile not in profiles.PROFILES:
+            raise ConfigError(
+                f"unknown profile {self.profile!r}: expected one of {', '.join(profiles.PROFILES)}"
+            )
+        profiles.apply(self)
 
     def resolve_seed(self) -> None:
         """Replace --seed -1 by a seed derived from the run id (same id, same seed: a

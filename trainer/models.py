@@ -95,9 +95,12 @@ def steps_per_execution(cfg: TrainConfig) -> int:
     return cfg.steps_per_execution if legacy or replicas == 1 else 1
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
+def compile_model(model: keras.Model, cfg: TrainConfig, learning_rate=None) -> keras.Model:
+    """Compile for training; `learning_rate` (a number or a schedule) defaults to cfg's."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(
+            learning_rate=cfg.learning_rate if learning_rate is None else learning_rate
+        ),
         loss="binary_crossentropy",
         metrics=["accuracy"],
         # Batches per compiled call; same batches and updates whatever the value.

@@ -16,11 +16,12 @@ import os
 import platform
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import contract, distribute, quiet
+from trainer import contract, distribute, profiles, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish, upload_tree
 from trainer.config import ConfigError, TrainConfig, resume_keys
@@ -159,21 +160,31 @@ class Trainer:
         import tensorflow as tf
 
         cfg = self.cfg
+        # The fast recipe validates on a share of the training set (the reference on test).
+        dataset, held_out = profiles.split_validation(dataset, cfg)
         with quiet.unless_verbose():  # cuInit and device lines on CPU-only machines
             strategy = distribute.make_strategy(cfg.cpu_devices)
         tf.keras.utils.set_random_seed(cfg.seed)
         self._write_config(strategy, dataset)
-        with strategy.scope():
-            model, epoch, state = self._restore_or_build(workdir)
-        train_ds, test_ds, steps = data_mod.make_tf_datasets(
+        # Steps per epoch: a share of a pass (fast recipe), or full batches only (a worker
+        # group, whose collectives need equal shapes); None: one pass, Keras counts.
+        part = profiles.steps_per_epoch(cfg, len(dataset.y_train))
+        train_ds, test_ds, full = data_mod.make_tf_datasets(
             dataset,
             cfg.batch_size,
             cfg.seed,
             cfg.eval_batch_size,
-            even_batches=distribute.is_multi_worker(),
+            even_batches=part is not None or distribute.is_multi_worker(),
         )
+        steps = part or full
+        schedule_steps = steps or -(-len(dataset.y_train) // cfg.batch_size)
+        with strategy.scope():
+            model, epoch, state = self._restore_or_build(workdir, schedule_steps)
+        val_ds = test_ds
+        if held_out is not None:
+            val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
         if epoch < cfg.epochs and not self.termination.requested:
-            self._fit(model, train_ds, test_ds, epoch, state, workdir, steps)
+            self._fit(model, train_ds, val_ds, epoch, state, workdir, steps)
         if self.termination.requested:
             done = next(iter(checkpoint_epochs(self.store)), 0)
             raise PreemptedError(
@@ -191,6 +202,7 @@ class Trainer:
             test_accuracy=float(test_acc),
             workdir=workdir,
             chief=self.chief,
+            final_accuracy_at=time.time(),
         )
         return self._finish(run)
 
@@ -207,11 +219,12 @@ class Trainer:
             "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),
             "keras": keras_flavour(),
+            "recipe": profiles.describe(cfg),  # the resolved profile
         }
         if self.chief and not self.store.exists(contract.CONFIG):
             self.store.write_bytes(contract.CONFIG, to_json(doc), if_absent=True)
 
-    def _restore_or_build(self, workdir: Path):
+    def _restore_or_build(self, workdir: Path, steps_per_epoch: int):
         """(model, epochs done, state): the newest readable checkpoint's, or a new model.
 
         A checkpoint that cannot be read back (cut short by a full disk or a kill during
@@ -233,7 +246,9 @@ class Trainer:
             return model, epoch, state
         if checkpoint_epochs(self.store):
             self.log(f"no readable checkpoint in {self.store.uri}; starting from scratch")
-        return models.compile_model(models.build_model(cfg.model, cfg), cfg), 0, RunState()
+        model = models.build_model(cfg.model, cfg)
+        lr = profiles.learning_rate(cfg, steps_per_epoch)  # a schedule for the fast recipe
+        return models.compile_model(model, cfg, lr), 0, RunState()
 
     def _load_checkpoint(self, epoch: int, workdir: Path):
         import tensorflow as tf
@@ -249,7 +264,7 @@ class Trainer:
         self,
         model,
         train_ds,
-        test_ds,
+        val_ds,
         initial_epoch: int,
         state: RunState,
         workdir: Path,
@@ -272,11 +287,11 @@ class Trainer:
         )
         model.fit(
             train_ds,
-            validation_data=test_ds,
+            validation_data=val_ds,
             epochs=self.cfg.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            callbacks=[epoch_end],
+            callbacks=[epoch_end, *profiles.callbacks(self.cfg)],
             # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
             # Keras's verbose=2 still reads every step's metrics back from the device.
             verbose=1 if interactive else 0,
