@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, trainer_env
 from trainer import profiles
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import Dataset
@@ -148,7 +148,7 @@ def test_fast_profile_on_two_replicas(model, shared_tarball, warm_cache, tmp_pat
     """The batch stays global on two replicas, the recipe is recorded, validation is the
     held-out training share, and the saved model loads in plain Keras."""
     out = tmp_path / "runs"
-    env = {**os.environ, "IMDB_TRAIN_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    env = trainer_env()
     cmd = [sys.executable, "-m", "trainer", "--model", model, "--profile", "fast"]
     cmd += ["--data", str(shared_tarball), "--output", str(out), "--run-id", "fast"]
     cmd += ["--sample", "600", "--cpu-devices", "2", "--cache-dir", str(warm_cache)]
