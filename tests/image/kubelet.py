@@ -272,6 +272,17 @@ class Container:
             time.sleep(0.05)
         raise RuntimeError("the container's PID 1 did not start")
 
+    def wait_exec(self, comm: str, timeout: float = 30) -> int:
+        """PID 1's host pid once the setup has exec'd into the program named `comm`."""
+        pid = self.pid1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    return pid
+            time.sleep(0.05)
+        raise RuntimeError(f"PID 1 is not {comm} after {timeout}s:\n{self.tail()}")
+
     def lines(self, timeout: float) -> Iterator[str]:
         """stdout and stderr lines as they come (both go to one pipe, as in `kubectl logs`)."""
         assert self.proc.stdout is not None
