@@ -23,18 +23,23 @@ ENV VIRTUAL_ENV=/opt/venv \
 WORKDIR /opt/imdb-train
 
 # Dependencies first, read from pyproject.toml without the source, so that a code change
-# reuses this layer instead of reinstalling TensorFlow. The pip cache is a build cache
-# mount: downloads are kept between builds but never enter the image. tf-keras (multi-worker
-# runs) requires the package `tensorflow`, which tensorflow-cpu provides under another name:
-# without --no-deps a CPU image would get the GPU build as well. Behind a proxy that
-# intercepts TLS, the build's `ca` secret (optional) is mounted where Debian's pip reads it.
+# reuses this layer instead of reinstalling TensorFlow. The wheels are downloaded into a
+# build cache mount and installed from there: kept between builds (pip's HTTP cache is not
+# enough where a proxy marks responses uncacheable), never in the image. tf-keras
+# (multi-worker runs) requires the package `tensorflow`, which tensorflow-cpu provides under
+# another name: without --no-deps a CPU image would get the GPU build as well. Behind a
+# proxy that intercepts TLS, the build's `ca` secret (optional) is mounted where Debian's
+# pip reads it.
 COPY pyproject.toml ./
-RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+RUN --mount=type=cache,target=/var/cache/wheels,sharing=locked \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv "$VIRTUAL_ENV" \
     && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
-    && pip install "$TENSORFLOW" "tensorboard>=2.20" "setuptools>=68" -r /tmp/requirements.txt \
-    && pip install --no-deps "tf-keras==2.21.*" \
+    && printf '%s\n' "$TENSORFLOW" "tensorboard>=2.20" "setuptools>=68" >> /tmp/requirements.txt \
+    && pip download --no-cache-dir --dest /var/cache/wheels -r /tmp/requirements.txt \
+    && pip download --no-cache-dir --dest /var/cache/wheels --no-deps "tf-keras==2.21.*" \
+    && pip install --no-cache-dir --no-index --find-links /var/cache/wheels -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-index --find-links /var/cache/wheels --no-deps "tf-keras==2.21.*" \
     && rm /tmp/requirements.txt
 
 # The package itself: no dependencies and no build isolation, so it needs no network.
