@@ -53,7 +53,7 @@ push:
 
 # Runs Jobs rendered by jobs.submit in the CPU image's root filesystem, as a kubelet would.
 image-test: setup image-cpu
-	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -p no:cacheprovider tests/image $(ARGS)
+	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -rP -p no:cacheprovider tests/image $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache
