@@ -209,6 +209,8 @@ for path in ("/probe", "/etc/probe", "/opt/imdb-train/probe", "/opt/venv/probe",
 out["uid"] = [os.getuid(), os.getgid(), sorted(os.getgroups())]
 out["pid"] = os.getpid()
 out["home"] = os.environ["HOME"]
+status = dict(ln.split(":", 1) for ln in open("/proc/self/status").read().splitlines())
+out["caps"] = [status[k].strip() for k in ("CapEff", "CapPrm", "NoNewPrivs")]
 print(__import__("json").dumps(out))
 """
 
@@ -228,6 +230,8 @@ def test_writes_outside_the_emptydirs_fail(kubelet, bucket):
     assert seen["uid"] == [10001, 10001, [10001]]
     assert seen["pid"] != 1  # tini is PID 1, python its child
     assert seen["home"] in mounts
+    # capabilities: drop ALL, allowPrivilegeEscalation: false
+    assert seen["caps"] == ["0000000000000000", "0000000000000000", "1"], seen
     print(f"writes: {seen}")
 
 
