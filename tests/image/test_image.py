@@ -250,8 +250,9 @@ def test_two_worker_indexed_job_trains_one_model(
     image, bucket, gcs_emulator, cluster_env, tmp_path
 ):
     run_id = f"img-{uuid.uuid4().hex[:6]}"
-    # 1024 reviews: whole batches of 64. With a partial last batch (1000 reviews) the group
-    # failed in its first epoch here ("Shape mismatch in the collective instance");
+    # 1024 reviews: whole batches of 64. With a partial last batch (1000 reviews) and the
+    # default 16 steps per compiled call the group failed in its first epoch here ("Shape
+    # mismatch in the collective instance"); with --steps-per-execution 1 it trained.
     # tests/test_multiworker.py, too, trains on whole batches only.
     objects = render(*submit_args(bucket, "lstm", run_id, sample=1024, workers=2))
     job = the_job(objects)
