@@ -9,8 +9,12 @@ DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),keras)
 MODEL ?=
 OUTPUT ?= runs
 ARGS ?=
+# The image tag follows the app version (jobs/spec.py), as the chart's appVersion does.
+VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' jobs/spec.py)
+IMAGE ?= imdb-train:$(VERSION)
+IMAGE_CPU ?= imdb-train:$(VERSION)-cpu
 
-.PHONY: setup train test lint bench tools clean mutants
+.PHONY: setup train test lint bench tools clean mutants image image-cpu push image-test
 
 setup: $(VENV)/.installed
 
@@ -49,6 +53,20 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench $(ARGS)
+
+# The GPU image (scripts/image.sh: docker, else buildah; IMAGE_CA_BUNDLE for TLS proxies).
+image:
+	bash scripts/image.sh build $(IMAGE) gpu
+
+image-cpu:
+	bash scripts/image.sh build $(IMAGE_CPU) cpu
+
+push:
+	bash scripts/image.sh push $(IMAGE)
+
+# Runs Jobs rendered by jobs.submit in the CPU image's root filesystem, as a kubelet would.
+image-test: setup image-cpu
+	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -rP -p no:cacheprovider tests/image $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

@@ -1,0 +1,1 @@
+"""Tests of the built container image (make image-test)."""
