@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import gcs_client
+from tests.helpers import gcs_client
 from tests.image.kubelet import IMAGE_ENV, Image, Kubelet, render, the_job
 from trainer.contract import (
     COMPLETION_INDEX_ENV,
