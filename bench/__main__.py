@@ -23,7 +23,7 @@ SMOKE_SAMPLE = 300
 def run(
     smoke: bool = False,
     data: str = "",
-    models: str = "mean,lstm",
+    models: str = ",".join(MODELS),
     repeats: int = 3,
     epochs: int = 3,
     sample: int = 0,
@@ -33,13 +33,14 @@ def run(
     md: str = "",
     ours_args: str = "",
     gpu: bool = False,
+    parity: str = "",
 ) -> None:
     """Benchmark our trainer against the plain Keras reference; prints the result's path.
 
     Args:
         smoke: tiny CI run (first 300 reviews per split, 1 epoch, 1 repeat, temp results dir).
         data: aclImdb tarball (default ../shared/data/aclImdb_v1_labelled.tar.gz).
-        models: comma-separated subset of mean,lstm.
+        models: comma-separated subset of the models (default: all).
         repeats: paired repeats (reference and ours alternate which goes first).
         epochs: epochs per training run.
         sample: if > 0, the first N reviews of each split.
@@ -49,8 +50,15 @@ def run(
         md: the markdown file to update (default BENCHMARKS.md in the project root).
         ours_args: extra flags for `python -m trainer`, space-separated (experiments).
         gpu: run the GPU benchmark (bench/gpu.sh) instead; needs TensorFlow with a GPU.
+        parity: a finished run (directory or URI) to check instead: its test split through
+            the training encoder, trainer.predict and the serving SavedModel (bench/parity.py).
     """
     from bench import report, runner
+
+    if parity:
+        from bench import parity as parity_bench
+
+        raise SystemExit(parity_bench.main(["--run", str(parity)]))
 
     if gpu:
         import subprocess
