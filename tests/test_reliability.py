@@ -150,6 +150,13 @@ BAD_INPUTS = [
     ("unknown-flag", ["--no-promote", "true"], None, "unknown flag --no-promote"),
     ("bad-boolean", ["--promote", "maybe"], None, "invalid --promote 'maybe'"),
     ("epochs-with-text", ["--epochs", "1 extra"], None, "invalid epochs '1 extra'"),
+    ("k-beyond-vocabulary", ["--k", "100000"], None, "invalid k 100000: expected at most 4997"),
+    (
+        "one-word-reviews",
+        ["--max-review-length", "1"],
+        None,
+        "invalid max-review-length 1: expected at least 5",
+    ),
 ]
 
 

@@ -18,6 +18,7 @@ METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
 DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
 DEFAULT_DATA = "keras"
+MIN_REVIEW_LENGTH = 5  # words kept per review; fewer cannot carry a review's sentiment
 SEED_FROM_RUN_ID = -1  # --seed -1: a seed derived from the run id (scheduled retraining)
 
 
@@ -138,6 +139,17 @@ class TrainConfig:
             raise ConfigError(
                 f"invalid vocab-size {self.vocab_size}: expected at least 4 "
                 "(ids 0-2 are padding, start and out-of-vocabulary)"
+            )
+        words = self.vocab_size - 3  # ids 0-2 are padding, start and out-of-vocabulary
+        if self.k > words:
+            raise ConfigError(
+                f"invalid k {self.k}: expected at most {words}, the words a vocabulary of "
+                f"{self.vocab_size} holds"
+            )
+        if self.max_review_length < MIN_REVIEW_LENGTH:
+            raise ConfigError(
+                f"invalid max-review-length {self.max_review_length}: expected at least "
+                f"{MIN_REVIEW_LENGTH} (a review truncated to fewer words carries no sentiment)"
             )
         self.jit_compile = str(self.jit_compile).lower()
         if self.jit_compile not in JIT_CHOICES:

@@ -331,7 +331,8 @@ class Trainer:
         if great is not None and cfg.model == contract.NEIGHBOURS_MODEL:
             self.log("nearest to 'great': " + ", ".join(n["word"] for n in great))
         if neighbours["unknown"]:
-            self.log(f"not in the vocabulary: {', '.join(neighbours['unknown'])}")
+            unknown = ", ".join(neighbours["unknown"])
+            print(f"warning: not in the vocabulary, no neighbours: {unknown}", file=sys.stderr)
         self.log(f"artifacts: {self.store.uri}")
         return self._promote(metrics)
 
