@@ -34,8 +34,8 @@ COPY pyproject.toml ./
 RUN --mount=type=cache,target=/var/cache/wheels,sharing=locked \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv "$VIRTUAL_ENV" \
-    && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
-    && printf '%s\n' "$TENSORFLOW" "tensorboard>=2.20" "setuptools>=68" >> /tmp/requirements.txt \
+    && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print(*p["project"]["dependencies"], *p["build-system"]["requires"], sep="\n")' > /tmp/requirements.txt \
+    && printf '%s\n' "$TENSORFLOW" "tensorboard>=2.20" >> /tmp/requirements.txt \
     && pip download --no-cache-dir --dest /var/cache/wheels -r /tmp/requirements.txt \
     && pip download --no-cache-dir --dest /var/cache/wheels --no-deps "tf-keras==2.21.*" \
     && pip install --no-cache-dir --no-index --find-links /var/cache/wheels -r /tmp/requirements.txt \
