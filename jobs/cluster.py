@@ -324,24 +324,72 @@ class Cluster:
             group="batch",
         )
 
+    def _watch(
+        self,
+        list_fn: Callable[..., Any],
+        namespace: str,
+        resource: str,
+        name: str,
+        *,
+        resource_version: str | None,
+        seconds: float,
+        group: str = "",
+        **selectors: str,
+    ) -> Iterator[dict[str, Any]]:
+        """One bounded watch from `resource_version`: its events, until it times out.
+
+        A stale version (410 Gone) ends it quietly: the caller reads the object again and
+        watches from there. Any other API failure is translated like every other call.
+        """
+        w = watch.Watch()
+        try:
+            yield from w.stream(
+                list_fn,
+                namespace,
+                resource_version=resource_version,
+                timeout_seconds=max(1, int(seconds)),
+                **selectors,
+            )
+        except ApiException as e:
+            if e.status != 410:
+                raise _translate(e, "watch", resource, namespace, name, group) from e
+        finally:
+            w.stop()
+
     def wait_deleted(self, namespace: str, name: str, timeout: float = 300) -> None:
-        """Block until the Job object is gone."""
+        """Block until the Job object is gone (watched, like wait_job)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.batch.read_namespaced_job(name, namespace)
+                job = self.batch.read_namespaced_job(name, namespace)
             except ApiException as e:
                 if e.status == 404:
                     return
                 raise _translate(e, "get", "jobs", namespace, name, "batch") from e
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise ClusterError(
                     f"job {name} in namespace {namespace} is still being deleted after "
                     f"{timeout:g}s; check its pods with kubectl get pods -n {namespace}"
                 )
-            time.sleep(1)
+            for event in self._watch(
+                self.batch.list_namespaced_job,
+                namespace,
+                "jobs",
+                name,
+                resource_version=job.metadata.resource_version,
+                seconds=min(remaining, PROGRESS_SECONDS),
+                group="batch",
+                field_selector=f"metadata.name={name}",
+            ):
+                if event["type"] == "DELETED":
+                    return
 
     def job_pods(self, namespace: str, job_name: str) -> list[client.V1Pod]:
+        return self._job_pods(namespace, job_name)[0]
+
+    def _job_pods(self, namespace: str, job_name: str) -> tuple[list[client.V1Pod], str | None]:
+        """The Job's pods, oldest first, and the list's resource version (to watch from)."""
         result = self._call(
             "list",
             "pods",
@@ -351,9 +399,10 @@ class Cluster:
             namespace,
             label_selector=f"{LABEL_JOB_NAME}={job_name}",
         )
-        return sorted(
+        pods = sorted(
             result.items, key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name)
         )
+        return pods, result.metadata.resource_version if result.metadata else None
 
     def wait_job(
         self,
@@ -393,32 +442,29 @@ class Cluster:
                     f"timed out after {timeout:g}s waiting for job {name} in namespace "
                     f"{namespace}; it is still running (check with python -m jobs.status)"
                 )
-            w = watch.Watch()
-            try:
-                # A bounded watch from the version just read: no event is missed, and a
-                # stale version (410 Gone) only costs a fresh get.
-                for event in w.stream(
-                    self.batch.list_namespaced_job,
-                    namespace,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=job.metadata.resource_version,
-                    timeout_seconds=max(1, int(min(remaining, watch_seconds))),
-                ):
-                    obj = event["object"]
-                    if event["type"] == "DELETED":
-                        raise ClusterError(
-                            f"job {name} in namespace {namespace} was deleted before it finished"
-                        )
-                    outcome = job_outcome(obj)
-                    if outcome:
-                        w.stop()
-                        return outcome
-                    if on_change:
-                        on_change(obj)
-                    last = self._report_pods(namespace, name, last, progress)
-            except ApiException as e:
-                if e.status != 410:
-                    raise _translate(e, "watch", "jobs", namespace, name, "batch") from e
+            # A bounded watch from the version just read: no event is missed, and a stale
+            # version (410 Gone) only costs a fresh get.
+            for event in self._watch(
+                self.batch.list_namespaced_job,
+                namespace,
+                "jobs",
+                name,
+                resource_version=job.metadata.resource_version,
+                seconds=min(remaining, watch_seconds),
+                group="batch",
+                field_selector=f"metadata.name={name}",
+            ):
+                obj = event["object"]
+                if event["type"] == "DELETED":
+                    raise ClusterError(
+                        f"job {name} in namespace {namespace} was deleted before it finished"
+                    )
+                outcome = job_outcome(obj)
+                if outcome:
+                    return outcome
+                if on_change:
+                    on_change(obj)
+                last = self._report_pods(namespace, name, last, progress)
 
     def _report_pods(
         self, namespace: str, job_name: str, last: list[str], progress: Callable[[str], None]
@@ -454,7 +500,7 @@ class Cluster:
         while True:
             job = self.get_job(namespace, job_name)
             indexed = job.spec.completion_mode == "Indexed"
-            pods = self.job_pods(namespace, job_name)
+            pods, version = self._job_pods(namespace, job_name)
             if indexed or worker is not None:
                 want = str(worker or 0)
                 pods = [
@@ -472,12 +518,23 @@ class Cluster:
                     f"({outcome.reason}: {outcome.message})"
                 )
             last = self._report_pods(namespace, job_name, last, progress)
-            if deadline is not None and time.monotonic() > deadline:
+            remaining = PROGRESS_SECONDS if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 raise ClusterError(
                     f"no running pod for job {job_name} in namespace {namespace} after "
                     f"{timeout:g}s; check `python -m jobs.status -n {namespace}`"
                 )
-            time.sleep(1)
+            # Wake on the first change to the Job's pods (or after a while, to look again).
+            for _ in self._watch(
+                self.core.list_namespaced_pod,
+                namespace,
+                "pods",
+                job_name,
+                resource_version=version,
+                seconds=min(remaining, PROGRESS_SECONDS),
+                label_selector=f"{LABEL_JOB_NAME}={job_name}",
+            ):
+                break
 
     def follow_job(
         self,
