@@ -115,11 +115,21 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        self.model = str(self.model)
-        if self.model not in contract.MODELS:
-            raise ConfigError(
-                f"unknown model {self.model!r}: expected one of {', '.join(contract.MODELS)}"
-            )
+        from trainer import profiles
+
+        self.model = _choice("model", self.model, contract.MODELS)
+        self.metric = _choice("metric", self.metric, METRICS)
+        self.jit_compile = _choice("jit-compile", str(self.jit_compile).lower(), JIT_CHOICES)
+        self.profile = _choice("profile", self.profile, profiles.PROFILES)
+        self._check_numbers()
+        self._check_words()
+        self._check_run()
+        # Last: a profile overrides batch size, learning rate and epochs (trainer/profiles.py).
+        profiles.apply(self)
+
+    def _check_numbers(self) -> None:
+        """Sizes, counts and rates: integers and floats in their ranges, whatever the CLI
+        or a JSON config handed over (10, "10" or 10.0)."""
         for name in (
             "epochs",
             "batch_size",
@@ -135,6 +145,17 @@ class TrainConfig:
         for name in ("sample", "cpu_devices"):
             setattr(self, name, _int(name, getattr(self, name), minimum=0))
         self.seed = _int("seed", self.seed, minimum=SEED_FROM_RUN_ID)
+        for name in ("learning_rate", "min_accuracy", "tolerance"):
+            setattr(self, name, _float(name, getattr(self, name)))
+        if not self.learning_rate > 0:
+            raise ConfigError(f"invalid learning-rate {self.learning_rate}: expected > 0")
+        if not 0.0 <= self.min_accuracy <= 1.0:
+            raise ConfigError(f"invalid min-accuracy {self.min_accuracy}: expected 0..1")
+        if not 0.0 <= self.tolerance <= 1.0:
+            raise ConfigError(f"invalid tolerance {self.tolerance}: expected 0..1")
+
+    def _check_words(self) -> None:
+        """The vocabulary, review length and neighbour queries fit one another."""
         if self.vocab_size < 4:
             raise ConfigError(
                 f"invalid vocab-size {self.vocab_size}: expected at least 4 "
@@ -151,44 +172,21 @@ class TrainConfig:
                 f"invalid max-review-length {self.max_review_length}: expected at least "
                 f"{MIN_REVIEW_LENGTH} (a review truncated to fewer words carries no sentiment)"
             )
-        self.jit_compile = str(self.jit_compile).lower()
-        if self.jit_compile not in JIT_CHOICES:
-            raise ConfigError(
-                f"invalid jit-compile {self.jit_compile!r}: "
-                f"expected one of {', '.join(JIT_CHOICES)}"
-            )
-        if self.metric not in METRICS:
-            raise ConfigError(
-                f"unknown metric {self.metric!r}: expected one of {', '.join(METRICS)}"
-            )
         if isinstance(self.neighbours, str):
             self.neighbours = tuple(w.strip() for w in self.neighbours.split(",") if w.strip())
         else:
             self.neighbours = tuple(str(w) for w in self.neighbours)
-        if not isinstance(self.run_id, str):
-            raise ConfigError(f"invalid run-id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
-        if self.run_id and not contract.is_run_id(self.run_id):
+
+    def _check_run(self) -> None:
+        """The run's name, where it goes and whether it may be promoted."""
+        if not isinstance(self.run_id, str) or (
+            self.run_id and not contract.is_run_id(self.run_id)
+        ):
             raise ConfigError(f"invalid run-id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
         if not isinstance(self.promote, bool):
             raise ConfigError(f"invalid promote {self.promote!r}: expected true or false")
-        for name in ("learning_rate", "min_accuracy", "tolerance"):
-            setattr(self, name, _float(name, getattr(self, name)))
-        if not self.learning_rate > 0:
-            raise ConfigError(f"invalid learning-rate {self.learning_rate}: expected > 0")
-        if not 0.0 <= self.min_accuracy <= 1.0:
-            raise ConfigError(f"invalid min-accuracy {self.min_accuracy}: expected 0..1")
-        if not 0.0 <= self.tolerance <= 1.0:
-            raise ConfigError(f"invalid tolerance {self.tolerance}: expected 0..1")
         self.data = str(self.data)
         self.output = str(self.output)
-        # Last: a profile overrides batch size, learning rate and epochs (trainer/profiles.py).
-        from trainer import profiles
-
-        if self.profile not in profiles.PROFILES:
-            raise ConfigError(
-                f"unknown profile {self.profile!r}: expected one of {', '.join(profiles.PROFILES)}"
-            )
-        profiles.apply(self)
 
     def resolve_seed(self) -> None:
         """Replace --seed -1 by a seed derived from the run id (same id, same seed: a
@@ -206,6 +204,12 @@ class TrainConfig:
 def resume_keys() -> tuple[str, ...]:
     """The fields that must match when a run id is started again."""
     return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resume"))
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
+    return str(value)
 
 
 def _flag(name: str) -> str:
