@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -193,6 +194,8 @@ def container_env(
     for var in container.get("env") or []:
         if "value" in var:
             env[var["name"]] = _expand(str(var["value"]), env)
+        elif "valueFrom" in var and "resourceFieldRef" in var["valueFrom"]:
+            env[var["name"]] = _resource_field_ref(var["valueFrom"]["resourceFieldRef"], container)
         elif "valueFrom" in var:
             ref = var["valueFrom"].get("fieldRef")
             if not ref:
@@ -201,6 +204,21 @@ def container_env(
         else:
             env[var["name"]] = ""
     return env
+
+
+def _cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _resource_field_ref(ref: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The downward API's resourceFieldRef for CPU, as the kubelet fills it in: the
+    container's limit (else the node's cores) divided by the divisor, rounded up."""
+    kind, _, name = ref["resource"].partition(".")
+    if name != "cpu" or kind not in ("limits", "requests"):
+        raise ValueError(f"unsupported resourceFieldRef {ref}: only limits.cpu and requests.cpu")
+    given = (container.get("resources") or {}).get(kind, {}).get("cpu")
+    cores = _cpu_cores(str(given)) if given else float(os.cpu_count() or 1)
+    return str(max(1, math.ceil(cores / _cpu_cores(str(ref.get("divisor", "1"))))))
 
 
 def container_argv(
