@@ -356,6 +356,20 @@ class Cluster:
         finally:
             w.stop()
 
+    def _watch_job(self, job: client.V1Job, seconds: float) -> Iterator[dict[str, Any]]:
+        """One bounded watch of this Job, from the version just read."""
+        name, namespace = job.metadata.name, job.metadata.namespace
+        return self._watch(
+            self.batch.list_namespaced_job,
+            namespace,
+            "jobs",
+            name,
+            resource_version=job.metadata.resource_version,
+            seconds=seconds,
+            group="batch",
+            field_selector=f"metadata.name={name}",
+        )
+
     def wait_deleted(self, namespace: str, name: str, timeout: float = 300) -> None:
         """Block until the Job object is gone (watched, like wait_job)."""
         deadline = time.monotonic() + timeout
@@ -372,16 +386,7 @@ class Cluster:
                     f"job {name} in namespace {namespace} is still being deleted after "
                     f"{timeout:g}s; check its pods with kubectl get pods -n {namespace}"
                 )
-            for event in self._watch(
-                self.batch.list_namespaced_job,
-                namespace,
-                "jobs",
-                name,
-                resource_version=job.metadata.resource_version,
-                seconds=min(remaining, PROGRESS_SECONDS),
-                group="batch",
-                field_selector=f"metadata.name={name}",
-            ):
+            for event in self._watch_job(job, min(remaining, PROGRESS_SECONDS)):
                 if event["type"] == "DELETED":
                     return
 
@@ -444,16 +449,7 @@ class Cluster:
                 )
             # A bounded watch from the version just read: no event is missed, and a stale
             # version (410 Gone) only costs a fresh get.
-            for event in self._watch(
-                self.batch.list_namespaced_job,
-                namespace,
-                "jobs",
-                name,
-                resource_version=job.metadata.resource_version,
-                seconds=min(remaining, watch_seconds),
-                group="batch",
-                field_selector=f"metadata.name={name}",
-            ):
+            for event in self._watch_job(job, min(remaining, watch_seconds)):
                 obj = event["object"]
                 if event["type"] == "DELETED":
                     raise ClusterError(

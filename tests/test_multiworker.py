@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_tarball
+from tests.helpers import free_ports, write_tarball
 from trainer import contract
 
 pytestmark = pytest.mark.slow
@@ -68,20 +67,6 @@ def hook(event, args):
 sys.addaudithook(hook)
 runpy.run_module("trainer", run_name="__main__", alter_sys=True)
 """
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports the kernel considers free right now (all held open together, so
-    they differ). Every launch takes new ones: gRPC binds with SO_REUSEPORT, and a port a
-    killed worker used may still be in TIME_WAIT."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def tf_config(ports: list[int], index: int) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import gcs_client
+from tests.helpers import free_ports, gcs_client
 from tests.image.kubelet import IMAGE_ENV, Image, Kubelet, render, the_job
 from trainer.contract import (
     COMPLETION_INDEX_ENV,
@@ -233,17 +232,6 @@ def test_writes_outside_the_emptydirs_fail(kubelet, bucket):
     # capabilities: drop ALL, allowPrivilegeEscalation: false
     assert seen["caps"] == ["0000000000000000", "0000000000000000", "1"], seen
     print(f"writes: {seen}")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_two_worker_indexed_job_trains_one_model(
