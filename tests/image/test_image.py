@@ -197,8 +197,9 @@ def test_unknown_model_exits_2_with_one_line(kubelet, bucket, cluster_env):
 PROBE = r"""
 import errno, os, sys
 out = {}
+# The read-only image paths, then every mounted emptyDir (given as arguments).
 for path in ("/probe", "/etc/probe", "/opt/imdb-train/probe", "/opt/venv/probe",
-             "/tmp/probe", "/cache/probe"):
+             *(f"{m}/probe" for m in sys.argv[1:])):
     try:
         with open(path, "w") as f:
             f.write("x")
@@ -219,6 +220,7 @@ def test_writes_outside_the_emptydirs_fail(kubelet, bucket):
     container = job["spec"]["template"]["spec"]["containers"][0]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     container["command"] = ["tini", "--", "python", "-c", PROBE]
+    container["args"] = sorted(mounts)
     c = kubelet.start(job)
     assert c.wait(120) == EXIT_OK, c.tail()
     seen = json.loads(c.output.strip().splitlines()[-1])
