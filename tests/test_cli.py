@@ -86,6 +86,8 @@ def test_run_id_1e3_and_promote_false_through_the_real_trainer(tmp_path):
     assert (run / contract.SUCCESS).exists()
     assert json.loads((run / contract.CONFIG).read_text())["config"]["run_id"] == "1e3"
     assert not (out / "mean" / contract.LATEST).exists()
+    # A query word the vocabulary lacks is one warning line, not a silent empty list.
+    assert "warning: not in the vocabulary, no neighbours: excellent" in proc.stdout
     # Our own lines only: TensorFlow's start-up lines are hidden unless asked for.
     assert "cuda" not in proc.stderr.lower() and "oneDNN" not in proc.stderr, proc.stderr
 

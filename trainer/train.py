@@ -332,7 +332,7 @@ class Trainer:
             self.log("nearest to 'great': " + ", ".join(n["word"] for n in great))
         if neighbours["unknown"]:
             unknown = ", ".join(neighbours["unknown"])
-            print(f"warning: not in the vocabulary, no neighbours: {unknown}", file=sys.stderr)
+            self.log(f"warning: not in the vocabulary, no neighbours: {unknown}")
         self.log(f"artifacts: {self.store.uri}")
         return self._promote(metrics)
 
