@@ -159,8 +159,8 @@ MUTANTS = [
            "expired = current is None",
            ("tests/test_lease.py::test_an_expired_lease_is_taken_over",)),
     Mutant("multiworker-uneven-final-batch", "trainer/train.py",
-           "            even_batches=distribute.is_multi_worker(),",
-           "            even_batches=False,",
+           "            even_batches=part is not None or distribute.is_multi_worker(),",
+           "            even_batches=part is not None,",
            ("tests/test_multiworker.py::test_uneven_final_batch_trains_on_every_worker",)),
     # --- jobs.results ------------------------------------------------------------------
     Mutant("results-pointer-run-id-trusted", "jobs/results.py",
