@@ -52,28 +52,20 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, run_id: str = DEFAULT_RUN_ID) 
             build_role_binding(submitter, namespace, instance=name, service_account=submitter),
         ],
     }
-    for model in MODELS:
-        files[f"job-{model}.yaml"] = build_objects(
-            JobSpec(
-                model=model,
-                run_id=run_id,
-                namespace=namespace,
-                image=EXAMPLE_IMAGE,
-                output=EXAMPLE_OUTPUT,
-            )
+
+    def example(model: str) -> JobSpec:
+        return JobSpec(
+            model=model,
+            run_id=run_id,
+            namespace=namespace,
+            image=EXAMPLE_IMAGE,
+            output=EXAMPLE_OUTPUT,
         )
+
+    for model in MODELS:
+        files[f"job-{model}.yaml"] = build_objects(example(model))
     for model in RETRAIN_MODELS:
-        files[f"cronjob-{model}.yaml"] = [
-            build_cronjob(
-                JobSpec(
-                    model=model,
-                    run_id=run_id,
-                    namespace=namespace,
-                    image=EXAMPLE_IMAGE,
-                    output=EXAMPLE_OUTPUT,
-                )
-            )
-        ]
+        files[f"cronjob-{model}.yaml"] = [build_cronjob(example(model))]
     return files
 
 
