@@ -292,21 +292,23 @@ def test_group_resumes_after_every_worker_is_killed(corpus, tmp_path):
     assert finals[0]["test_accuracy"] == finals[1]["test_accuracy"] == metrics["test_accuracy"]
 
 
-def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_path):
-    """What Kubernetes does on a drain or Job deletion: SIGTERM to every pod. The group
-    stops resumable (exit 75), never checkpoints a partial epoch, and a rerun resumes."""
+@pytest.mark.parametrize("signalled", [[0, 1], [1], [0]], ids=["all", "worker-1", "chief"])
+def test_sigterm_stops_the_group_at_a_checkpoint(corpus, tmp_path, signalled):
+    """SIGTERM to every pod (a drain, a Job deleted) or to one pod only (a preemption:
+    Kubernetes signals that pod alone, and the others are never told). The workers agree
+    to stop after the same step: each exits 75 at once, no partial epoch is checkpointed,
+    and a rerun resumes. No collective timeout is set, so a worker left alone in a
+    collective would hang past the test's wait."""
     store = tmp_path / "store"
     run_dir = store / "mean" / "term"
     epochs = 3
     args = trainer_args(corpus, store, "term", epochs=epochs, sample=CORPUS)
-    # Workers that see the signal one batch apart wait in different collectives: the
-    # timeout turns that rare case into exit 75 too, instead of waiting for SIGKILL.
-    group = Group(tmp_path, 2, args, env={"IMDB_TRAIN_COLLECTIVE_TIMEOUT": "20"})
+    group = Group(tmp_path, 2, args, env={contract.COLLECTIVE_TIMEOUT_ENV: ""})
     try:
         group.start(store)
         wait_for(run_dir / "checkpoints" / "epoch-0001.keras", group, GROUP_TIMEOUT)
-        for p in group.procs:
-            os.killpg(p.pid, signal.SIGTERM)
+        for i in signalled:
+            os.killpg(group.procs[i].pid, signal.SIGTERM)
         codes = group.wait(90)
         assert codes == {0: 75, 1: 75}, group.tails()
         done = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.keras"))
@@ -316,6 +318,12 @@ def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_pat
         assert len(state["history"]["loss"]) == len(done), "a partial epoch was recorded"
         assert not (run_dir / "_SUCCESS").exists()
         for i in range(2):
+            why = (
+                "signal 15" if i in signalled else "the worker group (another worker was signalled)"
+            )
+            assert f"stopped by {why} after epoch {len(done)} of {epochs}" in group.output(i), (
+                group.tails()
+            )
             assert "--run-id term" in group.output(i), group.tails()
 
         group.kill()  # all have exited: just forget them
@@ -329,6 +337,42 @@ def test_sigterm_to_every_worker_stops_the_group_at_a_checkpoint(corpus, tmp_pat
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == epochs
     assert (run_dir / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize(
+    "peer", ["imdb-train-x-1.imdb-train-x.invalid", "127.0.0.1"], ids=["pending", "not-joined"]
+)
+def test_a_group_that_does_not_form_exits_resumable(corpus, tmp_path, peer):
+    """A peer whose pod stays Pending (no DNS record yet) or whose process never joins:
+    TensorFlow would wait an hour for it to register, deaf to SIGTERM, holding this
+    worker's GPUs. IMDB_TRAIN_PEER_TIMEOUT bounds the wait: exit 75 with one line naming
+    the peer, nothing written to the store, so the Job's retry starts clean."""
+    store = tmp_path / "store"
+    timeout = 6
+    missing = f"{peer}:{free_ports(1)[0]}"
+    config = json.loads(tf_config(free_ports(1), 0))
+    config["cluster"]["worker"].append(missing)
+    group = Group(
+        tmp_path,
+        1,
+        trainer_args(corpus, store, "alone", epochs=1, sample=256),
+        env={contract.PEER_TIMEOUT_ENV: str(timeout), "TF_CONFIG": json.dumps(config)},
+    )
+    try:
+        started = time.monotonic()
+        group.start(store)
+        codes = group.wait(timeout + 90)
+        elapsed = time.monotonic() - started
+    finally:
+        group.kill()
+    assert codes == {0: 75}, group.tails()
+    assert elapsed >= timeout
+    lines = [ln for ln in group.output(0).splitlines() if ln.startswith("stopped, resumable:")]
+    assert len(lines) == 1, group.tails()
+    assert f"did not form within {timeout} s ({contract.PEER_TIMEOUT_ENV})" in lines[0]
+    assert missing in lines[0]
+    assert ("not resolvable" in lines[0]) == peer.endswith(".invalid"), lines[0]
+    assert store_files(store) == set(), "a group that never formed wrote to the store"
 
 
 def test_killed_worker_fails_the_others_and_nothing_is_published(corpus, tmp_path):

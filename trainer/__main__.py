@@ -45,6 +45,7 @@ def run(argv: Sequence[str]) -> int:
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
             os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
             distribute.collective_timeout_from_env()  # a bad value is bad input, fail early
+            distribute.peer_timeout_from_env()
         from trainer.quiet import import_tensorflow
 
         import_tensorflow()

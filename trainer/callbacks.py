@@ -58,7 +58,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
         seconds = time.perf_counter() - self.t0
         steps = self.params.get("steps")
         done = int(self.model.optimizer.iterations.numpy()) - self.step0
-        if self.termination.requested and (steps is None or done < steps):
+        if self.termination.stopping and (steps is None or done < steps):
             # Keras still validates and calls us after a mid-epoch stop; a partial epoch
             # must not be checkpointed as complete.
             return
@@ -69,7 +69,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
             metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             self.log(f"epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {metrics}")
         self.checkpoint(self.model, epoch + 1)
-        if self.termination.requested:
+        if self.termination.stopping:
             self.model.stop_training = True  # arrived during validation
 
     def _scalars(self, epoch: int, logs: dict) -> None:
@@ -80,3 +80,41 @@ class EpochEnd(tf.keras.callbacks.Callback):
                     if prefix + name in logs:
                         tf.summary.scalar(f"epoch_{name}", logs[prefix + name])
             writer.flush()
+
+
+class GroupStop(tf.keras.callbacks.Callback):
+    """A worker group's agreement to stop: every worker stops after the same step.
+
+    After each compiled call (steps_per_execution steps) and each epoch, the workers
+    all-reduce their stop flags; if any was signalled (a preempted pod: Kubernetes signals
+    only that one), all stop there. A worker stopping alone would leave its peers in the
+    next step's all-reduce until the collective timeout. Being the first callback, it
+    decides before EpochEnd reads `termination.stopping`; being a batch hook, it makes
+    Keras sync once per compiled call, which only a group pays for.
+    """
+
+    def __init__(self, strategy, termination: Termination) -> None:
+        super().__init__()
+        self.termination = termination
+        termination.group = True
+
+        def signalled(flag):
+            # One value per replica, summed over the group (an all-reduce of one scalar).
+            flags = strategy.experimental_distribute_values_from_function(lambda _: flag)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+
+        self._signalled = signalled
+
+    def _agree(self) -> None:
+        # Once agreed, every worker has agreed (same all-reduce): no more collectives.
+        if not self.termination.agreed:
+            flag = tf.constant(1.0 if self.termination.requested else 0.0)
+            self.termination.agreed = float(self._signalled(flag)) > 0
+        if self.termination.agreed:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._agree()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._agree()

@@ -34,6 +34,11 @@ GCS_DEADLINE_ENV = "IMDB_TRAIN_GCS_DEADLINE"  # seconds of retries for one store
 RUN_ID_ENV = "IMDB_TRAIN_RUN_ID"  # set by the Job (scheduled runs: the pod's Job name)
 WORKER_HOSTS_ENV = "IMDB_TRAIN_WORKER_HOSTS"  # comma list host:port, Indexed Job order
 COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"  # seconds; empty: none
+# Seconds a worker waits for its whole group to form (every peer started and registered)
+# before it exits 75, so a group whose peer stays Pending does not hold its GPUs; the Job
+# then retries the group within its backoff limit.
+PEER_TIMEOUT_ENV = "IMDB_TRAIN_PEER_TIMEOUT"
+PEER_TIMEOUT_DEFAULT = 900  # a GPU node scale-up plus a multi-GB image pull fit in it
 LEASE_SECONDS_ENV = "IMDB_TRAIN_LEASE_SECONDS"  # a run's lease lifetime; renewed at a third
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
 # Ceiling on the bytes a data source may expand to (decompressed tarball, npz members):

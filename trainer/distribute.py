@@ -3,13 +3,24 @@ MultiWorkerMirroredStrategy when TF_CONFIG (or an Indexed Job's environment) nam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
+import struct
 import sys
+import threading
+import time
 from collections.abc import Mapping
 
-from trainer.contract import COLLECTIVE_TIMEOUT_ENV, COMPLETION_INDEX_ENV, WORKER_HOSTS_ENV
+from trainer.contract import (
+    COLLECTIVE_TIMEOUT_ENV,
+    COMPLETION_INDEX_ENV,
+    PEER_TIMEOUT_DEFAULT,
+    PEER_TIMEOUT_ENV,
+    WORKER_HOSTS_ENV,
+)
 
 # The TF_CONFIG task types a MultiWorkerMirroredStrategy group is made of.
 TASK_TYPES = ("chief", "worker")
@@ -66,14 +77,9 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
     return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": int(index)}}
 
 
-def collective_timeout_from_env(env: Mapping[str, str] | None = None) -> float | None:
-    """IMDB_TRAIN_COLLECTIVE_TIMEOUT in seconds, or None (unset or empty: no timeout).
-
-    Raises:
-        DistributeError: not a positive number.
-    """
+def _seconds_from_env(name: str, env: Mapping[str, str] | None) -> float | None:
     env = os.environ if env is None else env
-    raw = env.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    raw = env.get(name, "").strip()
     if not raw:
         return None
     try:
@@ -81,10 +87,122 @@ def collective_timeout_from_env(env: Mapping[str, str] | None = None) -> float |
     except ValueError:
         seconds = float("nan")
     if not seconds > 0 or seconds == float("inf"):
-        raise DistributeError(
-            f"invalid {COLLECTIVE_TIMEOUT_ENV} {raw!r}: expected a positive number of seconds"
-        )
+        raise DistributeError(f"invalid {name} {raw!r}: expected a positive number of seconds")
     return seconds
+
+
+def collective_timeout_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """IMDB_TRAIN_COLLECTIVE_TIMEOUT in seconds, or None (unset or empty: no timeout).
+
+    Raises:
+        DistributeError: not a positive number.
+    """
+    return _seconds_from_env(COLLECTIVE_TIMEOUT_ENV, env)
+
+
+def peer_timeout_from_env(env: Mapping[str, str] | None = None) -> float:
+    """IMDB_TRAIN_PEER_TIMEOUT in seconds (unset or empty: the contract's default).
+
+    Raises:
+        DistributeError: not a positive number.
+    """
+    seconds = _seconds_from_env(PEER_TIMEOUT_ENV, env)
+    return float(PEER_TIMEOUT_DEFAULT) if seconds is None else seconds
+
+
+def _split(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _reachable(host_port: str) -> bool:
+    try:
+        with socket.create_connection(_split(host_port), timeout=2):
+            return True
+    except (OSError, UnicodeError, ValueError):
+        return False
+
+
+class _Listener:
+    """Accepts (and drops) connections on this worker's port until closed, so peers can
+    see it is up before TensorFlow binds the port."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = None
+        with contextlib.suppress(OSError):  # taken: peers see TensorFlow's server instead
+            self.sock = socket.create_server(("", port), reuse_port=False)
+            self.sock.settimeout(0.1)
+            self.thread = threading.Thread(target=self._serve, daemon=True)
+            self.thread.start()
+
+    def _serve(self) -> None:
+        while (sock := self.sock) is not None:
+            try:
+                conn, _ = sock.accept()
+                # Reset rather than close: a closed connection would hold the port in
+                # TIME_WAIT, and TensorFlow's server could not bind it.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+            # The kernel frees the port only once the accept() in flight has returned.
+            self.thread.join()
+
+
+def wait_for_peers(
+    tf_config: dict, seconds: float, stopped=lambda: False, interval: float = 0.5
+) -> list[str]:
+    """Wait until every peer of the group is up (its port accepts connections); return the
+    peers still missing after `seconds` (empty: all up), or at once when `stopped()`.
+
+    TensorFlow, once asked to form the group, waits for missing peers for up to an hour
+    without returning to Python or honouring SIGTERM; a peer whose pod stays Pending (no GPU
+    node) would hold this worker's GPUs that long. So the group meets first, here: each
+    worker listens on its own port until it has seen all its peers (a peer that has moved on
+    is seen through TensorFlow's server on the same port).
+    """
+    task = tf_config["task"]
+    own = tf_config["cluster"][task["type"]][int(task["index"])]
+    missing = peers(tf_config)
+    listener = _Listener(_split(own)[1])
+    try:
+        deadline = time.monotonic() + seconds
+        while missing and not stopped():
+            missing = [p for p in missing if not _reachable(p)]
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+    finally:
+        listener.close()
+    return missing
+
+
+def group_not_formed(missing: list[str], seconds: float) -> str:
+    """Why the group did not form, naming each missing peer."""
+    unresolved = [p for p in missing if not _resolves(_split(p)[0])]
+    silent = [p for p in missing if p not in unresolved]
+    parts = []
+    if unresolved:
+        parts.append(f"not resolvable, so not running yet: {', '.join(unresolved)}")
+    if silent:
+        parts.append(f"not accepting connections: {', '.join(silent)}")
+    return (
+        f"the worker group did not form within {seconds:g} s ({PEER_TIMEOUT_ENV}); peers "
+        + "; ".join(parts)
+    )
 
 
 def peer_failure(error: BaseException) -> str | None:
@@ -146,7 +264,18 @@ def split_cpu(n: int) -> None:
     )
 
 
-def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None):
+def peers(tf_config: dict) -> list[str]:
+    """host:port of every other member of the group."""
+    task = tf_config["task"]
+    return [
+        host
+        for kind in TASK_TYPES
+        for i, host in enumerate(tf_config["cluster"].get(kind, []))
+        if (kind, i) != (task["type"], int(task["index"]))
+    ]
+
+
+def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None, hint: str = ""):
     """Pick the strategy for this process.
 
     Args:

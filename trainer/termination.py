@@ -23,12 +23,18 @@ class Termination:
     stopped mid-epoch (PID 1 ignores SIGTERM unless a handler is installed). The handler sets
     `model.stop_training` itself, so no per-batch callback is needed: a batch hook would turn
     off Keras's asynchronous callback dispatch and cost every step.
+
+    In a worker group a signal only raises this worker's flag: the group agrees when to stop
+    (callbacks.GroupStop), because a worker that left alone would leave its peers waiting in
+    the next collective until the collective timeout. `stopping` is what the run acts on.
     """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
-        self.model = None  # the model whose fit() should stop
+        self.model = None  # the model whose fit() should stop (one process only)
+        self.group = False  # a worker group: the stop is agreed, not taken alone
+        self.agreed = False  # the group agreed to stop (some worker was signalled)
         self._hint: str | None = None  # set while a signal should stop the run at once
 
     def install(self) -> Termination:
@@ -57,7 +63,7 @@ class Termination:
         if self._hint:
             hint, self._hint = self._hint, None
             raise PreemptedError(f"stopped by signal {signum} while loading data; {hint}")
-        if self.model is not None:
+        if self.model is not None and not self.group:
             self.model.stop_training = True
         print(
             f"received {signal.Signals(signum).name}: stopping at the next checkpoint",
@@ -67,4 +73,16 @@ class Termination:
 
     @property
     def requested(self) -> bool:
+        """This process was signalled."""
         return self.event.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """The run stops: its own signal, or in a worker group the group's agreement."""
+        return self.agreed if self.group else self.requested
+
+    def why(self) -> str:
+        """What stopped the run, for its last line."""
+        if self.requested:
+            return f"signal {self.signum}"
+        return "the worker group (another worker was signalled)"

@@ -98,6 +98,9 @@ class Trainer:
         if self.store.exists(contract.SUCCESS):
             return self._already_complete()
         dataset = self._load()  # bad data is refused before anything is written
+        # Before the lease: a worker group that does not form in time stops resumable
+        # (distribute.wait_for_peers) and must not leave the run's lease behind.
+        self.strategy = self._make_strategy()
         # One trainer per run id: a second one waits for a silent holder's lease to expire
         # (a killed pod), or stops resumable while a live one trains.
         lease = Lease(self.store, log=self.log) if self.chief else None
@@ -162,8 +165,7 @@ class Trainer:
         cfg = self.cfg
         # The fast recipe validates on a share of the training set (the reference on test).
         dataset, held_out = profiles.split_validation(dataset, cfg)
-        with quiet.unless_verbose():  # cuInit and device lines on CPU-only machines
-            strategy = distribute.make_strategy(cfg.cpu_devices)
+        strategy = self.strategy
         tf.keras.utils.set_random_seed(cfg.seed)
         self._write_config(strategy, dataset)
         # Steps per epoch: a share of a pass (fast recipe), or full batches only (a worker
@@ -183,12 +185,14 @@ class Trainer:
         val_ds = test_ds
         if held_out is not None:
             val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
-        if epoch < cfg.epochs and not self.termination.requested:
+        # A group always enters fit: its first step's agreement stops every worker, where a
+        # signalled worker staying out alone would leave its peers in that step's collective.
+        if epoch < cfg.epochs and not self.termination.stopping:
             self._fit(model, train_ds, val_ds, epoch, state, workdir, steps)
-        if self.termination.requested:
+        if self.termination.stopping:
             done = next(iter(checkpoint_epochs(self.store)), 0)
             raise PreemptedError(
-                f"stopped by signal {self.termination.signum} after epoch {done} of "
+                f"stopped by {self.termination.why()} after epoch {done} of "
                 f"{cfg.epochs}; rerun with --run-id {cfg.run_id} to resume"
             )
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
@@ -205,6 +209,30 @@ class Trainer:
             final_accuracy_at=time.time(),
         )
         return self._finish(run)
+
+    def _make_strategy(self):
+        tf_config = distribute.tf_config_from_env()
+        if distribute.group_size(tf_config) > 1:
+            seconds = distribute.peer_timeout_from_env()
+            missing = distribute.wait_for_peers(
+                tf_config, seconds, stopped=lambda: self.termination.requested
+            )
+            if self.termination.requested:
+                raise PreemptedError(
+                    f"stopped by signal {self.termination.signum} while the worker group "
+                    f"formed; rerun with --run-id {self.cfg.run_id}"
+                )
+            if missing:
+                raise RetryableError(
+                    f"{distribute.group_not_formed(missing, seconds)}; the Job retries the "
+                    f"group, or rerun all workers with --run-id {self.cfg.run_id}"
+                )
+        with quiet.unless_verbose():  # cuInit and device lines on CPU-only machines
+            strategy = distribute.make_strategy(self.cfg.cpu_devices)
+        # TensorFlow's multi-worker runtime installs its own SIGTERM handler as the group
+        # forms, over ours (installed before the data was read): ours again.
+        self.termination.install()
+        return strategy
 
     def _write_config(self, strategy, dataset: data_mod.Dataset) -> None:
         cfg = self.cfg
@@ -270,13 +298,14 @@ class Trainer:
         workdir: Path,
         steps_per_epoch: int | None,
     ):
-        from trainer.callbacks import EpochEnd
+        from trainer.callbacks import EpochEnd, GroupStop
 
         interactive = sys.stdout.isatty()
-        self.termination.model = model
-        # Again: TensorFlow's multi-worker runtime installs its own SIGTERM handler when the
-        # strategy starts, after ours (installed before the data was read).
-        self.termination.install()
+        # One process: the signal handler stops fit() itself. A group agrees first.
+        group = [GroupStop(self.strategy, self.termination)] if distribute.is_multi_worker() else []
+        if not group:
+            self.termination.model = model
+        self.termination.install()  # again, in case TensorFlow replaced it since
         epoch_end = EpochEnd(
             state=state,
             termination=self.termination,
@@ -291,7 +320,7 @@ class Trainer:
             epochs=self.cfg.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            callbacks=[epoch_end, *profiles.callbacks(self.cfg)],
+            callbacks=[*group, epoch_end, *profiles.callbacks(self.cfg)],
             # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
             # Keras's verbose=2 still reads every step's metrics back from the device.
             verbose=1 if interactive else 0,
