@@ -13,6 +13,8 @@ from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
     EXIT_BAD_INPUT,
+    PEER_TIMEOUT_DEFAULT,
+    PEER_TIMEOUT_ENV,
     RUN_ID_ENV,
     WORKER_HOSTS_ENV,
     WORKER_PORT,
@@ -128,6 +130,9 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         # A peer that is alive but stuck would otherwise hang the group until the Job's
         # deadline; dead peers are caught sooner by TensorFlow's own heartbeats.
         env.append(client.V1EnvVar(name=COLLECTIVE_TIMEOUT_ENV, value=COLLECTIVE_TIMEOUT))
+        # A peer that never starts (Pending for want of a GPU node): the workers that did
+        # start give up after this and exit 75, so a partial group does not hold its GPUs.
+        env.append(client.V1EnvVar(name=PEER_TIMEOUT_ENV, value=str(PEER_TIMEOUT_DEFAULT)))
     return env
 
 
@@ -264,15 +269,20 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
     )
 
 
+def group_backoff_limit(spec: JobSpec) -> int:
+    """The Job's backoffLimit: spec.backoff_limit retries of the whole group of workers."""
+    return spec.backoff_limit * spec.workers
+
+
 def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpec:
     indexed = spec.workers > 1
     return client.V1JobSpec(
-        # Multi-worker training is one synchronous all-reduce group: a lost worker stalls the
-        # others, and per-index retries (backoffLimitPerIndex) would restart one member into a
-        # group that is already broken. So an indexed Job fails on its first failure, Kubernetes
-        # stops the other workers, and the whole group is re-run (same run id, resuming from
-        # checkpoints). A single worker retries in place up to backoffLimit.
-        backoff_limit=0 if indexed else spec.backoff_limit,
+        # A worker group is one synchronous all-reduce: when one member fails, the others
+        # stop too (exit 75: the trainer agrees on stopping, or sees its peer gone), so the
+        # Job controller replaces every pod and the new group resumes from the last
+        # checkpoint. Each such round costs up to one failure per worker: the budget is
+        # backoffLimit rounds. Preemptions (DisruptionTarget) are not counted.
+        backoff_limit=group_backoff_limit(spec),
         completion_mode="Indexed" if indexed else None,
         completions=spec.workers if indexed else None,
         parallelism=spec.workers if indexed else None,

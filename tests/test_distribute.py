@@ -4,10 +4,14 @@ who is chief, the collective timeout, and how a broken worker group is reported.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 
 import pytest
 
-from trainer import distribute
+from tests.helpers import free_ports
+from trainer import contract, distribute
 from trainer.distribute import DistributeError
 
 HOSTS = "job-0.svc:2222,job-1.svc:2222,job-2.svc:2222"
@@ -196,3 +200,57 @@ def test_peer_failure_names_the_reason_and_ignores_other_errors():
     assert lost == "UnavailableError: peer is down"
     assert distribute.peer_failure(tf.errors.InvalidArgumentError(None, None, "shape")) is None
     assert distribute.peer_failure(RuntimeError("no")) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(None, float(contract.PEER_TIMEOUT_DEFAULT), id="unset"),
+        pytest.param("", float(contract.PEER_TIMEOUT_DEFAULT), id="empty"),
+        pytest.param("30", 30.0, id="integer"),
+    ],
+)
+def test_peer_timeout_from_env(raw, expected):
+    env = {} if raw is None else {contract.PEER_TIMEOUT_ENV: raw}
+    assert distribute.peer_timeout_from_env(env) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "soon", "inf"])
+def test_bad_peer_timeout(raw):
+    with pytest.raises(DistributeError, match=rf"IMDB_TRAIN_PEER_TIMEOUT '{raw}'"):
+        distribute.peer_timeout_from_env({contract.PEER_TIMEOUT_ENV: raw})
+
+
+def test_peers_are_the_other_members_of_the_group():
+    config = {"cluster": {"worker": ["a:1", "b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
+    assert distribute.peers(config) == ["a:1", "c:3"]
+
+
+def test_wait_for_peers_names_the_peer_that_is_not_up():
+    """One peer listening, one port with nobody on it: only the second is missing, after
+    the timeout; this worker's own port accepted connections meanwhile, then was freed."""
+    up = socket.create_server(("127.0.0.1", 0))
+    own, down = free_ports(2)
+    peers = [f"127.0.0.1:{up.getsockname()[1]}", f"127.0.0.1:{down}"]
+    config = {"cluster": {"worker": [f"127.0.0.1:{own}", *peers]},
+              "task": {"type": "worker", "index": 0}}  # fmt: skip
+    seen_own = []
+
+    def probe():
+        seen_own.append(distribute._reachable(f"127.0.0.1:{own}"))
+
+    try:
+        timer = threading.Timer(0.3, probe)
+        timer.start()
+        started = time.monotonic()
+        missing = distribute.wait_for_peers(config, seconds=1.0, interval=0.1)
+        timer.join()
+    finally:
+        up.close()
+    assert missing == [f"127.0.0.1:{down}"]
+    assert time.monotonic() - started >= 1.0
+    assert seen_own == [True]
+    assert not distribute._reachable(f"127.0.0.1:{own}")  # free again for TensorFlow
+    assert f"not accepting connections: 127.0.0.1:{down}" in distribute.group_not_formed(
+        missing, 1.0
+    )

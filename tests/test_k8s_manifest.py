@@ -205,7 +205,8 @@ def test_indexed_job_for_multiple_workers():
     svc = to_dict(build_service(spec))
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    assert job["spec"]["backoffLimit"] == 0
+    # The group is retried whole: one failure per worker per round, spec.backoff_limit rounds.
+    assert job["spec"]["backoffLimit"] == 3 * spec.backoff_limit
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == svc["metadata"]["name"]
     assert svc["spec"]["clusterIP"] == "None"
@@ -215,6 +216,7 @@ def test_indexed_job_for_multiple_workers():
         f"imdb-train-lstm-r1-{i}.imdb-train-lstm-r1:2222" for i in range(3)
     )
     assert float(env["IMDB_TRAIN_COLLECTIVE_TIMEOUT"]) > 0  # a stuck peer cannot hang the Job
+    assert float(env["IMDB_TRAIN_PEER_TIMEOUT"]) > 0  # nor a peer that never starts
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 

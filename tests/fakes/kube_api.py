@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 from tests.fakes.k8s_checks import restricted_violations
+from trainer.contract import EXIT_PREEMPTED
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -84,7 +85,11 @@ class Script:
     start: "ok" (ContainerCreating, then Running), "ImagePullBackOff" (waits forever, like a
     missing image) or "Unschedulable" (Pending forever with a FailedScheduling event).
     outcome: "succeed" (exit 0), "fail" (exit `exit_code`) or "hang" (runs until deleted).
-    For Indexed Jobs only worker `fail_index` fails; the others run until the Job ends.
+    For Indexed Jobs only worker `fail_index` fails; the others run until the Job ends, or,
+    with `group`, exit 75 right after it, as the trainer's workers do when their synchronous
+    group breaks (tested with real processes in test_multiworker.py).
+    fail_times: the failing pod fails on its first `fail_times` launches in the Job, and every
+    pod launched after that succeeds (a retry that resumes and completes); None: always fails.
     reason/message: when set, the Job fails with this condition instead of the one the Job
     controller would derive (e.g. DeadlineExceeded, which the fake does not time itself).
     """
@@ -97,6 +102,8 @@ class Script:
     start: str = "ok"
     start_delay: float = 0.1
     fail_index: int = 0
+    fail_times: int | None = None
+    group: bool = False
     log: list[str] = field(default_factory=lambda: ["epoch 1/1", "test_accuracy=0.87", "done"])
 
 
@@ -145,6 +152,7 @@ class FakeKube:
         self.url = ""
         self.stopped = False
         self._job_scripts: dict[str, Script] = {}  # Job uid -> its Script
+        self._job_failures: dict[str, int] = {}  # Job uid -> scripted failures so far
         for ns in namespaces:
             self.add_namespace(ns)
 
@@ -513,8 +521,11 @@ class FakeKube:
             self._later(script.delay * i / max(1, len(lines)), self._log_line, pod, line)
         if script.outcome == "hang":
             return
-        failing = script.outcome == "fail" and (index is None or index == script.fail_index)
-        if script.outcome == "fail" and not failing:
+        failures = self._job_failures.get(job["metadata"]["uid"], 0) if job else 0
+        recovered = script.fail_times is not None and failures >= script.fail_times
+        failing = script.outcome == "fail" and not recovered and (
+            index is None or index == script.fail_index)  # fmt: skip
+        if script.outcome == "fail" and not failing and not recovered:
             return  # a healthy peer of the failing worker: runs until the Job ends
         self._later(script.delay, self._pod_exit, pod, script.exit_code if failing else 0, script)
 
@@ -541,6 +552,14 @@ class FakeKube:
         self.cond.notify_all()
         job = self._owner_job(cur)
         if job is not None and not _job_finished(job):
+            index = cur["metadata"].get("annotations", {}).get(INDEX_ANNOTATION)
+            if script is not None and code != 0 and index == str(script.fail_index):
+                uid = job["metadata"]["uid"]
+                self._job_failures[uid] = self._job_failures.get(uid, 0) + 1
+                if script.group:  # the synchronous group broke: its peers stop, resumable
+                    for peer in self._dependents(job, "pods"):
+                        if peer["status"].get("phase") == "Running":
+                            self._later(0.05, self._pod_exit, peer, EXIT_PREEMPTED, None)
             self._job_pod_finished(job, cur, code, script)
 
     def _owner_job(self, pod: dict[str, Any]) -> dict[str, Any] | None:
