@@ -79,7 +79,8 @@ def submit(
         memory_limit: memory limit per worker.
         service_account: the trainer's ServiceAccount (Workload Identity).
         active_deadline_seconds: the whole Job, retries included, is stopped after this.
-        backoff_limit: pod retries of a single-worker Job (exit 75 = preempted counts here).
+        backoff_limit: retries of a failed pod (exit 75 counts, preemption does not); with
+            --workers N, retries of the whole group (the Job's backoffLimit is N times this).
         ttl_seconds_after_finished: finished Jobs are deleted after this.
         name: name prefix and app.kubernetes.io/instance label.
         queue: Kueue LocalQueue; the Job is created suspended with kueue.x-k8s.io/queue-name and
@@ -89,7 +90,7 @@ def submit(
         follow: stream the trainer pod's log.
         retries: with --wait, re-run a failed Job as a whole this many times (same run id, so
             the trainer resumes from its checkpoints); never after bad input (exit 2) or the
-            deadline. Meant for multi-worker Jobs, which stop at their first worker failure.
+            deadline. The cluster already retries within --backoff-limit; this is on top.
         timeout: seconds to wait (default: no limit).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config; in-cluster in a pod).
         context: kubeconfig context.
