@@ -20,6 +20,7 @@ from trainer.contract import (
     is_run_id,
     run_key,
 )
+from trainer.promotion import PointerError, parse_pointer
 from trainer.storage import NotFoundError, open_store
 
 
@@ -41,27 +42,15 @@ def _runs(store, model: str) -> dict[str, set[str]]:
 
 
 def _latest(store, model: str) -> dict[str, Any] | None:
-    """The promoted run's pointer, checked: its run_id becomes a path, so it must be one."""
-    where = f"{store.uri}/{model}/{LATEST}"
+    """The promoted run's pointer, checked (promotion.parse_pointer)."""
     try:
         raw = store.read_bytes(f"{model}/{LATEST}")
     except NotFoundError:
         return None
     try:
-        latest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _cli.CommandFailedError(f"{where} is not valid JSON ({e})") from None
-    if not isinstance(latest, dict):
-        raise _cli.CommandFailedError(
-            f"{where} is not a promotion pointer: expected a JSON object with a run_id, "
-            f"found a JSON {type(latest).__name__}"
-        )
-    if not is_run_id(latest.get("run_id")):
-        raise _cli.CommandFailedError(
-            f"{where} is not a promotion pointer: run_id {latest.get('run_id')!r} is not a "
-            f"run id ({RUN_ID_HELP})"
-        )
-    return latest
+        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}")
+    except PointerError as e:
+        raise _cli.CommandFailedError(str(e)) from None
 
 
 def _resolve(store, model: str, run_id: Any) -> str:

@@ -30,12 +30,14 @@ def cli(capsys, *argv):
 
 
 POINTERS = {
-    "escaping-run-id": (b'{"run_id": "../../x"}', "is not a promotion pointer: run_id '../../x'"),
-    "numeric-run-id": (b'{"run_id": 5}', "is not a promotion pointer: run_id 5"),
-    "no-run-id": (b'{"id": "r1"}', "is not a promotion pointer: run_id None"),
+    "escaping-run-id": (b'{"run_id": "../../x"}', "is not a run pointer: run_id '../../x'"),
+    "numeric-run-id": (b'{"run_id": 5}', "is not a run pointer: run_id 5"),
+    "no-run-id": (b'{"id": "r1"}', "is not a run pointer: run_id None"),
+    "no-accuracy": (b'{"run_id": "r1"}', "is not a run pointer: test_accuracy None"),
     "foreign-json": (
         b'["lstm", "r1"]',
-        "is not a promotion pointer: expected a JSON object with a run_id, found a JSON list",
+        "is not a run pointer: expected a JSON object with run_id and test_accuracy, "
+        "found a JSON list",
     ),
     "malformed": (b'{"run_id": "r1"', "is not valid JSON"),
     "not-utf8": (b"\xff\xfe{}", "is not valid JSON"),
@@ -85,7 +87,8 @@ def test_truncated_metrics_marks_one_run_corrupt(tmp_path, capsys):
         write_run(store, "lstm", run_id, acc)
     whole = store.read_bytes(f"lstm/r2/{METRICS}")
     store.write_bytes(f"lstm/r2/{METRICS}", whole[: len(whole) // 2])
-    store.write_bytes(f"lstm/{LATEST}", json.dumps({"run_id": "r3"}).encode())
+    pointer = {"run_id": "r3", "test_accuracy": 0.88}
+    store.write_bytes(f"lstm/{LATEST}", json.dumps(pointer).encode())
     code, out, err = cli(capsys, "list", "--output", store.uri)
     rows = [line.split() for line in out.splitlines()]
     assert code == 0 and err == ""

@@ -48,22 +48,20 @@ def _parent_uri(uri: str) -> tuple[str, str]:
 
 
 def _through_latest(model_store: Store, shown: str) -> Store:
+    from trainer.promotion import PointerError, parse_pointer
+
     try:
-        pointer = json.loads(model_store.read_bytes(contract.LATEST))
+        raw = model_store.read_bytes(contract.LATEST)
     except NotFoundError:
         raise PredictError(
             f"no {contract.LATEST} in {model_store.uri} for run {shown!r}: no run of this "
             "model was promoted there; pass a run directory <output>/<model>/<run-id>"
         ) from None
-    except ValueError as e:
-        raise PredictError(f"{model_store.uri}/{contract.LATEST} is not JSON: {e}") from None
-    run_id = pointer.get("run_id") if isinstance(pointer, dict) else None
-    if not contract.is_run_id(run_id):
-        raise PredictError(
-            f"{model_store.uri}/{contract.LATEST} names run id {run_id!r}: "
-            f"expected {contract.RUN_ID_HELP}"
-        )
-    return model_store.child(run_id)
+    try:
+        pointer = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}")
+    except PointerError as e:
+        raise PredictError(str(e)) from None
+    return model_store.child(pointer["run_id"])
 
 
 def resolve_run(run: str) -> Store:

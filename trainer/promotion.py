@@ -19,6 +19,9 @@ class PointerError(ConfigError):
 def parse_pointer(raw: bytes | None, where: str) -> dict | None:
     """latest.json's content, checked: a dict with a valid run id and a test accuracy.
 
+    The one reader of latest.json: the trainer's promotion, `jobs.results` and
+    `trainer.predict` all go through it (its run_id becomes a path, so it must be one).
+
     Raises:
         PointerError: malformed JSON or a foreign document, naming `where`.
     """
@@ -26,20 +29,20 @@ def parse_pointer(raw: bytes | None, where: str) -> dict | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError as e:
+    except ValueError as e:  # UnicodeDecodeError included
         raise PointerError(f"{where} is not valid JSON ({e}); fix or remove it") from None
-    ok = (
-        isinstance(doc, dict)
-        and contract.is_run_id(doc.get("run_id"))
-        and isinstance(doc.get("test_accuracy"), (int, float))
-        and not isinstance(doc.get("test_accuracy"), bool)
-    )
-    if not ok:
-        raise PointerError(
-            f"{where} is not a run pointer (expected run_id and test_accuracy, got "
-            f"{json.dumps(doc)[:120]}); fix or remove it"
-        )
-    return doc
+    if not isinstance(doc, dict):
+        kind = type(doc).__name__
+        problem = f"expected a JSON object with run_id and test_accuracy, found a JSON {kind}"
+    elif not contract.is_run_id(doc.get("run_id")):
+        problem = f"run_id {doc.get('run_id')!r} is not a run id ({contract.RUN_ID_HELP})"
+    elif not isinstance(doc.get("test_accuracy"), (int, float)) or isinstance(
+        doc.get("test_accuracy"), bool
+    ):
+        problem = f"test_accuracy {doc.get('test_accuracy')!r} is not a number"
+    else:
+        return doc
+    raise PointerError(f"{where} is not a run pointer: {problem}; fix or remove it")
 
 
 def to_json(obj) -> bytes:
