@@ -105,6 +105,7 @@ def run_ours(model: str, data: str, cache: Path, work: Path, opts: dict) -> dict
         "model": model,
         # Process start (launch) to the final test accuracy: excludes publishing artifacts.
         "seconds_to_accuracy": round(at - result["launched_at"], 3) if at else None,
+        "phase_seconds": phase_seconds(result["launched_at"], metrics.get("phases") or {}),
         "epochs_completed": metrics.get("epochs_completed"),
         "epoch_seconds": metrics["epoch_seconds"],
         "test_accuracy": metrics["test_accuracy"],
@@ -112,6 +113,28 @@ def run_ours(model: str, data: str, cache: Path, work: Path, opts: dict) -> dict
         "train_examples": metrics["train_examples"],
         "test_examples": metrics["test_examples"],
     }
+
+
+# What each phase of our process covers, from the trainer's marks (trainer/phases.py).
+PHASES = {
+    "started": "interpreter start",
+    "tensorflow_imported": "TensorFlow import",
+    "data_loaded": "data (cache)",
+    "strategy_ready": "strategy",
+    "model_ready": "model build",
+    "trained": "training",
+    "tested": "test pass",
+}
+
+
+def phase_seconds(launched_at: float, marks: dict[str, float]) -> dict[str, float]:
+    """Seconds spent in each phase, from the launch: each mark minus the one before."""
+    out, prev = {}, launched_at
+    for name in PHASES:
+        if name in marks:
+            out[name] = round(marks[name] - prev, 3)
+            prev = marks[name]
+    return out
 
 
 def run_fast(model: str, data: str, cache: Path, work: Path, opts: dict) -> dict:
@@ -190,9 +213,15 @@ def summarise_fast(pairs: list[dict]) -> dict:
                 "reference_cpu_seconds": ref["cpu_seconds"],
                 "time_ratio": round(fast["seconds_to_accuracy"] / ref["fit_seconds"], 3),
                 "cpu_ratio": round(fast["cpu_seconds"] / ref["cpu_seconds"], 3),
+                "phase_seconds": fast.get("phase_seconds") or {},
             }
         )
     accs = [s["test_accuracy"] for s in seeds]
+    phases = {
+        name: round(_median(got), 3)
+        for name in PHASES
+        if (got := [s["phase_seconds"][name] for s in seeds if name in s["phase_seconds"]])
+    }
     return {
         "seeds": seeds,
         "mean_accuracy": round(statistics.fmean(accs), 5),
@@ -200,6 +229,7 @@ def summarise_fast(pairs: list[dict]) -> dict:
         "time_ratio": round(_median([s["time_ratio"] for s in seeds]), 3),
         "cpu_ratio": round(_median([s["cpu_ratio"] for s in seeds]), 3),
         "seconds_to_accuracy": round(_median([s["seconds_to_accuracy"] for s in seeds]), 3),
+        "phase_seconds": phases,  # medians over the seeds
     }
 
 

@@ -77,6 +77,12 @@ def test_smoke_result_structure(smoke_result):
         assert 0 < run["seconds_to_accuracy"] < run["wall_seconds"]
         assert run["test_examples"] == runner_sample(result)
         assert run["train_examples"] < runner_sample(result)  # the validation share held out
+        # Every phase of the process was marked, in order, and they add up to the span.
+        phases = run["phase_seconds"]
+        assert list(phases) == list(runner.PHASES), phases
+        assert all(v >= 0 for v in phases.values()), phases
+        assert sum(phases.values()) == pytest.approx(run["seconds_to_accuracy"], abs=0.01)
+        assert fast["phase_seconds"] == phases  # one seed: the median is that seed's
     assert all(isinstance(v, bool) for v in result["targets_met"].values())
     for key in ("lstm_peak_rss", "mean_fast_accuracy", "lstm_fast_time"):
         assert key in result["targets_met"]
@@ -96,6 +102,7 @@ def test_smoke_updates_only_the_generated_section(smoke_result):
     section = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
     assert "| lstm | ours |" in section and "| mean | reference |" in section
     assert "Time to accuracy, `--profile fast`" in section and "| lstm | 113 |" in section
+    assert "Where our time to accuracy goes" in section and "| TensorFlow import |" in section
 
 
 def _pair(ref_epochs, ours_epochs, ref_acc=0.84, ours_acc=0.84, rss=2e9) -> dict:

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from trainer import contract
+from trainer import contract, phases  # phases first: its import time is the start mark
 
 SUMMARY = """Train one IMDB sentiment model and write its run to the store.
 
@@ -49,6 +49,7 @@ def run(argv: Sequence[str]) -> int:
         from trainer.quiet import import_tensorflow
 
         import_tensorflow()
+        phases.mark("tensorflow_imported")
         from trainer.train import train
 
         train(cfg, termination=termination)

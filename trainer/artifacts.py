@@ -35,6 +35,7 @@ class FinishedRun:
     workdir: Path  # local scratch directory of this run
     chief: bool  # only the chief writes to the store
     final_accuracy_at: float | None = None  # unix time of the final test pass (bench)
+    phases: dict[str, float] | None = None  # trainer.phases.marks of this process
 
     def metrics(self) -> dict:
         cfg = self.cfg
@@ -47,6 +48,7 @@ class FinishedRun:
             "history": self.state.curves(),
             "epoch_seconds": self.state.epoch_seconds,
             "final_accuracy_at": self.final_accuracy_at,
+            "phases": self.phases,
             "replicas": self.replicas,
             "global_batch_size": cfg.batch_size,
             "train_examples": int(len(self.dataset.y_train)),

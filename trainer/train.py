@@ -16,12 +16,11 @@ import os
 import platform
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import contract, distribute, profiles, quiet
+from trainer import contract, distribute, phases, profiles, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish, upload_tree
 from trainer.config import ConfigError, TrainConfig, resume_keys
@@ -98,9 +97,11 @@ class Trainer:
         if self.store.exists(contract.SUCCESS):
             return self._already_complete()
         dataset = self._load()  # bad data is refused before anything is written
+        phases.mark("data_loaded")
         # Before the lease: a worker group that does not form in time stops resumable
         # (distribute.wait_for_peers) and must not leave the run's lease behind.
         self.strategy = self._make_strategy()
+        phases.mark("strategy_ready")
         # One trainer per run id: a second one waits for a silent holder's lease to expire
         # (a killed pod), or stops resumable while a live one trains.
         lease = Lease(self.store, log=self.log) if self.chief else None
@@ -182,6 +183,7 @@ class Trainer:
         schedule_steps = steps or -(-len(dataset.y_train) // cfg.batch_size)
         with strategy.scope():
             model, epoch, state = self._restore_or_build(workdir, schedule_steps)
+        phases.mark("model_ready")
         val_ds = test_ds
         if held_out is not None:
             val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
@@ -195,7 +197,9 @@ class Trainer:
                 f"stopped by {self.termination.why()} after epoch {done} of "
                 f"{cfg.epochs}; rerun with --run-id {cfg.run_id} to resume"
             )
+        phases.mark("trained")
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
+        phases.mark("tested")
         run = FinishedRun(
             cfg=cfg,
             model=model,
@@ -206,7 +210,8 @@ class Trainer:
             test_accuracy=float(test_acc),
             workdir=workdir,
             chief=self.chief,
-            final_accuracy_at=time.time(),
+            final_accuracy_at=phases.marks["tested"],
+            phases=dict(phases.marks),
         )
         return self._finish(run)
 
