@@ -144,7 +144,7 @@ MUTANTS = [
            "                raise",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-partial-epoch-checkpointed", "trainer/callbacks.py",
-           "        if self.termination.requested and (steps is None or done < steps):",
+           "        if self.termination.stopping and (steps is None or done < steps):",
            "        if False:",
            ("tests/test_reliability.py::test_kill_in_epoch_2_then_resume",)),
     Mutant("resume-disk-full-is-a-crash", "trainer/train.py",
