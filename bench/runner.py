@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.reference import RESULT_PREFIX
+from trainer import phases
 from trainer.contract import MODELS, PROGRESS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,16 +116,22 @@ def run_ours(model: str, data: str, cache: Path, work: Path, opts: dict) -> dict
     }
 
 
-# What each phase of our process covers, from the trainer's marks (trainer/phases.py).
-PHASES = {
-    "started": "interpreter start",
-    "tensorflow_imported": "TensorFlow import",
-    "data_loaded": "data (cache)",
-    "strategy_ready": "strategy",
-    "model_ready": "model build",
-    "trained": "training",
-    "tested": "test pass",
-}
+# What each phase of our process covers, by the trainer's marks (trainer/phases.py).
+PHASES = dict(
+    zip(
+        phases.ORDER,
+        (
+            "interpreter start",
+            "TensorFlow import",
+            "data (cache)",
+            "strategy",
+            "lease, datasets, model",
+            "training",
+            "test pass",
+        ),
+        strict=True,
+    )
+)
 
 
 def phase_seconds(launched_at: float, marks: dict[str, float]) -> dict[str, float]:

@@ -13,7 +13,6 @@ from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
     EXIT_BAD_INPUT,
-    PEER_TIMEOUT_DEFAULT,
     PEER_TIMEOUT_ENV,
     RUN_ID_ENV,
     WORKER_HOSTS_ENV,
@@ -132,7 +131,7 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         env.append(client.V1EnvVar(name=COLLECTIVE_TIMEOUT_ENV, value=COLLECTIVE_TIMEOUT))
         # A peer that never starts (Pending for want of a GPU node): the workers that did
         # start give up after this and exit 75, so a partial group does not hold its GPUs.
-        env.append(client.V1EnvVar(name=PEER_TIMEOUT_ENV, value=str(PEER_TIMEOUT_DEFAULT)))
+        env.append(client.V1EnvVar(name=PEER_TIMEOUT_ENV, value=str(spec.peer_timeout)))
     return env
 
 

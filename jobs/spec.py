@@ -229,6 +229,7 @@ class JobSpec:
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     active_deadline_seconds: Any = 6 * 3600
     backoff_limit: Any = 3
+    peer_timeout: Any = contract.PEER_TIMEOUT_DEFAULT  # seconds; workers > 1 only
     ttl_seconds_after_finished: Any = 3 * 24 * 3600
     termination_grace_period_seconds: Any = 120
     image_pull_policy: str = "IfNotPresent"
@@ -333,6 +334,7 @@ class JobSpec:
             "active deadline seconds", self.active_deadline_seconds, 1
         )
         self.backoff_limit = to_int("backoff limit", self.backoff_limit, 0)
+        self.peer_timeout = to_int("peer timeout", self.peer_timeout, 1)
         self.ttl_seconds_after_finished = _optional_int(
             "ttl seconds after finished", self.ttl_seconds_after_finished, 0
         )

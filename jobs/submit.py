@@ -9,7 +9,7 @@ from typing import Any
 from jobs import _cli
 from jobs import spec as specs
 from jobs.manifest import build_objects, to_yaml
-from trainer.contract import IMAGE_ENV, OUTPUT_ENV, new_run_id
+from trainer.contract import IMAGE_ENV, OUTPUT_ENV, PEER_TIMEOUT_DEFAULT, new_run_id
 
 
 def build_specs(
@@ -43,6 +43,7 @@ def submit(
     service_account: str = specs.DEFAULT_SERVICE_ACCOUNT,
     active_deadline_seconds: int = 6 * 3600,
     backoff_limit: int = 3,
+    peer_timeout: int = PEER_TIMEOUT_DEFAULT,
     ttl_seconds_after_finished: int = 3 * 24 * 3600,
     name: str = specs.DEFAULT_NAME,
     queue: str = "",
@@ -81,6 +82,9 @@ def submit(
         active_deadline_seconds: the whole Job, retries included, is stopped after this.
         backoff_limit: retries of a failed pod (exit 75 counts, preemption does not); with
             --workers N, retries of the whole group (the Job's backoffLimit is N times this).
+        peer_timeout: --workers N: seconds each worker waits for the whole group to start
+            (the slowest peer's scheduling, node scale-up, image pull, TensorFlow import and
+            data loading) before it exits 75, so that a partial group frees its GPUs.
         ttl_seconds_after_finished: finished Jobs are deleted after this.
         name: name prefix and app.kubernetes.io/instance label.
         queue: Kueue LocalQueue; the Job is created suspended with kueue.x-k8s.io/queue-name and
@@ -117,6 +121,7 @@ def submit(
         service_account=service_account,
         active_deadline_seconds=active_deadline_seconds,
         backoff_limit=backoff_limit,
+        peer_timeout=peer_timeout,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
         name=name,
         queue=queue,

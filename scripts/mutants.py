@@ -171,8 +171,8 @@ MUTANTS = [
            "    return spec.backoff_limit * spec.workers", "    return 0",
            ("tests/test_jobs_cluster.py::test_a_broken_worker_group_is_retried_by_the_cluster",)),
     Mutant("multiworker-no-peer-timeout", "trainer/distribute.py",
-           "            if not missing or time.monotonic() >= deadline:",
-           "            if not missing:",
+           "if met or time.monotonic() >= deadline or",
+           "if met or",
            ("tests/test_multiworker.py::test_a_group_that_does_not_form_exits_resumable",)),
     # --- jobs.results ------------------------------------------------------------------
     Mutant("results-pointer-not-checked", "jobs/results.py",

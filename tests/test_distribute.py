@@ -226,31 +226,73 @@ def test_peers_are_the_other_members_of_the_group():
     assert distribute.peers(config) == ["a:1", "c:3"]
 
 
-def test_wait_for_peers_names_the_peer_that_is_not_up():
-    """One peer listening, one port with nobody on it: only the second is missing, after
-    the timeout; this worker's own port accepted connections meanwhile, then was freed."""
-    up = socket.create_server(("127.0.0.1", 0))
-    own, down = free_ports(2)
-    peers = [f"127.0.0.1:{up.getsockname()[1]}", f"127.0.0.1:{down}"]
-    config = {"cluster": {"worker": [f"127.0.0.1:{own}", *peers]},
+def _group(ports: list[int], index: int) -> dict:
+    return {
+        "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+        "task": {"type": "worker", "index": index},
+    }
+
+
+def _meet_in_thread(config: dict, seconds: float, results: dict, key) -> threading.Thread:
+    def run():
+        results[key] = distribute.wait_for_peers(config, seconds, interval=0.05)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_group_meets_and_frees_its_ports():
+    ports = free_ports(3)
+    results: dict = {}
+    threads = [_meet_in_thread(_group(ports, i), 30, results, i) for i in range(3)]
+    for t in threads:
+        t.join(40)
+    assert results == {0: [], 1: [], 2: []}
+    for port in ports:  # free for TensorFlow's server at once (no SO_REUSEADDR here)
+        with socket.socket(socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET) as s:
+            s.bind(("", port))
+
+
+def test_a_port_that_does_not_greet_is_not_a_peer():
+    """What answers TCP on a peer's port without greeting (an earlier group's TensorFlow
+    server that has not exited yet) is not the peer: it is named missing after the wait."""
+    stale = socket.create_server(("127.0.0.1", 0))
+    (own,) = free_ports(1)
+    where = f"127.0.0.1:{stale.getsockname()[1]}"
+    config = {"cluster": {"worker": [f"127.0.0.1:{own}", where]},
               "task": {"type": "worker", "index": 0}}  # fmt: skip
-    seen_own = []
-
-    def probe():
-        seen_own.append(distribute._reachable(f"127.0.0.1:{own}"))
-
     try:
-        timer = threading.Timer(0.3, probe)
-        timer.start()
         started = time.monotonic()
         missing = distribute.wait_for_peers(config, seconds=1.0, interval=0.1)
-        timer.join()
     finally:
-        up.close()
-    assert missing == [f"127.0.0.1:{down}"]
+        stale.close()
+    assert missing == [where]
     assert time.monotonic() - started >= 1.0
-    assert seen_own == [True]
-    assert not distribute._reachable(f"127.0.0.1:{own}")  # free again for TensorFlow
-    assert f"not accepting connections: 127.0.0.1:{down}" in distribute.group_not_formed(
-        missing, 1.0
+    assert f"not meeting on their port: {where}" in distribute.group_not_formed(missing, 1.0)
+
+
+def test_a_signal_ends_the_wait_only_while_no_peer_counts_on_us():
+    ports = free_ports(3)  # worker 2 never comes
+    started = time.monotonic()
+    alone = distribute.wait_for_peers(_group(ports, 0), 30, stopped=lambda: True, interval=0.05)
+    assert len(alone) == 2 and time.monotonic() - started < 10
+
+    # Worker 1 greets worker 0 at once; worker 0 is signalled a second later and stays,
+    # since worker 1 may already count on it, until its own timeout.
+    results: dict = {}
+    thread = _meet_in_thread(_group(ports, 1), 3, results, 1)
+    started = time.monotonic()
+    missing = distribute.wait_for_peers(
+        _group(ports, 0), 3, stopped=lambda: time.monotonic() > started + 1, interval=0.05
     )
+    thread.join(10)
+    assert time.monotonic() - started >= 3
+    assert missing == [f"127.0.0.1:{ports[2]}"] and results[1] == [f"127.0.0.1:{ports[2]}"]
+
+
+@pytest.mark.parametrize("hosts", ["a:1,b", "a:1,b:x", "a:1,:2"])
+def test_worker_hosts_need_a_port(hosts):
+    env = {contract.WORKER_HOSTS_ENV: hosts, contract.COMPLETION_INDEX_ENV: "0"}
+    with pytest.raises(DistributeError, match="expected host:port"):
+        distribute.tf_config_from_env(env)

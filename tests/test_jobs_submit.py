@@ -88,6 +88,7 @@ def test_workers_dry_run_prints_service_then_indexed_job(capsys):
         (["--output", "bucket/x"], "error: invalid output 'bucket/x'"),
         (["--gpus", "2", "--batch-size", "3"], "error: invalid batch size 3"),
         (["--extra-args", "--promote"], "error: invalid extra args True"),
+        (["--workers", "2", "--peer-timeout", "0"], "error: invalid peer timeout 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):

@@ -216,7 +216,10 @@ def test_indexed_job_for_multiple_workers():
         f"imdb-train-lstm-r1-{i}.imdb-train-lstm-r1:2222" for i in range(3)
     )
     assert float(env["IMDB_TRAIN_COLLECTIVE_TIMEOUT"]) > 0  # a stuck peer cannot hang the Job
-    assert float(env["IMDB_TRAIN_PEER_TIMEOUT"]) > 0  # nor a peer that never starts
+    assert env["IMDB_TRAIN_PEER_TIMEOUT"] == str(spec.peer_timeout)  # nor a peer never started
+    other = to_dict(build_job(spec_of(model="lstm", run_id="r2", workers=2, peer_timeout=60)))
+    other_env = other["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "IMDB_TRAIN_PEER_TIMEOUT", "value": "60"} in other_env
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 

@@ -35,12 +35,14 @@ VOCAB, MAXLEN = 5000, 100
 CORPUS = 2048
 
 # Runs `python -m trainer` with an audit hook that logs writes under MW_AUDIT_ROOT, and
-# optionally blocks forever (a peer that is alive but stuck) once MW_HANG_ON is written.
+# optionally blocks forever (a peer that is alive but stuck) once MW_HANG_ON is written, or
+# sends itself SIGTERM once MW_SIGNAL_ON is (a signal at a chosen point of the run).
 WRAPPER = r"""
-import os, runpy, sys, time
+import os, runpy, signal, sys, time
 log = open(os.environ["MW_AUDIT_LOG"], "a", buffering=1)
 root = os.path.abspath(os.environ["MW_AUDIT_ROOT"])
 hang_on = os.environ.get("MW_HANG_ON")
+signal_on = [os.environ.get("MW_SIGNAL_ON")]
 WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 TARGETS = {"os.rename": 1, "os.link": 1, "os.symlink": 1, "shutil.copyfile": 1,
            "os.mkdir": 0, "os.remove": 0, "os.rmdir": 0, "os.truncate": 0, "os.chmod": 0}
@@ -57,6 +59,10 @@ def hook(event, args):
     if isinstance(path, int):
         return
     path = os.path.abspath(os.fsdecode(path))
+    if signal_on[0] and signal_on[0] in os.path.basename(path):
+        signal_on[0] = None
+        log.write(f"signal\t{path}\n")
+        os.kill(os.getpid(), signal.SIGTERM)
     if hang_on and path.endswith(hang_on):
         log.write(f"hang\t{path}\n")
         while True:
@@ -337,6 +343,29 @@ def test_sigterm_stops_the_group_at_a_checkpoint(corpus, tmp_path, signalled):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == epochs
     assert (run_dir / "_SUCCESS").exists()
+
+
+def test_sigterm_before_fit_stops_the_group_before_it_trains(corpus, tmp_path):
+    """Worker 1 is signalled after the group formed but before training (as it creates its
+    work directory): both workers stop at their first agreement, exit 75 after epoch 0,
+    and nothing is checkpointed."""
+    store = tmp_path / "store"
+    run_dir = store / "mean" / "early"
+    args = trainer_args(corpus, store, "early", epochs=3, sample=CORPUS)
+    group = Group(tmp_path, 2, args, env={contract.COLLECTIVE_TIMEOUT_ENV: ""})
+    try:
+        group.start(store, per_worker_env={1: {"MW_SIGNAL_ON": "imdb-train-"}})
+        codes = group.wait(GROUP_TIMEOUT)
+    finally:
+        group.kill()
+    assert codes == {0: 75, 1: 75}, group.tails()
+    assert "signal\t" in group.audit(1).read_text()
+    assert "stopped by signal 15 after epoch 0 of 3" in group.output(1), group.tails()
+    assert (
+        "stopped by the worker group (another worker was signalled) after epoch 0 of 3"
+        in group.output(0)
+    ), group.tails()
+    assert not list(run_dir.glob("checkpoints/*")) and not (run_dir / "_SUCCESS").exists()
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,6 @@ class GroupStop(tf.keras.callbacks.Callback):
     def __init__(self, strategy, termination: Termination) -> None:
         super().__init__()
         self.termination = termination
-        termination.group = True
 
         def signalled(flag):
             # One value per replica, summed over the group (an all-reduce of one scalar).
@@ -105,12 +104,16 @@ class GroupStop(tf.keras.callbacks.Callback):
 
         self._signalled = signalled
 
-    def _agree(self) -> None:
+    def agree(self) -> bool:
+        """Whether the group stops: one all-reduce, which every worker must call alike."""
         # Once agreed, every worker has agreed (same all-reduce): no more collectives.
         if not self.termination.agreed:
             flag = tf.constant(1.0 if self.termination.requested else 0.0)
             self.termination.agreed = float(self._signalled(flag)) > 0
-        if self.termination.agreed:
+        return self.termination.agreed
+
+    def _agree(self) -> None:
+        if self.agree():
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):

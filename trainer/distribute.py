@@ -8,7 +8,6 @@ import json
 import os
 import re
 import socket
-import struct
 import sys
 import threading
 import time
@@ -28,6 +27,14 @@ TASK_TYPES = ("chief", "worker")
 
 class DistributeError(ValueError):
     """The multi-worker environment is inconsistent."""
+
+
+def _host_port(value) -> bool:
+    """`value` is host:port with a port number (every member is dialled there)."""
+    if not isinstance(value, str):
+        return False
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
@@ -56,7 +63,7 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
                 f"{', '.join(TASK_TYPES)} (MultiWorkerMirroredStrategy has no ps or evaluator)"
             )
         for name, hosts in cluster.items():
-            if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            if not isinstance(hosts, list) or not all(_host_port(h) for h in hosts):
                 raise DistributeError(
                     f"invalid TF_CONFIG cluster {name!r}: {hosts!r}: expected a list of host:port"
                 )
@@ -69,6 +76,10 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
     hosts = [h.strip() for h in env.get(WORKER_HOSTS_ENV, "").split(",") if h.strip()]
     if len(hosts) <= 1:
         return None
+    if not all(_host_port(h) for h in hosts):
+        raise DistributeError(
+            f"invalid {WORKER_HOSTS_ENV} {env[WORKER_HOSTS_ENV]!r}: expected host:port,..."
+        )
     index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit() or int(index) >= len(hosts):
         raise DistributeError(
@@ -123,36 +134,69 @@ def _resolves(host: str) -> bool:
     return True
 
 
-def _reachable(host_port: str) -> bool:
+GREETING = b"imdb-train-peer"  # the start-up meeting's hello; TensorFlow's server never says it
+
+
+def _member(kind: str, index: int) -> str:
+    return f"{kind}/{index}"
+
+
+def _greet(host_port: str, me: str, expected: str) -> bool:
+    """Whether the peer at host_port is `expected`, in its meeting (not, say, the
+    TensorFlow server of an earlier group still on that port); it records that we came."""
     try:
-        with socket.create_connection(_split(host_port), timeout=2):
-            return True
+        with socket.create_connection(_split(host_port), timeout=2) as conn:
+            conn.sendall(GREETING + b" " + me.encode() + b"\n")
+            reply = conn.makefile("rb").readline(200)
     except (OSError, UnicodeError, ValueError):
         return False
+    return reply.strip() == GREETING + b" " + expected.encode()
 
 
-class _Listener:
-    """Accepts (and drops) connections on this worker's port until closed, so peers can
-    see it is up before TensorFlow binds the port."""
+class _Meeting:
+    """This worker's side of the start-up meeting, on its own port: answers each peer's
+    greeting with its name and records who came, until closed (then TensorFlow binds it)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = None
-        with contextlib.suppress(OSError):  # taken: peers see TensorFlow's server instead
-            self.sock = socket.create_server(("", port), reuse_port=False)
-            self.sock.settimeout(0.1)
-            self.thread = threading.Thread(target=self._serve, daemon=True)
-            self.thread.start()
+    def __init__(self, me: str, port: int) -> None:
+        self.me = me
+        self.came: set[str] = set()
+        self.withdrawn = False
+        self.lock = threading.Lock()
+        if socket.has_dualstack_ipv6():
+            self.sock = socket.create_server(
+                ("", port), family=socket.AF_INET6, dualstack_ipv6=True
+            )
+        else:
+            self.sock = socket.create_server(("", port))
+        self.sock.settimeout(0.1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while (sock := self.sock) is not None:
             try:
                 conn, _ = sock.accept()
-                # Reset rather than close: a closed connection would hold the port in
-                # TIME_WAIT, and TensorFlow's server could not bind it.
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
             except OSError:
                 continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                hello = conn.makefile("rb").readline(200).split()
+                if len(hello) != 2 or hello[0] != GREETING:
+                    continue
+                with self.lock:
+                    if self.withdrawn:
+                        continue
+                    self.came.add(hello[1].decode(errors="replace"))
+                conn.sendall(GREETING + b" " + self.me.encode() + b"\n")
+                # The peer closes first: the TIME_WAIT lands on its side, not on this port.
+                conn.recv(1)
+
+    def withdraw(self) -> bool:
+        """Leave without anyone counting on us: True when no peer has come yet (and from
+        now on none will be answered), False when some peer already counts on us."""
+        with self.lock:
+            self.withdrawn = not self.came
+            return self.withdrawn
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -165,29 +209,46 @@ class _Listener:
 def wait_for_peers(
     tf_config: dict, seconds: float, stopped=lambda: False, interval: float = 0.5
 ) -> list[str]:
-    """Wait until every peer of the group is up (its port accepts connections); return the
-    peers still missing after `seconds` (empty: all up), or at once when `stopped()`.
+    """Meet every peer of the group before TensorFlow forms it; return the peers missing
+    after `seconds` (empty: the group met).
 
     TensorFlow, once asked to form the group, waits for missing peers for up to an hour
     without returning to Python or honouring SIGTERM; a peer whose pod stays Pending (no GPU
     node) would hold this worker's GPUs that long. So the group meets first, here: each
-    worker listens on its own port until it has seen all its peers (a peer that has moved on
-    is seen through TensorFlow's server on the same port).
+    worker listens on its own port, greets every peer there, and leaves once it has greeted
+    them all and all have greeted it; so none leaves before the others have seen it.
+
+    `stopped()` (a SIGTERM) ends the wait early only while no peer has greeted us yet: a
+    peer that has may already have left for TensorFlow, counting on us. Otherwise we stay,
+    and the stop is agreed by the whole group once it has formed (callbacks.GroupStop).
+
+    Raises:
+        OSError: this worker's port cannot be listened on.
     """
     task = tf_config["task"]
-    own = tf_config["cluster"][task["type"]][int(task["index"])]
-    missing = peers(tf_config)
-    listener = _Listener(_split(own)[1])
+    me = _member(task["type"], int(task["index"]))
+    others = {
+        _member(kind, i): host
+        for kind in TASK_TYPES
+        for i, host in enumerate(tf_config["cluster"].get(kind, []))
+        if _member(kind, i) != me
+    }
+    greeted: set[str] = set()
+    meeting = _Meeting(me, _split(tf_config["cluster"][task["type"]][int(task["index"])])[1])
     try:
         deadline = time.monotonic() + seconds
-        while missing and not stopped():
-            missing = [p for p in missing if not _reachable(p)]
-            if not missing or time.monotonic() >= deadline:
+        while True:
+            greeted |= {m for m, host in others.items() if m not in greeted and _greet(host, me, m)}
+            with meeting.lock:
+                met = greeted == set(others) and meeting.came >= set(others)
+            if met or time.monotonic() >= deadline or (stopped() and meeting.withdraw()):
                 break
             time.sleep(interval)
     finally:
-        listener.close()
-    return missing
+        meeting.close()
+    if met:
+        return []
+    return [host for m, host in others.items() if m not in greeted or m not in meeting.came]
 
 
 def group_not_formed(missing: list[str], seconds: float) -> str:
@@ -198,7 +259,7 @@ def group_not_formed(missing: list[str], seconds: float) -> str:
     if unresolved:
         parts.append(f"not resolvable, so not running yet: {', '.join(unresolved)}")
     if silent:
-        parts.append(f"not accepting connections: {', '.join(silent)}")
+        parts.append(f"not meeting on their port: {', '.join(silent)}")
     return (
         f"the worker group did not form within {seconds:g} s ({PEER_TIMEOUT_ENV}); peers "
         + "; ".join(parts)
@@ -275,7 +336,7 @@ def peers(tf_config: dict) -> list[str]:
     ]
 
 
-def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None, hint: str = ""):
+def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None):
     """Pick the strategy for this process.
 
     Args:

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import time
 
-# Unix times by phase end, in order: "started" (this module imported, first thing the
-# entrypoint does), "tensorflow_imported", "data_loaded", "strategy_ready", "model_ready",
-# "trained", "tested". A resumed run records its last process only.
+# The marks, in order, each the unix time a phase ended: "started" is this module's import
+# (the first thing the entrypoint does); "strategy_ready" includes a worker group's meeting,
+# "model_ready" the run's lease, its config and datasets and the model (built or restored).
+# A resumed run records its last process only.
+ORDER = (
+    "started",
+    "tensorflow_imported",
+    "data_loaded",
+    "strategy_ready",
+    "model_ready",
+    "trained",
+    "tested",
+)
 marks: dict[str, float] = {"started": time.time()}
 
 
 def mark(name: str) -> None:
+    if name not in ORDER:
+        raise ValueError(f"unknown phase {name!r}: expected one of {', '.join(ORDER)}")
     marks[name] = time.time()

@@ -187,10 +187,16 @@ class Trainer:
         val_ds = test_ds
         if held_out is not None:
             val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
-        # A group always enters fit: its first step's agreement stops every worker, where a
-        # signalled worker staying out alone would leave its peers in that step's collective.
+        group_stop = None
+        if self.termination.group:
+            from trainer.callbacks import GroupStop
+
+            group_stop = GroupStop(strategy, self.termination)
+            # A signal since the group formed: every worker stops here, together, rather
+            # than the signalled one alone while its peers go on into fit's collectives.
+            group_stop.agree()
         if epoch < cfg.epochs and not self.termination.stopping:
-            self._fit(model, train_ds, val_ds, epoch, state, workdir, steps)
+            self._fit(model, train_ds, val_ds, epoch, state, workdir, steps, group_stop)
         if self.termination.stopping:
             done = next(iter(checkpoint_epochs(self.store)), 0)
             raise PreemptedError(
@@ -218,11 +224,18 @@ class Trainer:
     def _make_strategy(self):
         tf_config = distribute.tf_config_from_env()
         if distribute.group_size(tf_config) > 1:
+            # From here a signal only raises this worker's flag; the group agrees to stop.
+            self.termination.group = True
             seconds = distribute.peer_timeout_from_env()
-            missing = distribute.wait_for_peers(
-                tf_config, seconds, stopped=lambda: self.termination.requested
-            )
-            if self.termination.requested:
+            try:
+                missing = distribute.wait_for_peers(
+                    tf_config, seconds, stopped=lambda: self.termination.requested
+                )
+            except OSError as e:
+                raise RetryableError(
+                    f"cannot meet the worker group on this worker's port: {e}"
+                ) from e
+            if missing and self.termination.requested:
                 raise PreemptedError(
                     f"stopped by signal {self.termination.signum} while the worker group "
                     f"formed; rerun with --run-id {self.cfg.run_id}"
@@ -302,12 +315,13 @@ class Trainer:
         state: RunState,
         workdir: Path,
         steps_per_epoch: int | None,
+        group_stop=None,
     ):
-        from trainer.callbacks import EpochEnd, GroupStop
+        from trainer.callbacks import EpochEnd
 
         interactive = sys.stdout.isatty()
         # One process: the signal handler stops fit() itself. A group agrees first.
-        group = [GroupStop(self.strategy, self.termination)] if distribute.is_multi_worker() else []
+        group = [group_stop] if group_stop is not None else []
         if not group:
             self.termination.model = model
         self.termination.install()  # again, in case TensorFlow replaced it since
