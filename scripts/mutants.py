@@ -173,7 +173,7 @@ MUTANTS = [
     Mutant("multiworker-stale-server-is-a-peer", "trainer/distribute.py",
            "    return reply.strip() == GREETING + b\" \" + expected.encode()",
            "    return True",
-           ("tests/test_distribute.py::test_a_port_that_does_not_greet_is_not_a_peer",)),
+           ("tests/test_distribute.py::test_a_peer_is_met_on_a_port_a_stale_server_held_before",)),
     Mutant("multiworker-group-not-retried-by-the-job", "jobs/manifest.py",
            "    return spec.backoff_limit * spec.workers", "    return 0",
            ("tests/test_jobs_cluster.py::test_a_broken_worker_group_is_retried_by_the_cluster",)),

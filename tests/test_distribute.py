@@ -3,6 +3,7 @@ who is chief, the collective timeout, and how a broken worker group is reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -270,6 +271,37 @@ def test_a_port_that_does_not_greet_is_not_a_peer():
     assert missing == [where]
     assert time.monotonic() - started >= 1.0
     assert f"not meeting on their port: {where}" in distribute.group_not_formed(missing, 1.0)
+
+
+def test_a_peer_is_met_on_a_port_a_stale_server_held_before():
+    """Worker 1's port first holds something that accepts but never greets (an earlier
+    group's server); then worker 1 starts its meeting there. Worker 0 must not have counted
+    the stale server as worker 1, or it would leave without ever greeting the real one,
+    and worker 1 would wait in vain."""
+    ports = free_ports(2)
+    stale = socket.create_server(("127.0.0.1", ports[1]))
+    stale.settimeout(0.1)
+    running = [True]
+
+    def grpc_like():  # an HTTP/2 server answers any bytes with a SETTINGS frame, then closes
+        while running[0]:
+            with contextlib.suppress(OSError):
+                conn, _ = stale.accept()
+                with conn:
+                    conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        stale.close()
+
+    server = threading.Thread(target=grpc_like)
+    server.start()
+    results: dict = {}
+    first = _meet_in_thread(_group(ports, 0), 20, results, 0)
+    time.sleep(1.0)  # worker 0 has tried the stale server by now
+    running[0] = False
+    server.join()
+    second = _meet_in_thread(_group(ports, 1), 20, results, 1)
+    first.join(30)
+    second.join(30)
+    assert results == {0: [], 1: []}
 
 
 def test_a_signal_ends_the_wait_only_while_no_peer_counts_on_us():
