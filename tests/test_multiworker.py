@@ -138,6 +138,16 @@ class Group:
                 pytest.fail(f"worker {i} still running after {timeout}s:\n{self.tails()}")
         return codes
 
+    def run(
+        self, store: Path, timeout: float = GROUP_TIMEOUT, per_worker_env: dict | None = None
+    ) -> dict[int, int]:
+        """Start the group, wait for every worker, and leave none behind: the exit codes."""
+        try:
+            self.start(store, per_worker_env)
+            return self.wait(timeout)
+        finally:
+            self.kill()
+
     def kill(self, which: list[int] | None = None) -> None:
         for i, p in enumerate(self.procs):
             if (which is None or i in which) and p.poll() is None:
@@ -234,11 +244,7 @@ def test_group_trains_one_model_and_only_the_chief_writes(corpus, tmp_path, work
     store = tmp_path / "store"
     run_dir = store / "mean" / "mw"
     group = Group(tmp_path, workers, trainer_args(corpus, store, "mw", epochs=2, sample=256))
-    try:
-        group.start(store)
-        codes = group.wait(GROUP_TIMEOUT)
-    finally:
-        group.kill()
+    codes = group.run(store)
     assert codes == dict.fromkeys(range(workers), 0), group.tails()
 
     # One run, complete, written by the chief alone.
@@ -353,11 +359,7 @@ def test_sigterm_before_fit_stops_the_group_before_it_trains(corpus, tmp_path):
     run_dir = store / "mean" / "early"
     args = trainer_args(corpus, store, "early", epochs=3, sample=CORPUS)
     group = Group(tmp_path, 2, args, env={contract.COLLECTIVE_TIMEOUT_ENV: ""})
-    try:
-        group.start(store, per_worker_env={1: {"MW_SIGNAL_ON": "imdb-train-"}})
-        codes = group.wait(GROUP_TIMEOUT)
-    finally:
-        group.kill()
+    codes = group.run(store, per_worker_env={1: {"MW_SIGNAL_ON": "imdb-train-"}})
     assert codes == {0: 75, 1: 75}, group.tails()
     assert "signal\t" in group.audit(1).read_text()
     assert "stopped by signal 15 after epoch 0 of 3" in group.output(1), group.tails()
@@ -387,13 +389,9 @@ def test_a_group_that_does_not_form_exits_resumable(corpus, tmp_path, peer):
         trainer_args(corpus, store, "alone", epochs=1, sample=256),
         env={contract.PEER_TIMEOUT_ENV: str(timeout), "TF_CONFIG": json.dumps(config)},
     )
-    try:
-        started = time.monotonic()
-        group.start(store)
-        codes = group.wait(timeout + 90)
-        elapsed = time.monotonic() - started
-    finally:
-        group.kill()
+    started = time.monotonic()
+    codes = group.run(store, timeout + 90)
+    elapsed = time.monotonic() - started
     assert codes == {0: 75}, group.tails()
     assert elapsed >= timeout
     lines = [ln for ln in group.output(0).splitlines() if ln.startswith("stopped, resumable:")]
@@ -472,11 +470,7 @@ def test_a_one_process_run_is_not_resumed_by_a_group(corpus, tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "keras": "keras3"}))
     group = Group(tmp_path, 2, args)
-    try:
-        group.start(store)
-        codes = group.wait(GROUP_TIMEOUT)
-    finally:
-        group.kill()
+    codes = group.run(store)
     assert codes == {0: 2, 1: 2}, group.tails()
     for i in range(2):
         assert "other settings (keras: 'keras3' -> 'tf-keras'" in group.output(i), group.tails()
@@ -492,11 +486,7 @@ def test_uneven_final_batch_trains_on_every_worker(corpus, tmp_path, model):
     args = trainer_args(corpus, store, "uneven", epochs=1, sample=300)
     args[args.index("--model") + 1] = model
     group = Group(tmp_path, 2, args)
-    try:
-        group.start(store)
-        codes = group.wait(GROUP_TIMEOUT)
-    finally:
-        group.kill()
+    codes = group.run(store)
     assert codes == {0: 0, 1: 0}, group.tails()
     metrics = json.loads((store / model / "uneven" / contract.METRICS).read_text())
     assert metrics["train_examples"] == 300 and metrics["epochs_completed"] == 1

@@ -54,33 +54,19 @@ def check_run(store, model: str, run_id: str, replicas: int) -> dict:
     return metrics
 
 
+def small_run(model: str, output: str, run_id: str, tarball, cache) -> list[str]:
+    """One epoch on 512 reviews over two logical CPUs, with neighbours: the runs here."""
+    return [
+        "--model", model, "--data", str(tarball), "--output", output, "--run-id", run_id,
+        "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
+        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(cache),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("model", ["mean", "lstm"])
 def test_one_epoch_two_replicas_local_store(model, shared_tarball, warm_cache, tmp_path):
     out = tmp_path / "runs"
-    proc = run_trainer(
-        [
-            "--model",
-            model,
-            "--data",
-            str(shared_tarball),
-            "--output",
-            str(out),
-            "--run-id",
-            f"it-{model}",
-            "--epochs",
-            "1",
-            "--sample",
-            "512",
-            "--cpu-devices",
-            "2",
-            "--neighbours",
-            "great,bad",
-            "--k",
-            "5",
-            "--cache-dir",
-            str(warm_cache),
-        ]
-    )
+    proc = run_trainer(small_run(model, str(out), f"it-{model}", shared_tarball, warm_cache))
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = check_run(open_store(str(out)), model, f"it-{model}", replicas=2)
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in proc.stdout
@@ -91,30 +77,8 @@ def test_one_epoch_two_replicas_local_store(model, shared_tarball, warm_cache, t
 
 
 def test_same_run_on_gcs_emulator(shared_tarball, warm_cache, gcs_bucket):
-    proc = run_trainer(
-        [
-            "--model",
-            "mean",
-            "--data",
-            str(shared_tarball),
-            "--output",
-            f"gs://{gcs_bucket}/imdb",
-            "--run-id",
-            "gcs-1",
-            "--epochs",
-            "1",
-            "--sample",
-            "512",
-            "--cpu-devices",
-            "2",
-            "--neighbours",
-            "great,bad",
-            "--k",
-            "5",
-            "--cache-dir",
-            str(warm_cache),
-        ]
-    )
+    output = f"gs://{gcs_bucket}/imdb"
+    proc = run_trainer(small_run("mean", output, "gcs-1", shared_tarball, warm_cache))
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = open_store(f"gs://{gcs_bucket}/imdb")
     check_run(store, "mean", "gcs-1", replicas=2)
