@@ -136,8 +136,10 @@ class PodWorker:
     def _run(self) -> None:
         try:
             self._run_pod()
-        except Exception:  # the node goes on with its other pods
+        except Exception as e:  # the node goes on with its other pods
             log(f"pod {self.ns}/{self.name}: {traceback.format_exc()}")
+            waiting = {"waiting": {"reason": "CreateContainerError", "message": repr(e)}}
+            self._patch(self._status("Pending", waiting, False))
         finally:
             self.done.set()
             self.agent.finished(self)

@@ -152,7 +152,7 @@ def container_env(
     image: ImageConfig, container: Mapping[str, Any], pod: Mapping[str, Any]
 ) -> dict[str, str]:
     env = dict(image.env)
-    env["HOSTNAME"] = pod["spec"]["hostname"]
+    env["HOSTNAME"] = pod["spec"].get("hostname") or pod["metadata"]["name"]
     index = (pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION)
     if index is not None:  # the Job controller sets both on an Indexed Job's pods
         env["JOB_COMPLETION_INDEX"] = str(index)
@@ -183,7 +183,9 @@ def _resource_field_ref(ref: Mapping[str, Any], container: Mapping[str, Any]) ->
         raise ValueError(f"unsupported resourceFieldRef {ref}: only limits.cpu and requests.cpu")
     given = (container.get("resources") or {}).get(kind, {}).get("cpu")
     cores = _cpu_cores(str(given)) if given else float(os.cpu_count() or 1)
-    return str(max(1, math.ceil(cores / _cpu_cores(str(ref.get("divisor", "1"))))))
+    # The API server stores an unset divisor as "0" and the kubelet reads that as 1.
+    divisor = _cpu_cores(str(ref.get("divisor") or "1")) or 1.0
+    return str(max(1, math.ceil(cores / divisor)))
 
 
 def container_argv(

@@ -172,3 +172,22 @@ def write_keras_npz(path: Path, splits: dict, word_index: dict | None = None) ->
     if word_index is not None:
         path.with_name("imdb_word_index.json").write_text(json.dumps(word_index))
     return path
+
+
+def small_tarball(path: Path, per_class: int, source: Path = SHARED_TARBALL) -> Path:
+    """The first `per_class` reviews of each split and label of the aclImdb tarball, as a
+    tarball of the same layout: real reviews that encode in a second, for cluster runs."""
+    import tarfile as tarfile_
+
+    wanted = {(s, lab): per_class for s in ("train", "test") for lab in ("pos", "neg")}
+    with tarfile_.open(source) as src, tarfile_.open(path, "w:gz") as dst:
+        for member in src:
+            parts = member.name.split("/")
+            key = tuple(parts[-3:-1])
+            if not member.isfile() or wanted.get(key, 0) <= 0:
+                continue
+            wanted[key] -= 1
+            dst.addfile(member, src.extractfile(member))
+            if not any(wanted.values()):
+                break
+    return path
