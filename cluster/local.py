@@ -142,24 +142,42 @@ def up(
     state.ports["storage"] = storage_port
     state.extras["storage"] = _start_storage(directory, storage_port)
     state.save()
-    storage = f"http://127.0.0.1:{storage_port}"
     network.setup_bridge()
     for node, port in zip(nodes, node_ports, strict=True):
-        state.ports[f"node/{node.name}"] = port
-        state.pids[f"node/{node.name}"] = cp.spawn(f"node-{node.name}", [
-            sys.executable, "-m", "cluster.node", "--dir", str(directory), "--name", node.name,
-            "--port", str(port), "--pool", node.pool, "--gpus", str(node.gpus),
-            "--accelerator", node.accelerator, "--cpu", str(node.cpu), "--memory", node.memory,
-            "--version", state.release,
-            # Stands in for Workload Identity: pods reach "the bucket" through the emulator.
-            "--pod-env", f"STORAGE_EMULATOR_HOST={storage}", "--forward", str(storage_port),
-        ], directory / "logs", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
-        state.save()
+        start_node(state, node, port)
     _wait_nodes_ready(state, [n.name for n in nodes])
     say(f"ready in {time.monotonic() - built:.1f} s (build {built - started:.1f} s): "
         f"{state.release}, nodes {', '.join(n.name for n in nodes)}; logs in "
         f"{directory / 'logs'}")  # fmt: skip
     return state
+
+
+def start_node(state: cp.State, node: NodeSpec, port: int | None = None) -> None:
+    """Start the agent of `node` (its identity was made when the API server started): at
+    `up`, or again after its Node was deleted, as GKE recreates a preempted VM."""
+    port = port or state.ports.get(f"node/{node.name}") or cp.free_ports(1)[0]
+    storage_port = state.ports["storage"]
+    state.ports[f"node/{node.name}"] = port
+    state.pids[f"node/{node.name}"] = cp.spawn(f"node-{node.name}", [
+        sys.executable, "-m", "cluster.node", "--dir", state.dir, "--name", node.name,
+        "--port", str(port), "--pool", node.pool, "--gpus", str(node.gpus),
+        "--accelerator", node.accelerator, "--cpu", str(node.cpu), "--memory", node.memory,
+        "--version", state.release,
+        # Stands in for Workload Identity: pods reach "the bucket" through the emulator.
+        "--pod-env", f"STORAGE_EMULATOR_HOST=http://127.0.0.1:{storage_port}",
+        "--forward", str(storage_port),
+    ], state.path / "logs", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
+    state.save()
+
+
+def restart_node(state: cp.State, name: str) -> None:
+    """The agent of node `name` again (after its Node object was deleted), Ready."""
+    (spec,) = [NodeSpec(**n) for n in state.nodes if n["name"] == name]
+    old = state.pids.get(f"node/{name}")
+    if old and cp.alive(old):
+        cp.stop_group(old)
+    start_node(state, spec)
+    _wait_nodes_ready(state, [name])
 
 
 def _start_storage(directory: Path, port: int) -> int:

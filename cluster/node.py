@@ -179,6 +179,8 @@ class PodWorker:
                     self._patch(self._status("Failed", term, False, podIP=ip))
                     self._event("Failed", f"Error: {e}", "Warning")
                     return self._finish_deleted()
+                # For tests and debugging: the container's PID 1 on the host.
+                (self.dir / "pid1").write_text(str(self.container.pid1))
                 started = now()
                 ips = {"podIP": ip, "podIPs": [{"ip": ip}]}
                 running = {"running": {"startedAt": started}}

@@ -1,0 +1,138 @@
+"""The local cluster for the user-story tests: one real control plane per session.
+
+Collected only where an image is named (`make cluster-test` builds the CPU image and names
+it, as `make image-test` does): these tests need root, Go (the control plane's first build),
+buildah and the image.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cluster import local
+from cluster.runtime import IMAGE_ENV
+from tests.helpers import gcs_client, small_tarball
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "bin"
+BUCKET = "local"
+SMALL = "data/small.tar.gz"  # 300 reviews a class and split: an epoch in about a second
+MEDIUM = "data/medium.tar.gz"  # 1,500 a class and split: LSTM epochs long enough to interrupt
+RELEASE = "imdb-train"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    if collection_path.name.startswith("test_") and not os.environ.get(IMAGE_ENV):
+        return True
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory, shared_tarball):
+    """A real control plane (cluster/), one CPU node and two one-GPU nodes, a storage
+    emulator with the data; KUBECONFIG and STORAGE_EMULATOR_HOST set for the session.
+    Stopped at the end, on failure too."""
+    directory = tmp_path_factory.mktemp("cluster")
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "STORAGE_EMULATOR_HOST")}
+    try:
+        started = time.monotonic()
+        state = local.up(directory, job_backoff="1s")
+        print(f"cluster up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        storage = f"http://127.0.0.1:{state.ports['storage']}"
+        os.environ["KUBECONFIG"] = str(state.kubeconfig)
+        os.environ["STORAGE_EMULATOR_HOST"] = storage
+        os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+        bucket = gcs_client(storage).create_bucket(BUCKET)
+        for key, per_class in ((SMALL, 300), (MEDIUM, 1500)):
+            path = small_tarball(directory / Path(key).name, per_class, shared_tarball)
+            bucket.blob(key).upload_from_filename(str(path), timeout=120)
+        yield state
+    finally:
+        local.down(directory, quiet=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def kubectl(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(TOOLS / "kubectl"), *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(TOOLS / "helm"), *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, f"helm {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+def cli(module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as a user runs it: a process of its own, the environment's
+    KUBECONFIG and STORAGE_EMULATOR_HOST."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "IMDB_TRAIN_GCS_DEADLINE": "30"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(every)
+
+
+@pytest.fixture
+def namespace(cluster, request):
+    """A namespace that enforces Pod Security `restricted`, with the chart installed (the
+    trainer's ServiceAccount and the submitter's RBAC), as the docs set one up."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    yield name
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(kubectl("get", "all,events", "-n", name, check=False).stdout, file=sys.stderr)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def install_chart(namespace: str, *values: str) -> subprocess.CompletedProcess:
+    return helm(
+        "install", RELEASE, str(ROOT / "helm" / "imdb-train"), "-n", namespace,
+        "--set", "image.repository=" + os.environ[IMAGE_ENV].rsplit(":", 1)[0],
+        "--set", "image.tag=" + os.environ[IMAGE_ENV].rsplit(":", 1)[1],
+        "--set", f"output=gs://{BUCKET}/{namespace}",
+        "--set", f"data=gs://{BUCKET}/{SMALL}", *values,
+    )  # fmt: skip
+
+
+def submit_args(namespace: str, *extra: str, data: str = SMALL, epochs: int = 1) -> list[str]:
+    return [
+        "--namespace", namespace, "--image", os.environ[IMAGE_ENV],
+        "--output", f"gs://{BUCKET}/{namespace}", "--data", f"gs://{BUCKET}/{data}",
+        "--epochs", str(epochs), "--cpu", "1", "--memory", "2Gi", "--memory-limit", "3Gi",
+        *extra,
+    ]  # fmt: skip

@@ -1,0 +1,133 @@
+"""The user story on a real control plane: helm install, jobs.submit, status, logs, results.
+
+Every Job here is created, scheduled, run and counted by the real kube-apiserver, scheduler
+and Job controller (cluster/); pods run the trainer in the CPU image on the local nodes and
+write to the storage emulator that stands in for the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.cluster.conftest import (
+    BUCKET,
+    cli,
+    install_chart,
+    helm,
+    kubectl,
+    submit_args,
+    wait_for,
+)
+from trainer.contract import EXIT_BAD_INPUT, MODELS
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def job(namespace: str, name: str) -> dict:
+    return json.loads(kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout)
+
+
+def pods_of(namespace: str, job_name: str) -> list[dict]:
+    out = kubectl("get", "pods", "-n", namespace, "-l", f"job-name={job_name}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def condition(obj: dict, kind: str) -> dict | None:
+    return next((c for c in obj["status"].get("conditions", []) if c["type"] == kind), None)
+
+
+def test_helm_install_in_a_restricted_namespace_and_helm_test_passes(namespace):
+    install_chart(namespace)
+    # The namespace really enforces `restricted`: a root pod is refused by admission.
+    refused = kubectl("run", "root", "-n", namespace, "--image=busybox", "--restart=Never",
+                      "--overrides", '{"spec":{"securityContext":{"runAsUser":0}}}', check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
+    tested = helm("test", "imdb-train", "-n", namespace, "--logs", "--timeout", "3m")
+    assert "Phase:          Succeeded" in tested.stdout, tested.stdout
+    assert f"wrote and deleted gs://{BUCKET}/{namespace}/_helm_test/" in tested.stdout
+    accounts = kubectl("get", "serviceaccounts", "-n", namespace, "-o", "name").stdout.split()
+    assert "serviceaccount/imdb-train" in accounts
+
+
+def test_submit_all_wait_then_status_logs_and_results(namespace, tmp_path):
+    install_chart(namespace)
+    run_id = f"r{uuid.uuid4().hex[:6]}"
+    submitted = cli("jobs.submit", *submit_args(namespace, "--model", "all", "--gpus", "1",
+                                                "--run-id", run_id, "--wait"))  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    for model in MODELS:
+        name = f"imdb-train-{model}-{run_id}"
+        done = job(namespace, name)
+        assert condition(done, "Complete")["status"] == "True"
+        assert done["status"]["succeeded"] == 1 and not done["status"].get("failed")
+        (pod,) = pods_of(namespace, name)
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        # The real scheduler put the GPU pod on a GPU node (it tolerates the GPU taint).
+        node = json.loads(kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json").stdout)
+        assert node["metadata"]["labels"]["cloud.google.com/gke-nodepool"] == "gpu-pool"
+
+    status = cli("jobs.status", "-n", namespace)
+    assert status.returncode == 0, status.stderr
+    for model in MODELS:
+        (row,) = [r.split() for r in status.stdout.splitlines() if run_id in r and model in r]
+        assert row[3] == "Complete", status.stdout
+
+    logs = cli("jobs.logs", "-n", namespace, "--model", "mean", "--run-id", run_id)
+    assert logs.returncode == 0, logs.stderr
+    assert "final: " in logs.stdout and f'"run_id": "{run_id}"' in logs.stdout
+
+    output = f"gs://{BUCKET}/{namespace}"
+    listed = cli("jobs.results", "list", "--output", output)
+    assert listed.returncode == 0, listed.stderr
+    rows = [r.split() for r in listed.stdout.splitlines()]
+    for model in MODELS:
+        (row,) = [r for r in rows if r[:2] == [model, run_id]]
+        assert row[2] == "complete", listed.stdout
+    pulled = cli("jobs.results", "pull", "--output", output, "--model", "lstm", "--run-id",
+                 run_id, "--dest", str(tmp_path / "pulled"))  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    metrics = json.loads(next((tmp_path / "pulled").rglob("metrics.json")).read_text())
+    assert metrics["run_id"] == run_id and metrics["epochs_completed"] == 1
+
+
+def test_bad_input_fails_the_job_at_once_through_the_pod_failure_policy(namespace):
+    install_chart(namespace)
+    run_id = f"bad{uuid.uuid4().hex[:5]}"
+    args = submit_args(namespace, "--model", "mean", "--gpus", "0", "--run-id", run_id)
+    args[args.index("--data") + 1] = f"gs://{BUCKET}/data/no-such-object.tar.gz"
+    submitted = cli("jobs.submit", *args, "--wait")
+    assert submitted.returncode != 0
+    name = f"imdb-train-mean-{run_id}"
+    failed = job(namespace, name)
+    cond = condition(failed, "Failed")
+    # The real Job controller applied our podFailurePolicy: FailJob on exit 2, no retry.
+    assert cond["status"] == "True" and cond["reason"] == "PodFailurePolicy", cond
+    assert failed["status"]["failed"] == 1
+    (pod,) = pods_of(namespace, name)
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == EXIT_BAD_INPUT
+    status = cli("jobs.status", "-n", namespace)
+    assert "Failed" in status.stdout and "PodFailurePolicy" in status.stdout, status.stdout
+
+
+def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(namespace):
+    install_chart(namespace)
+    run_id = f"big{uuid.uuid4().hex[:5]}"
+    submitted = cli("jobs.submit", *submit_args(namespace, "--model", "mean", "--gpus", "4",
+                                                "--run-id", run_id))  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    name = f"imdb-train-mean-{run_id}"
+
+    def unschedulable():
+        pods = pods_of(namespace, name)
+        conds = [condition(p, "PodScheduled") for p in pods if p.get("status")]
+        return [c for c in conds if c and c.get("reason") == "Unschedulable"]
+
+    (cond,) = wait_for("the scheduler's verdict", unschedulable, 60)
+    assert "Insufficient nvidia.com/gpu" in cond["message"], cond
+    status = cli("jobs.status", "-n", namespace)
+    assert "Insufficient nvidia.com/gpu" in status.stdout, status.stdout
+    assert "FailedScheduling" in status.stdout or "Unschedulable" in status.stdout
