@@ -226,8 +226,7 @@ class PodWorker:
             if self.stop.wait(0.2):
                 self._kill_gracefully()
                 break
-        code = proc.wait()
-        return 128 - code if code < 0 else code  # killed by a signal: 128 + its number
+        return self.container.exit_code()
 
     def _kill_gracefully(self) -> None:
         assert self.container is not None

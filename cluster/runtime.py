@@ -203,6 +203,7 @@ def container_argv(
 # and execs the container's process, which becomes PID 1 there.
 _SETUP = r"""
 set -eu
+exec 2>&1  # the container's stderr joins its stdout (the log); unshare's own stays apart
 root=$1 new=$2 ro=$3 uid=$4 gid=$5 fsgroup=$6 etc=$7 mounts=$8 workdir=$9
 shift 9
 mount --make-rprivate /
@@ -299,6 +300,20 @@ class Container:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)  # --kill-child takes PID 1 along
             self.proc.wait(timeout=30)
+
+    def exit_code(self) -> int:
+        """The container's exit code as the kubelet reports it, once `proc` has ended: its
+        PID 1's status, 128 + the signal's number when a signal ended it. (unshare turns a
+        child killed by a signal into its own exit 1 here, saying so on its stderr, which
+        start_container keeps apart from the log: PID 1 of a PID namespace dies of a
+        signal only by SIGKILL.)"""
+        code = self.proc.wait()
+        if code < 0:
+            return 128 - code
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if code == 1 and "sigprocmask" in (err.decode() if isinstance(err, bytes) else err):
+            return 128 + signal.SIGKILL
+        return code
 
     @property
     def output(self) -> str:
@@ -398,7 +413,7 @@ def start_container(
         cmd = ["ip", "netns", "exec", sandbox.netns, *cmd]
     if log is not None:
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
     else:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
