@@ -45,11 +45,12 @@ class ClusterError(Exception):
     """The cluster could not be built, started or reached; the message says what to do."""
 
 
-def release() -> str:
-    """The pinned k8s.io/kubernetes release, as go.mod requires it (one source of truth)."""
-    m = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", (SOURCE / "go.mod").read_text(), re.M)
+def release(source: Path = SOURCE, module: str = "k8s.io/kubernetes") -> str:
+    """The pinned release of `module`, as `source`'s go.mod requires it (one source of truth)."""
+    pattern = rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)"
+    m = re.search(pattern, (source / "go.mod").read_text(), re.M)
     if not m:
-        raise ClusterError(f"{SOURCE / 'go.mod'} does not require k8s.io/kubernetes")
+        raise ClusterError(f"{source / 'go.mod'} does not require {module}")
     return m.group(1)
 
 
@@ -58,13 +59,13 @@ def cache_dir() -> Path:
     return Path(base) / "imdb-train" / "cluster"
 
 
-def binary_path() -> Path:
-    """Where the binary of this source lives: keyed by release and the sources' digest, so
-    an edit of main.go or go.sum builds anew and another checkout reuses it."""
+def binary_path(source: Path = SOURCE, name: str = BINARY, version: str = "") -> Path:
+    """Where the binary of `source` lives: keyed by release and the sources' digest, so an
+    edit of a .go file or go.sum builds anew and another checkout reuses it."""
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((SOURCE / name).read_bytes())
-    return cache_dir() / f"{release()}-{digest.hexdigest()[:12]}" / BINARY
+    for path in sorted(source.glob("*.go")) + [source / "go.mod", source / "go.sum"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return cache_dir() / f"{name}-{version or release(source)}-{digest.hexdigest()[:12]}" / name
 
 
 def ldflags(version: str) -> str:
@@ -81,26 +82,37 @@ def ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def build(log=print) -> Path:
-    """The control plane binary, built if this source has none in the cache yet."""
-    target = binary_path()
+def build(
+    log=print,
+    source: Path = SOURCE,
+    name: str = BINARY,
+    package: str = ".",
+    version: str = "",
+    flags: str | None = None,
+) -> Path:
+    """The binary of `package` in the Go module `source`, built if the cache has none of
+    this source yet (cold: minutes; warm: a path)."""
+    version = version or release(source)
+    target = binary_path(source, name, version)
     if target.exists():
         return target
     if not shutil.which("go"):
-        raise ClusterError("the control plane is built from Go sources: install Go 1.26 or later")
+        raise ClusterError(f"{name} is built from Go sources: install Go 1.26 or later")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    log(f"building the control plane {release()} (cold: several minutes, cached after)")
+    log(f"building {name} {version} from {source.relative_to(HERE.parent)} "
+        "(cold: several minutes, cached after)")  # fmt: skip
     started = time.monotonic()
+    ld = ldflags(version) if flags is None else flags
     proc = subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", ldflags(release()), "-o", str(partial), "."],
-        cwd=SOURCE, capture_output=True, text=True,
+        ["go", "build", "-trimpath", "-ldflags", ld, "-o", str(partial), package],
+        cwd=source, capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise ClusterError(f"go build in {SOURCE} failed:\n{proc.stderr.strip()[-4000:]}")
+        raise ClusterError(f"go build in {source} failed:\n{proc.stderr.strip()[-4000:]}")
     partial.rename(target)
-    log(f"built {target.name} in {time.monotonic() - started:.0f} s")
+    log(f"built {name} in {time.monotonic() - started:.0f} s")
     return target
 
 

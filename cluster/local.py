@@ -134,7 +134,7 @@ def up(
     started = time.monotonic()
     binary = cp.build(log=say)
     built = time.monotonic()
-    nodes = nodes or default_nodes()
+    nodes = default_nodes() if nodes is None else nodes
     state = cp.start(directory, binary, [n.name for n in nodes], job_backoff=job_backoff)
     state.nodes = [n.__dict__ for n in nodes]
     state.save()
