@@ -66,7 +66,7 @@ push:
 	bash scripts/image.sh push $(IMAGE)
 
 # Runs Jobs rendered by jobs.submit in the CPU image's root filesystem, as a kubelet would.
-image-test: setup image-cpu
+image-test: setup host-tools image-cpu
 	IMDB_TRAIN_TEST_IMAGE=$(IMAGE_CPU) $(BIN)/python -m pytest -q -rP -p no:cacheprovider tests/image $(ARGS)
 
 # A local Kubernetes cluster (cluster/): a control plane built from the Kubernetes sources
