@@ -21,7 +21,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -157,6 +156,7 @@ class State:
     tokens: dict[str, str] = field(default_factory=dict)
     nodes: list[dict] = field(default_factory=list)
     extras: dict[str, int] = field(default_factory=dict)  # optional components' pids
+    timings: dict[str, float] = field(default_factory=dict)  # seconds each start-up step took
 
     @property
     def path(self) -> Path:
@@ -333,6 +333,15 @@ def start(
     _write_pki(pki, identities)
     state.save()
 
+    mark = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        state.timings[step] = round(now - mark, 2)
+        mark = now
+
+    lap("credentials")
     p = state.ports
     etcd_url = f"http://127.0.0.1:{p['etcd']}"
     peer_url = f"http://127.0.0.1:{p['etcd-peer']}"
@@ -344,6 +353,7 @@ def start(
     ], logs)  # fmt: skip
     state.save()
     wait_until("etcd", lambda: _etcd_healthy(p["etcd"]), 60, state.pids.values(), logs)
+    lap("etcd")
 
     state.pids["apiserver"] = spawn("kube-apiserver", [
         str(binary), "kube-apiserver",
@@ -372,6 +382,7 @@ def start(
         return _https_get(f"{state.server}/readyz", state.ca, admin)[0] == 200
 
     wait_until("kube-apiserver", api_ready, 120, state.pids.values(), logs)
+    lap("kube-apiserver")
 
     for ident in (CONTROLLER_MANAGER, SCHEDULER):
         short = ident.split(":")[-1]
@@ -410,6 +421,8 @@ def start(
         return _https_get(url, state.ca, admin)[0] == 200
 
     wait_until("kube-controller-manager", controllers_ready, 120, state.pids.values(), logs)
+    lap("controllers")
+    state.save()
     return state
 
 

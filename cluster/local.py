@@ -32,6 +32,9 @@ DEFAULT_DIR = ROOT / ".cluster"
 ACCELERATOR = "nvidia-l4"
 GPU_POOL = "gpu-pool"
 CPU_POOL = "default-pool"
+BUCKET = "local"  # made in the storage emulator at `up`
+SHARED_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
+DATA_KEY = f"data/{SHARED_DATA.name}"
 
 
 def state_dir() -> Path:
@@ -101,11 +104,12 @@ def _cleanup_pods(directory: Path) -> None:
         uids = []
     for uid in uids:
         network.delete_netns(uid)
-    # Working containers of pod images (cluster/runtime.Image names them so).
+    # Working containers of this cluster's pods (its nodes name them so).
     out = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
                          capture_output=True, text=True)  # fmt: skip
+    prefix = network.container_prefix(directory)
     for name in out.stdout.split():
-        if name.startswith("imdb-train-image-test-"):
+        if name.startswith(prefix):
             subprocess.run(["buildah", "rm", name], capture_output=True)
     if not any(Path("/run/netns").glob("imdbtr-*")) if Path("/run/netns").exists() else True:
         network.teardown_bridge()
@@ -138,14 +142,19 @@ def up(
     state = cp.start(directory, binary, [n.name for n in nodes], job_backoff=job_backoff)
     state.nodes = [n.__dict__ for n in nodes]
     state.save()
+    nodes_started = time.monotonic()
     storage_port, *node_ports = cp.free_ports(1 + len(nodes))
     state.ports["storage"] = storage_port
     state.extras["storage"] = _start_storage(directory, storage_port)
     state.save()
+    _make_bucket(f"http://127.0.0.1:{storage_port}")
     network.setup_bridge()
     for node, port in zip(nodes, node_ports, strict=True):
         start_node(state, node, port)
     _wait_nodes_ready(state, [n.name for n in nodes])
+    state.timings["storage+nodes"] = round(time.monotonic() - nodes_started, 2)
+    state.timings["build"] = round(built - started, 2)
+    state.save()
     say(f"ready in {time.monotonic() - built:.1f} s (build {built - started:.1f} s): "
         f"{state.release}, nodes {', '.join(n.name for n in nodes)}; logs in "
         f"{directory / 'logs'}")  # fmt: skip
@@ -199,6 +208,18 @@ def _start_storage(directory: Path, port: int) -> int:
     return pid
 
 
+def _make_bucket(url: str) -> None:
+    """The bucket `local`, with the IMDB tarball when it is beside the checkout."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="local", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": url})  # fmt: skip
+    bucket = client.create_bucket(BUCKET)
+    if SHARED_DATA.exists():
+        bucket.blob(DATA_KEY).upload_from_filename(str(SHARED_DATA), timeout=300)
+
+
 def _wait_nodes_ready(state: cp.State, names: list[str], timeout: float = 120) -> None:
     token = state.tokens[cp.ADMIN]
 
@@ -218,6 +239,10 @@ def _wait_nodes_ready(state: cp.State, names: list[str], timeout: float = 120) -
 
 
 def exports(state: cp.State) -> list[str]:
+    data = f"gs://{BUCKET}/{DATA_KEY}" if SHARED_DATA.exists() else "keras"
+    say(f"bucket gs://{BUCKET} in the storage emulator (data: {data}); try:")
+    say(f"  python -m jobs.submit --model all --image imdb-train:0.1.0-cpu --gpus 1 "
+        f"--output gs://{BUCKET}/imdb --data {data} --wait")  # fmt: skip
     return [
         f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{state.ports['storage']}",
         f"export KUBECONFIG={state.kubeconfig}",
@@ -244,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--gpu-nodes", type=int, default=2)
     u.add_argument("--gpus-per-node", type=int, default=1)
     u.add_argument("--cpu-nodes", type=int, default=1)
-    u.add_argument("--job-backoff", default="", help="the Job controller's retry delay (Go duration)")
+    u.add_argument(
+        "--job-backoff", default="", help="the Job controller's retry delay (Go duration)"
+    )
     sub.add_parser("down", help="stop the local cluster and remove its state")
     sub.add_parser("status", help="the cluster's processes")
     sub.add_parser("build", help="build the control plane binary (cached) and print its path")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -49,6 +50,13 @@ def setup_bridge() -> None:
 
 def teardown_bridge() -> None:
     _ip("link", "del", BRIDGE, check=False)
+
+
+def container_prefix(cluster_dir: Path) -> str:
+    """The name prefix of the working containers of one cluster's pods (buildah's storage
+    is the machine's: the image tests and other clusters have theirs)."""
+    digest = hashlib.sha256(str(cluster_dir.resolve()).encode()).hexdigest()[:8]
+    return f"imdb-cluster-{digest}-"
 
 
 def netns_name(uid: str) -> str:
@@ -186,7 +194,7 @@ class Forwards:
         for port in ports:
             # A thread of its own: setns must not move the agent's other threads.
             box: list = []
-            t = threading.Thread(target=lambda p=port: box.append(_listen_in(ns, p)))
+            t = threading.Thread(target=lambda p=port, b=box: b.append(_listen_in(ns, p)))
             t.start()
             t.join()
             if not box:

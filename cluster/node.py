@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from cluster import network
@@ -204,7 +204,7 @@ class PodWorker:
         first = True
         while not self.stop.is_set():
             try:
-                return Image(ref)
+                return Image(ref, prefix=network.container_prefix(self.agent.cluster_dir))
             except subprocess.CalledProcessError:
                 msg = (f"image {ref!r} is not on this node (the local cluster pulls from no "
                        "registry: build it with `make image-cpu`)")  # fmt: skip
@@ -296,6 +296,7 @@ class NodeAgent:
         self.coord = client.CoordinationV1Api(self.api)
         self.auth = client.AuthenticationV1Api(self.api)
         self.args = args
+        self.cluster_dir = Path(args.dir)
         self.registry = network.Registry(Path(args.dir) / "network")
         self.pod_env = dict(kv.split("=", 1) for kv in args.pod_env)
         self.forward_ports = [state["ports"]["apiserver"], *args.forward]
@@ -344,21 +345,40 @@ class NodeAgent:
                 ],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": self.args.port}},
                 "conditions": [
-                    {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                     "message": "imdb-train node agent is posting ready status",
-                     "lastHeartbeatTime": t, "lastTransitionTime": t},
-                    *[{"type": c, "status": "False", "reason": f"KubeletHas{r}",
-                       "lastHeartbeatTime": t, "lastTransitionTime": t}
-                      for c, r in (("MemoryPressure", "SufficientMemory"),
-                                   ("DiskPressure", "NoDiskPressure"),
-                                   ("PIDPressure", "SufficientPID"))],
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "imdb-train node agent is posting ready status",
+                        "lastHeartbeatTime": t,
+                        "lastTransitionTime": t,
+                    },
+                    *[
+                        {
+                            "type": c,
+                            "status": "False",
+                            "reason": f"KubeletHas{r}",
+                            "lastHeartbeatTime": t,
+                            "lastTransitionTime": t,
+                        }
+                        for c, r in (
+                            ("MemoryPressure", "SufficientMemory"),
+                            ("DiskPressure", "NoDiskPressure"),
+                            ("PIDPressure", "SufficientPID"),
+                        )
+                    ],
                 ],  # fmt: skip
                 "nodeInfo": {
-                    "machineID": self.name, "systemUUID": self.name, "bootID": self.name,
-                    "kernelVersion": os.uname().release, "osImage": "imdb-train local node",
+                    "machineID": self.name,
+                    "systemUUID": self.name,
+                    "bootID": self.name,
+                    "kernelVersion": os.uname().release,
+                    "osImage": "imdb-train local node",
                     "containerRuntimeVersion": "imdb-train-runtime://0.1",
-                    "kubeletVersion": self.args.version, "kubeProxyVersion": "",
-                    "operatingSystem": "linux", "architecture": "amd64",
+                    "kubeletVersion": self.args.version,
+                    "kubeProxyVersion": "",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
                 },  # fmt: skip
             },
         }
@@ -571,10 +591,10 @@ def _log_handler(agent: NodeAgent) -> type[BaseHTTPRequestHandler]:
                 with open(path, "rb") as f:
                     f.seek(offset)
                     self._chunk(f.read())
-            self._chunk(b"")
+            self.wfile.write(b"0\r\n\r\n")
 
         def _chunk(self, data: bytes) -> None:
-            if data or True:
+            if data:  # an empty chunk would end the response
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
@@ -632,10 +652,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--zone", default="us-central1-a")
     p.add_argument("--spot", action="store_true")
     p.add_argument("--version", default="v0.0.0")
-    p.add_argument("--pod-env", action="append", default=[], metavar="K=V",
-                   help="set in every container (what the cluster gives pods)")
-    p.add_argument("--forward", action="append", type=int, default=[], metavar="PORT",
-                   help="a host loopback port reachable at the same port of each pod")
+    p.add_argument(
+        "--pod-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set in every container (what the cluster gives pods)",
+    )
+    p.add_argument(
+        "--forward",
+        action="append",
+        type=int,
+        default=[],
+        metavar="PORT",
+        help="a host loopback port reachable at the same port of each pod",
+    )
     return p.parse_args(argv)
 
 

@@ -25,16 +25,12 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -70,9 +66,10 @@ class ImageConfig:
 class Image:
     """A working container of IMAGE: its root filesystem mounted on the host (buildah)."""
 
-    def __init__(self, image: str):
+    def __init__(self, image: str, prefix: str = "imdb-train-image-test-"):
         self.image = image
-        self.name = f"imdb-train-image-test-{uuid.uuid4().hex[:8]}"
+        # Working containers are named by their owner, which alone removes leftovers.
+        self.name = f"{prefix}{uuid.uuid4().hex[:8]}"
         self.rootfs: Path | None = None
         raw = subprocess.run(
             ["buildah", "inspect", "--type", "image", image],
@@ -323,13 +320,12 @@ class Container:
         return "\n".join(self.output.splitlines()[-n:])
 
 
-
-
 @dataclass
 class Sandbox:
     """What the node gives a pod's containers besides the image: /etc/hosts (its text, or a
-    file of the node's to mount, which the node may rewrite in place), /etc/resolv.conf, a network namespace (None: the host's network), and
-    projected volumes already written on the node (volume name -> directory)."""
+    file of the node's to mount, which the node may rewrite in place), /etc/resolv.conf, a
+    network namespace (None: the host's network), and projected volumes already written on
+    the node (volume name -> directory)."""
 
     hosts: str | Path
     resolv_conf: str

@@ -241,21 +241,6 @@ def test_a_broken_worker_group_is_retried_by_the_cluster(kube, capsys):
     assert len(kube.pods_of("imdb-train-lstm-g2")) == 4  # every worker was replaced
 
 
-def test_a_worker_group_that_keeps_failing_stops_at_its_budget(kube, capsys):
-    """Always failing: after --backoff-limit rounds of the group the Job fails and its
-    pods are removed (their GPUs freed), instead of retrying until the deadline."""
-    kube.scripts["imdb-train-lstm-g3"] = Script(outcome="fail", exit_code=75, group=True)
-    argv = ["--run-id", "g3", "--workers", "2", "--gpus", "2", "--backoff-limit", "1", "--wait"]
-    assert run(submit.main, *argv) == 1
-    assert "failed: BackoffLimitExceeded" in capsys.readouterr().err
-    job = kube.objects[("jobs", "default", "imdb-train-lstm-g3")]
-    assert job["spec"]["backoffLimit"] == 2
-    assert job["status"]["failed"] == 3
-    kube.wait_for(lambda k: all(
-        p["status"].get("phase") in ("Succeeded", "Failed") or p["metadata"].get(
-            "deletionTimestamp") for p in k.pods_of("imdb-train-lstm-g3")))  # fmt: skip
-
-
 @pytest.mark.parametrize("reason", ["PodFailurePolicy", "DeadlineExceeded"])
 def test_permanent_failures_are_not_retried(kube, capsys, reason):
     kube.scripts["imdb-train-lstm-p1"] = Script(outcome="fail", reason=reason)

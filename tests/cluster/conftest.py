@@ -23,7 +23,7 @@ from tests.helpers import gcs_client, small_tarball
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
-BUCKET = "local"
+BUCKET = local.BUCKET
 SMALL = "data/small.tar.gz"  # 300 reviews a class and split: an epoch in about a second
 MEDIUM = "data/medium.tar.gz"  # 1,500 a class and split: LSTM epochs long enough to interrupt
 RELEASE = "imdb-train"
@@ -50,7 +50,7 @@ def cluster(tmp_path_factory, shared_tarball):
         os.environ["KUBECONFIG"] = str(state.kubeconfig)
         os.environ["STORAGE_EMULATOR_HOST"] = storage
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
-        bucket = gcs_client(storage).create_bucket(BUCKET)
+        bucket = gcs_client(storage).bucket(BUCKET)  # `up` made it
         for key, per_class in ((SMALL, 300), (MEDIUM, 1500)):
             path = small_tarball(directory / Path(key).name, per_class, shared_tarball)
             bucket.blob(key).upload_from_filename(str(path), timeout=120)

@@ -61,8 +61,14 @@ def listening(pids: set[int]) -> list[tuple[int, str]]:
             f = line.split()
             if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
                 addr = f[1].split(":")[0]
-                out.append((inodes[f[9]], addr if width == 32 else
-                            ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))))
+                out.append(
+                    (
+                        inodes[f[9]],
+                        addr
+                        if width == 32
+                        else ".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)),
+                    )
+                )
     return out
 
 
@@ -77,8 +83,14 @@ def test_up_reuses_cleans_up_listens_on_loopback_and_down_leaves_nothing(tmp_pat
         sockets = listening(descendants(pids))
         assert sockets, "no listening sockets found"
         assert {addr for _, addr in sockets} == {"127.0.0.1"}, sockets
-        for name in ("kubeconfig", "state.json", "pki/tokens.csv", "pki/sa.key",
-                     "pki/kube-scheduler.kubeconfig", "pki/kube-controller-manager.kubeconfig"):
+        for name in (
+            "kubeconfig",
+            "state.json",
+            "pki/tokens.csv",
+            "pki/sa.key",
+            "pki/kube-scheduler.kubeconfig",
+            "pki/kube-controller-manager.kubeconfig",
+        ):
             mode = stat.S_IMODE((directory / name).stat().st_mode)
             assert mode == 0o600, f"{name}: {oct(mode)}"
 

@@ -7,7 +7,7 @@ fails its pods), and a worker process killed inside its container.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import time
@@ -18,7 +18,15 @@ import pytest
 from kubernetes import client, config
 
 from cluster import local
-from tests.cluster.conftest import BUCKET, MEDIUM, cli, install_chart, kubectl, submit_args, wait_for
+from tests.cluster.conftest import (
+    BUCKET,
+    MEDIUM,
+    cli,
+    install_chart,
+    kubectl,
+    submit_args,
+    wait_for,
+)
 from tests.cluster.test_user_story import condition, job, pods_of
 from tests.helpers import gcs_client
 from trainer.contract import EXIT_PREEMPTED, checkpoint_key, run_key
@@ -150,10 +158,8 @@ def test_a_worker_group_that_keeps_failing_stops_at_its_budget(namespace, cluste
         for p in running_pods(namespace, name):
             if len(running_pods(namespace, name)) == 2:
                 time.sleep(3)  # let the group form, then break it
-                try:
+                with contextlib.suppress(ValueError, ProcessLookupError):
                     os.kill(pid1(cluster, p), signal.SIGKILL)
-                except (ValueError, ProcessLookupError):
-                    pass
                 break
         return None
 

@@ -63,7 +63,9 @@ def test_a_second_queued_job_waits_for_the_first_to_finish(kueue, namespace, tmp
         names.append(f"imdb-train-{model}-{run_id}")
     first, second = names
     # Kueue admits one (1 GPU of quota), the other stays suspended while it runs.
-    wait_for("one admission", lambda: suspended(namespace, first) != suspended(namespace, second), 60)
+    wait_for(
+        "one admission", lambda: suspended(namespace, first) != suspended(namespace, second), 60
+    )
     running, waiting = (first, second) if not suspended(namespace, first) else (second, first)
     workloads = json.loads(kubectl("get", "workloads.kueue.x-k8s.io", "-n", namespace, "-o",
                                    "json").stdout)["items"]  # fmt: skip

@@ -23,14 +23,29 @@ def jobs_of_cron(namespace: str) -> list[dict]:
 
 
 def test_the_cronjob_retrains_and_promotes_and_an_upgrade_leaves_the_run_alone(namespace):
-    install_chart(namespace, "--set", "retrain.schedule=* * * * *", "--set", "epochs=2",
-                  "--set", "gpus=1", "--set", "resources.requests.cpu=1",
-                  "--set", "resources.requests.memory=2Gi", "--set", "resources.limits.memory=3Gi")
+    install_chart(
+        namespace,
+        "--set",
+        "retrain.schedule=* * * * *",
+        "--set",
+        "epochs=2",
+        "--set",
+        "gpus=1",
+        "--set",
+        "resources.requests.cpu=1",
+        "--set",
+        "resources.requests.memory=2Gi",
+        "--set",
+        "resources.limits.memory=3Gi",
+    )
     # The real CronJob controller creates the Job at the next minute.
     (first,) = wait_for("a Job from the CronJob", lambda: jobs_of_cron(namespace), 90)
     name, uid = first["metadata"]["name"], first["metadata"]["uid"]
-    wait_for("its pod running", lambda: [
-        p for p in pods_of(namespace, name) if p["status"].get("phase") == "Running"], 120)
+    wait_for(
+        "its pod running",
+        lambda: [p for p in pods_of(namespace, name) if p["status"].get("phase") == "Running"],
+        120,
+    )
     (pod,) = pods_of(namespace, name)
 
     # helm upgrade mid-run: a new schedule (and so no second tick) and a new epoch count.

@@ -15,8 +15,8 @@ import pytest
 from tests.cluster.conftest import (
     BUCKET,
     cli,
-    install_chart,
     helm,
+    install_chart,
     kubectl,
     submit_args,
     wait_for,
@@ -42,8 +42,17 @@ def condition(obj: dict, kind: str) -> dict | None:
 def test_helm_install_in_a_restricted_namespace_and_helm_test_passes(namespace):
     install_chart(namespace)
     # The namespace really enforces `restricted`: a root pod is refused by admission.
-    refused = kubectl("run", "root", "-n", namespace, "--image=busybox", "--restart=Never",
-                      "--overrides", '{"spec":{"securityContext":{"runAsUser":0}}}', check=False)
+    refused = kubectl(
+        "run",
+        "root",
+        "-n",
+        namespace,
+        "--image=busybox",
+        "--restart=Never",
+        "--overrides",
+        '{"spec":{"securityContext":{"runAsUser":0}}}',
+        check=False,
+    )
     assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
     tested = helm("test", "imdb-train", "-n", namespace, "--logs", "--timeout", "3m")
     assert "Phase:          Succeeded" in tested.stdout, tested.stdout

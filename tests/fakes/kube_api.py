@@ -985,218 +985,6 @@ def _field_match(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
-def _resource_list(group_version: str) -> dict[str, Any]:
-    resources = []
-    for k in KINDS:
-        if k.api_version != group_version:
-            continue
-        verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-        resources.append({"name": k.plural, "singularName": k.kind.lower(),
-                          "namespaced": k.namespaced, "kind": k.kind, "verbs": verbs,
-                          **({"shortNames": list(k.short)} if k.short else {})})  # fmt: skip
-        for sub in k.subresources:
-            resources.append({"name": f"{k.plural}/{sub}", "singularName": "",
-                              "namespaced": k.namespaced, "kind": k.kind if sub != "log" else
-                              "Pod", "verbs": ["get"] if sub == "log" else ["get", "patch",
-                                                                         "update"]})  # fmt: skip
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}  # fmt: skip
-
-
-def _discovery(path: str) -> dict[str, Any] | None:
-    groups = sorted({(k.group, k.version) for k in KINDS if k.group})
-    if path == "/version":
-        return VERSION
-    if path == "/api":
-        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-            {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}  # fmt: skip
-    if path == "/apis":
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-             "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
-            for g, v in groups]}  # fmt: skip
-    if path == "/api/v1":
-        return _resource_list("v1")
-    m = re.fullmatch(r"/apis/([^/]+)/([^/]+)", path)
-    if m and (m.group(1), m.group(2)) in groups:
-        return _resource_list(f"{m.group(1)}/{m.group(2)}")
-    return None
-
-
-def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
-    """Protobuf wire format: (field number, varint or bytes) pairs."""
-    out, i = [], 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(data, i)
-        elif wire == 2:
-            size, i = _varint(data, i)
-            value, i = data[i : i + size], i + size
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-        out.append((number, value))
-    return out
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return result, i
-
-
-def _pb_map(entries: list[bytes], decode: Any) -> dict[str, Any]:
-    out = {}
-    for entry in entries:
-        kv = dict(_fields(entry))
-        out[kv.get(1, b"").decode()] = decode(kv.get(2, b""))
-    return out
-
-
-def _decode_protobuf(raw: bytes) -> dict[str, Any]:
-    """A Secret or ConfigMap from the Kubernetes protobuf envelope (k8s\\0 + runtime.Unknown)."""
-    if not raw.startswith(b"k8s\x00"):
-        raise ValueError("missing the k8s protobuf magic")
-    unknown = dict(_fields(raw[4:]))
-    type_meta = dict(_fields(unknown[1]))
-    kind = type_meta.get(2, b"").decode()
-    fields = _fields(unknown[2])
-    if kind == "DeleteOptions":
-        opts = dict(fields)
-        return {"kind": kind, "apiVersion": "v1", **(
-            {"propagationPolicy": opts[4].decode()} if 4 in opts else {})}  # fmt: skip
-    meta_fields = _fields(next(v for n, v in fields if n == 1))
-    meta: dict[str, Any] = {}
-    names = {1: "name", 2: "generateName", 3: "namespace", 6: "resourceVersion"}
-    for n, v in meta_fields:
-        if n in names and v:
-            meta[names[n]] = v.decode()
-    for n, key in ((11, "labels"), (12, "annotations")):
-        entries = [v for m, v in meta_fields if m == n]
-        if entries:
-            meta[key] = _pb_map(entries, bytes.decode)
-    obj: dict[str, Any] = {"apiVersion": "v1", "kind": kind, "metadata": meta}
-    if kind == "Secret":
-        data = [v for n, v in fields if n == 2]
-        obj["data"] = _pb_map(data, lambda b: base64.b64encode(b).decode())
-        obj["type"] = next((v.decode() for n, v in fields if n == 3), "Opaque")
-        if any(n == 5 and v for n, v in fields):
-            obj["immutable"] = True
-    elif kind == "ConfigMap":
-        obj["data"] = _pb_map([v for n, v in fields if n == 2], bytes.decode)
-    else:
-        raise ValueError(f"kind {kind}")
-    return obj
-
-
-def _age(ts: str | None) -> str:
-    if not ts:
-        return "<unknown>"
-    then = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _pod_status_text(pod: dict[str, Any]) -> str:
-    """The STATUS column kubectl shows: a waiting/terminated reason beats the phase."""
-    if pod["metadata"].get("deletionTimestamp"):
-        return "Terminating"
-    status = pod.get("status", {})
-    reason = status.get("phase", "Pending")
-    for cs in status.get("containerStatuses") or []:
-        state = cs.get("state", {})
-        if state.get("waiting", {}).get("reason"):
-            reason = state["waiting"]["reason"]
-        elif state.get("terminated", {}).get("reason"):
-            reason = state["terminated"]["reason"]
-    return reason
-
-
-def _job_status_text(job: dict[str, Any]) -> str:
-    conds = {
-        c["type"] for c in job.get("status", {}).get("conditions", []) if c["status"] == "True"
-    }
-    for ctype in ("Failed", "Complete", "Suspended", "FailureTarget", "SuccessCriteriaMet"):
-        if ctype in conds:
-            return ctype
-    return "Terminating" if job["metadata"].get("deletionTimestamp") else "Running"
-
-
-def _table(kind: Kind, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
-    """The meta.k8s.io/v1 Table that `kubectl get` asks for, with the real columns."""
-    if kind.plural == "pods":
-        names = ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node"]
-        rows = []
-        for p in items:
-            cs = p.get("status", {}).get("containerStatuses") or []
-            ready = sum(1 for c in cs if c.get("ready"))
-            rows.append([p["metadata"]["name"], f"{ready}/{len(p['spec']['containers'])}",
-                         _pod_status_text(p), sum(c.get("restartCount", 0) for c in cs),
-                         _age(p["metadata"].get("creationTimestamp")),
-                         p.get("status", {}).get("podIP", "<none>"),
-                         p["spec"].get("nodeName", "<none>")])  # fmt: skip
-    elif kind.plural == "jobs":
-        names = ["Name", "Status", "Completions", "Duration", "Age"]
-        rows = [[j["metadata"]["name"], _job_status_text(j),
-                 f"{j.get('status', {}).get('succeeded', 0)}/{j['spec'].get('completions', 1)}",
-                 _age(j.get("status", {}).get("startTime")) if j.get("status", {}).get(
-                     "startTime") else "", _age(j["metadata"].get("creationTimestamp"))]
-                for j in items]  # fmt: skip
-    else:
-        names = ["Name", "Age"]
-        rows = [[o["metadata"]["name"], _age(o["metadata"].get("creationTimestamp"))]
-                for o in items]  # fmt: skip
-    wide = {"IP", "Node"}
-    return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
-        "columnDefinitions": [{"name": n, "type": "integer" if n == "Restarts" else "string",
-                               "format": "name" if n == "Name" else "", "description": "",
-                               "priority": 1 if n in wide else 0} for n in names],
-        "rows": [{"cells": cells, "object": obj} for cells, obj in zip(rows, items, strict=True)],
-    }  # fmt: skip
-
-
-def _openapi_v3(path: str) -> dict[str, Any] | None:
-    """OpenAPI v3 just deep enough for clients to see that PATCH takes `fieldValidation`.
-
-    kubectl and helm then skip client-side schema validation and send fieldValidation=Strict,
-    which this server enforces with the official schemas (see _validate).
-    """
-    gvs = sorted({k.api_version for k in KINDS})
-    prefix = lambda gv: f"apis/{gv}" if "/" in gv else f"api/{gv}"  # noqa: E731
-    if path == "/openapi/v3":
-        return {"paths": {prefix(gv): {"serverRelativeURL": f"/openapi/v3/{prefix(gv)}?hash=F"}
-                          for gv in gvs}}  # fmt: skip
-    for gv in gvs:
-        if path != f"/openapi/v3/{prefix(gv)}":
-            continue
-        paths = {}
-        for k in KINDS:
-            if k.api_version != gv:
-                continue
-            scope = "/namespaces/{namespace}" if k.namespaced else ""
-            gvk = {"group": k.group, "version": k.version, "kind": k.kind}
-            params = [
-                {"name": n, "in": "query", "schema": {"type": "string"}}
-                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
-            ]
-            op = {"x-kubernetes-group-version-kind": gvk, "parameters": params,
-                  "responses": {"200": {"description": "OK"}}}  # fmt: skip
-            paths[f"/{prefix(gv)}{scope}/{k.plural}/{{name}}"] = {"patch": op}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION[
-            "gitVersion"]}, "paths": paths, "components": {"schemas": {}}}  # fmt: skip
-    return None
-
-
 _ROUTE = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?$"
@@ -1254,16 +1042,6 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         ctype = self.headers.get("Content-Type", "")
         body: Any = None
-        if raw and "protobuf" in ctype:
-            # helm's release storage writes Secrets in protobuf, as client-go does for core types.
-            try:
-                raw, ctype = json.dumps(_decode_protobuf(raw)).encode(), "application/json"
-            except (ValueError, IndexError, KeyError, StopIteration) as e:
-                self.kube.requests.append((method, url.path, query, None))
-                self._send(415, StatusError(415, "UnsupportedMediaType",
-                                            f"the fake decodes protobuf Secrets and ConfigMaps "
-                                            f"only: {e}").body)  # fmt: skip
-                return
         if raw and "yaml" not in ctype:
             try:
                 body = json.loads(raw)
@@ -1273,17 +1051,6 @@ class _Handler(BaseHTTPRequestHandler):
             body = yaml.safe_load(raw)
         self.kube.requests.append((method, url.path, query, body))
         try:
-            if method == "GET":
-                found = _discovery(url.path)
-                if found is not None:
-                    self._send(200, found)
-                    return
-                found = _openapi_v3(url.path)
-                if found is not None:
-                    self._send(200, found)
-                    return
-                if url.path.startswith("/openapi/"):
-                    raise StatusError(404, "NotFound", "the fake serves OpenAPI v3 only")
             kind, ns, name, sub = _parse(url.path)
             watching = query.get("watch", ["false"])[0].lower() in ("true", "1")
             verb = _VERBS.get(method) or ("watch" if watching else "get" if name else "list")
@@ -1330,8 +1097,6 @@ class _Handler(BaseHTTPRequestHandler):
         elif name:
             with kube.cond:
                 obj = copy.deepcopy(kube._get(kind, ns, name))
-            if "as=Table" in self.headers.get("Accept", ""):
-                obj = _table(kind, [obj], obj["metadata"]["resourceVersion"])
             self._send(200, obj)
         elif watching:
             self._watch(kind, ns, query)
@@ -1339,9 +1104,6 @@ class _Handler(BaseHTTPRequestHandler):
             with kube.cond:
                 items = self._select(kind, ns, query)
                 rv = str(kube.rv)
-            if "as=Table" in self.headers.get("Accept", ""):
-                self._send(200, _table(kind, items, rv))
-                return
             self._send(200, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                              "metadata": {"resourceVersion": rv}, "items": items})  # fmt: skip
 
