@@ -92,7 +92,7 @@ def _pod_steps(pod: dict, since: float, phases: dict) -> list[tuple[str, float]]
     started = _ts((state.get("terminated") or state.get("running"))["startedAt"])
     steps = [("pod created (Job controller)", created - since), ("bound (scheduler)", bound -
              created), ("container started (node)", started - bound)]  # fmt: skip
-    previous = 0.0
+    previous = phases["started"]  # time.time() marks, from the trainer's process start
     for name in PHASES:
         steps.append((f"trainer: {name.replace('_', ' ')}", phases[name] - previous))
         previous = phases[name]
@@ -161,12 +161,13 @@ def run() -> dict:
                 name, ns, client.V1Eviction(metadata=client.V1ObjectMeta(name=name))
             )
             _wait("the resumed run", lambda: _complete(ns, job))
-            old_now, new = _pods(ns, job)[0], _pods(ns, job)[-1]
-            stopped = _ts(old_now["status"]["containerStatuses"][0]["state"]["terminated"]
-                          ["finishedAt"])  # fmt: skip
+            # The evicted pod is gone by now (deleted once its node stopped it): its
+            # replacement's creation marks the old container's exit 75 and the Job
+            # controller's reaction (podReplacementPolicy: Failed).
+            (new,) = [p for p in _pods(ns, job) if p["metadata"]["uid"] != old["metadata"]["uid"]]
             phases = _metrics("bench", "imdb/lstm/evict/metrics.json")["phases"]
-            steps = [("old container stopped (SIGTERM, exit 75)", stopped - evicted)]
-            steps += _pod_steps(new, stopped, phases)
+            steps = _pod_steps(new, evicted, phases)
+            steps[0] = ("old pod stopped (exit 75) and replaced", steps[0][1])
             results["eviction_to_resumed_step"] = {"total": round(sum(s for _, s in steps), 1),
                                                    "steps": steps}  # fmt: skip
         finally:

@@ -25,7 +25,7 @@ def build_specs(
 def submit(
     model: str = "lstm",
     image: str | None = None,
-    namespace: str = specs.DEFAULT_NAMESPACE,
+    namespace: str | None = None,
     gpus: int = 1,
     epochs: int = 3,
     batch_size: int = 64,
@@ -61,7 +61,8 @@ def submit(
         model: mean, lstm, or all (one Job per model, same run id).
         image: the trainer image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/imdb-train:TAG
             (default: $IMDB_TRAIN_IMAGE; required; `make image push IMAGE=...` builds it).
-        namespace: where the Jobs run.
+        namespace: where the Jobs run (default: the kubeconfig context's, or the pod's in a
+            cluster, else `default`: the rule of every jobs.* command and kubectl).
         gpus: GPUs per worker (0: CPU only, no GPU node selector).
         epochs: training epochs.
         batch_size: GLOBAL batch size, split over all replicas.
@@ -100,6 +101,9 @@ def submit(
         context: kubeconfig context.
     """
     retries = specs.to_int("retries", retries, 0)  # before anything is created
+    from jobs.cluster import resolve_namespace
+
+    namespace = resolve_namespace(namespace, kubeconfig, context)
     job_specs = build_specs(
         model=model,
         run_id=run_id,
@@ -136,7 +140,8 @@ def submit(
     cluster = Cluster(load_api_client(kubeconfig, context))
     _create(cluster, job_specs, objects)
     if not (wait or follow):
-        print(f"follow with: python -m jobs.logs {job_specs[0].job_name} --follow")
+        first = job_specs[0]
+        print(f"follow with: python -m jobs.logs {first.job_name} -n {first.namespace} --follow")
         return
     if follow:
         _follow(cluster, job_specs, timeout)

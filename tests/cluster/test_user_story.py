@@ -8,12 +8,19 @@ write to the storage emulator that stands in for the bucket.
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
+from cluster.runtime import IMAGE_ENV
 from tests.cluster.conftest import (
     BUCKET,
+    ROOT,
+    SMALL,
     cli,
     helm,
     install_chart,
@@ -140,3 +147,43 @@ def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(na
     status = cli("jobs.status", "-n", namespace)
     assert "Insufficient nvidia.com/gpu" in status.stdout, status.stdout
     assert "FailedScheduling" in status.stdout or "Unschedulable" in status.stdout
+
+
+def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespace, tmp_path):
+    """One ServiceAccount name for chart, NOTES and jobs.submit whatever the release is
+    called; an image pinned by digest; jobs.submit in the kubeconfig context's namespace."""
+    digest = subprocess.run(
+        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}",
+         os.environ[IMAGE_ENV]], capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    repo = os.environ[IMAGE_ENV].rsplit(":", 1)[0]
+    helm("install", "nightly", str(ROOT / "helm" / "imdb-train"), "-n", namespace,
+         "--set", f"image.repository={repo}", "--set", f"image.tag={digest}",
+         "--set", f"output=gs://{BUCKET}/{namespace}")  # fmt: skip
+    notes = helm("get", "notes", "nightly", "-n", namespace).stdout
+    (line,) = [x.strip() for x in notes.splitlines() if "python -m jobs.submit" in x]
+    argv = shlex.split(line)[3:]  # after `python -m jobs.submit`
+    assert f"{repo}@{digest}" in argv and "--service-account" in argv
+    run_id = f"n{uuid.uuid4().hex[:5]}"
+    extra = ["--run-id", run_id, "--epochs", "1", "--cpu", "1", "--memory", "2Gi", "--memory-limit",
+             "3Gi", "--data", f"gs://{BUCKET}/{SMALL}", "--timeout", "300"]  # fmt: skip
+    ran = cli("jobs.submit", *argv, *extra)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (pod,) = pods_of(namespace, f"imdb-train-lstm-{run_id}")
+    assert pod["spec"]["containers"][0]["image"] == f"{repo}@{digest}"
+
+    # No --namespace: the kubeconfig context's, as jobs.status and kubectl use it.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(Path(os.environ["KUBECONFIG"]).read_text())
+    kubectl("--kubeconfig", str(kubeconfig), "config", "set-context", "--current",
+            f"--namespace={namespace}")  # fmt: skip
+    other = f"c{uuid.uuid4().hex[:5]}"
+    args = submit_args(namespace, "--model", "mean", "--gpus", "0", "--run-id", other)
+    del args[args.index("--namespace") : args.index("--namespace") + 2]
+    submitted = cli("jobs.submit", *args, "--kubeconfig", str(kubeconfig))
+    assert submitted.returncode == 0, submitted.stderr
+    assert f"created in namespace {namespace}" in submitted.stdout
+    assert f"-n {namespace} --follow" in submitted.stdout
+    assert pods_of(namespace, f"imdb-train-mean-{other}") or wait_for(
+        "the context namespace's pod", lambda: pods_of(namespace, f"imdb-train-mean-{other}"), 30
+    )

@@ -51,19 +51,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Create the name of the service account to use
+The trainer's ServiceAccount: serviceAccount.name, `imdb-train` unless set, whatever the
+release is called, so `jobs.submit --service-account` (same default), the NOTES and the
+Workload Identity principal in the docs all name the same account.
 */}}
 {{- define "imdb-train.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "imdb-train.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.serviceAccount.name }}
-{{- end }}
+{{- default "imdb-train" .Values.serviceAccount.name }}
 {{- end }}
 
 {{- define "imdb-train.image" -}}
 {{- $repo := required "image.repository is required: build and push the trainer image (make image; make push IMAGE=REGISTRY/imdb-train:TAG), then --set image.repository=REGISTRY/imdb-train" .Values.image.repository }}
-{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- $tag := default .Chart.AppVersion .Values.image.tag | trimPrefix "@" }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" $repo $tag }}
+{{- else }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
 {{- end }}
 
 {{- define "imdb-train.output" -}}
