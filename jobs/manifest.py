@@ -13,6 +13,7 @@ from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
     EXIT_BAD_INPUT,
+    EXIT_GROUP_STOPPED,
     PEER_TIMEOUT_ENV,
     RUN_ID_ENV,
     WORKER_HOSTS_ENV,
@@ -256,6 +257,14 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
                         type="DisruptionTarget", status="True"
                     )
                 ],
+            ),
+            # A worker stopped because a peer was preempted: the preemption is not counted,
+            # and neither is its consequence (activeDeadlineSeconds bounds the retries).
+            client.V1PodFailurePolicyRule(
+                action="Ignore",
+                on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                    container_name=CONTAINER_NAME, operator="In", values=[EXIT_GROUP_STOPPED]
+                ),
             ),
             # Exit 2 = bad input: the same pod would fail the same way again.
             client.V1PodFailurePolicyRule(

@@ -192,9 +192,13 @@ def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
-    assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
-    assert len(rules) == 2  # exit 75 (preempted/transient) has no rule: it counts normally
+    assert rules[1] == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [76]},
+    }  # a peer stopped with a preempted worker: not counted either
+    assert rules[2]["action"] == "FailJob"
+    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert len(rules) == 3  # exit 75 (preempted/transient) has no rule: it counts normally
     assert job["backoffLimit"] == 4
     assert job["podReplacementPolicy"] == "Failed"
 

@@ -23,6 +23,10 @@ EXIT_OK = 0
 EXIT_CRASH = 1  # unexpected error: the Job's backoffLimit decides
 EXIT_BAD_INPUT = 2  # permanent: retrying cannot help, the Job fails at once
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM or a transient store fault; rerun to resume
+# A worker that stopped only because another member of its group was signalled (preempted):
+# not this pod's failure, so the Job's podFailurePolicy ignores it (bounded by the deadline),
+# while a crash of a member still counts against backoffLimit.
+EXIT_GROUP_STOPPED = 76
 
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results

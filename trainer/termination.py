@@ -16,6 +16,11 @@ class PreemptedError(RetryableError):
     """SIGTERM arrived: the run stopped at a checkpoint and can be resumed."""
 
 
+class GroupStoppedError(RetryableError):
+    """Another worker of the group was signalled and the group stopped together at a
+    checkpoint; this worker was not (exit 76, not counted by the Job)."""
+
+
 class Termination:
     """Turns SIGTERM/SIGINT into a flag plus a stop request to the running model.
 

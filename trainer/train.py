@@ -28,7 +28,12 @@ from trainer.lease import Lease, LeaseHeldError
 from trainer.promotion import promote, to_json
 from trainer.state import RunState
 from trainer.storage import NotFoundError, Store, StoreError, open_store
-from trainer.termination import PreemptedError, RetryableError, Termination
+from trainer.termination import (
+    GroupStoppedError,
+    PreemptedError,
+    RetryableError,
+    Termination,
+)
 
 
 def _versions() -> dict:
@@ -199,7 +204,8 @@ class Trainer:
             self._fit(model, train_ds, val_ds, epoch, state, workdir, steps, group_stop)
         if self.termination.stopping:
             done = next(iter(checkpoint_epochs(self.store)), 0)
-            raise PreemptedError(
+            stopped = PreemptedError if self.termination.requested else GroupStoppedError
+            raise stopped(
                 f"stopped by {self.termination.why()} after epoch {done} of "
                 f"{cfg.epochs}; rerun with --run-id {cfg.run_id} to resume"
             )

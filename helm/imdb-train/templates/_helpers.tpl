@@ -234,6 +234,12 @@ podFailurePolicy:
       onPodConditions:
         - type: DisruptionTarget
           status: "True"
+    # Exit 76: a worker stopped because a peer was preempted; not counted either.
+    - action: Ignore
+      onExitCodes:
+        containerName: trainer
+        operator: In
+        values: [76]
     # Exit 2 = bad input: permanent, retrying cannot help. Exit 75 (preempted) counts normally.
     - action: FailJob
       onExitCodes:
