@@ -133,12 +133,6 @@ BAD_INPUTS = [
         "invalid bucket name 'Not_A_Bucket!'",
     ),
     (
-        "unreachable-gcs",
-        ["--output", "gs://imdb-unreachable/imdb"],
-        "unreachable",
-        "cannot reach gs://imdb-unreachable/imdb/",
-    ),
-    (
         "bad-metric",
         ["--metric", "manhattan"],
         None,
@@ -178,20 +172,40 @@ def test_bad_input_one_line_permanent_exit_nothing_published(args, env, message,
     }
     options.update(zip(args[::2], args[1::2], strict=True))
     full = [part for item in options.items() for part in item]
-    extra = {}
-    if env == "unreachable":
-        extra = {
-            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{closed_port()}",
-            "IMDB_TRAIN_GCS_DEADLINE": "2",
-        }
     started = time.monotonic()
-    proc = run_trainer(full, timeout=120, **extra)
+    proc = run_trainer(full, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-2000:]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
     assert time.monotonic() - started < 60  # bounded retries, no hang
+
+
+@pytest.mark.parametrize("which", ["output", "data"])
+def test_an_unreachable_store_at_start_up_is_an_outage_not_bad_input(which, tmp_path):
+    """Exit 75 (the Job retries), not 2 (FailJob): a store outage while the pod starts is
+    transient like one mid-run. Bounded retries, one line, nothing written."""
+    out = tmp_path / "out"
+    data = str(write_tarball(tmp_path / "ok.tar.gz"))
+    if which == "output":
+        output, where = "gs://imdb-unreachable/imdb", "gs://imdb-unreachable/imdb/"
+    else:
+        output, data, where = str(out), "gs://imdb-unreachable/data/x.tar.gz", "gs://imdb-unr"
+    started = time.monotonic()
+    proc = run_trainer(
+        ["--model", "mean", "--data", data, "--output", output, "--run-id", "outage",
+         "--epochs", "1", "--cache-dir", str(tmp_path / "cache")],
+        timeout=120,
+        STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{closed_port()}",
+        IMDB_TRAIN_GCS_DEADLINE="2",
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == EXIT_PREEMPTED, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("stopped, resumable: "), proc.stderr
+    assert "cannot reach " + where in lines[0], lines[0]
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    assert time.monotonic() - started < 60
 
 
 def test_resuming_a_run_with_other_settings_is_refused(tmp_path):

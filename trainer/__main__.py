@@ -30,7 +30,7 @@ def run(argv: Sequence[str]) -> int:
     from trainer import cli, distribute
     from trainer.config import ConfigError
     from trainer.data import DataError
-    from trainer.storage import StoreError, open_store
+    from trainer.storage import StoreError, StoreUnavailableError, open_store
     from trainer.termination import Termination
 
     # Before the data is read: a SIGTERM while encoding also ends in a resumable exit 75.
@@ -54,6 +54,11 @@ def run(argv: Sequence[str]) -> int:
         from trainer.train import train
 
         train(cfg, termination=termination)
+    except StoreUnavailableError as e:
+        # At any phase, start-up included: the Job retries; only "no such bucket" or
+        # "forbidden" (a plain StoreError) is permanent.
+        print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
+        return contract.EXIT_PREEMPTED
     except (ConfigError, DataError, StoreError, distribute.DistributeError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return contract.EXIT_BAD_INPUT

@@ -174,7 +174,7 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
     if source == "keras":
         return download(KERAS_NPZ_URL, cache_dir / "downloads" / "imdb.npz", KERAS_NPZ_SHA256)
     if source.startswith("gs://"):
-        from trainer.storage import StoreError, open_store
+        from trainer.storage import StoreError, StoreUnavailableError, open_store
 
         parent, _, name = source[len("gs://") :].rstrip("/").rpartition("/")
         if not name or not parent:
@@ -190,6 +190,8 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
                     store.download_file(
                         "imdb_word_index.json", local.with_name("imdb_word_index.json")
                     )
+        except StoreUnavailableError:
+            raise  # an outage, not bad data: the run is resumable (exit 75)
         except StoreError as e:
             raise DataError(f"cannot read data source {source}: {e}") from e
         return local

@@ -35,6 +35,13 @@ class StoreError(Exception):
     """A store operation failed in a way the user must act on."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store could not be reached, or answered with a transient error (5xx, 429, no
+    credentials yet), after the bounded retries: an outage, resumable at every phase of a
+    run (exit 75), never bad input. Only a store that answers "no such bucket" or
+    "forbidden" is a permanent error."""
+
+
 class NotFoundError(StoreError):
     """The key does not exist."""
 
@@ -331,7 +338,7 @@ class GCSStore:
             except auth_exc.GoogleAuthError as e:
                 if time.monotonic() + delay > deadline:
                     reason = " ".join(str(e).split())[:200]
-                    raise StoreError(
+                    raise StoreUnavailableError(
                         f"cannot get Google credentials for {self.uri} ({type(e).__name__}: "
                         f"{reason}); on GKE, Workload Identity needs the cluster's workload "
                         "pool, the node pool's GKE metadata server, the Kubernetes "
@@ -372,8 +379,9 @@ class GCSStore:
             return NotFoundError(f"{where} does not exist")
         if isinstance(e, gexc.PreconditionFailed):
             return AlreadyExistsError(f"{where} already exists")
-        if isinstance(e, gexc.RetryError) or _is_connection_error(e):
-            return StoreError(
+        transient = (gexc.ServerError, gexc.TooManyRequests)
+        if isinstance(e, (gexc.RetryError, *transient)) or _is_connection_error(e):
+            return StoreUnavailableError(
                 f"cannot reach {where} (gave up after {self.deadline:g} s of retries): {e}"
             )
         if isinstance(e, gexc.Forbidden):
