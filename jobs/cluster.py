@@ -557,12 +557,15 @@ class Cluster:
             yield from self.stream_log(namespace, pod, follow=True)
 
     def job_events(self, namespace: str, names: list[str], limit: int = 8) -> list[Any]:
-        """The latest events about these objects (a Job and its pods), oldest first."""
-        result = self._call(
-            "list", "events", namespace, None, self.core.list_namespaced_event, namespace
-        )
-        wanted = set(names)
-        events = [e for e in result.items if e.involved_object.name in wanted]
+        """The latest events about these objects (a Job and its pods), oldest first: one
+        field-selected list per object, not every event of the namespace."""
+        events = []
+        for name in dict.fromkeys(names):
+            result = self._call(
+                "list", "events", namespace, None, self.core.list_namespaced_event, namespace,
+                field_selector=f"involvedObject.name={name}",
+            )  # fmt: skip
+            events += [e for e in result.items if e.involved_object.name == name]
 
         def when(e: Any) -> Any:
             return e.last_timestamp or e.event_time or e.metadata.creation_timestamp

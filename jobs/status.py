@@ -24,11 +24,18 @@ def job_state(job, pods=None) -> str:
         return "Suspended"
     if pods is None:
         return "Running" if status and status.active else "Pending"
-    if any(p.status and p.status.phase == "Running" for p in pods):
+    live = [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)
+            and (p.status is None or p.status.phase in (None, "Pending", "Running"))]  # fmt: skip
+    running = [p for p in live if p.status and p.status.phase == "Running"]
+    pending = [p for p in live if p not in running]
+    if running and not pending:
         return "Running"
-    reasons = [pod_reason(p)[0] for p in pods if p.status and p.status.phase == "Pending"]
-    reasons = [r for r in reasons if r]
-    return f"Pending ({reasons[-1]})" if reasons else "Pending"
+    # A worker group runs only when every worker does: one Unschedulable member keeps the
+    # others waiting for it, so the group is Pending, with that member's reason.
+    reasons = [r for r in (pod_reason(p)[0] for p in pending) if r]
+    counted = f"{len(running)}/{len(live)} running" if running else ""
+    detail = "; ".join(x for x in (reasons[-1] if reasons else "", counted) if x)
+    return f"Pending ({detail})" if detail else "Pending"
 
 
 def _age(ts: datetime | None) -> str:

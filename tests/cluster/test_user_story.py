@@ -187,3 +187,31 @@ def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespac
     assert pods_of(namespace, f"imdb-train-mean-{other}") or wait_for(
         "the context namespace's pod", lambda: pods_of(namespace, f"imdb-train-mean-{other}"), 30
     )
+
+
+def test_a_group_with_one_unschedulable_worker_is_pending_not_running(namespace):
+    """cpu-1 has 8 CPUs: one 5-CPU worker runs, its peer cannot be placed. The group waits
+    for it, so jobs.status says Pending with the scheduler's reason, and lists only this
+    Job's events."""
+    install_chart(namespace)
+    run_id = f"half{uuid.uuid4().hex[:4]}"
+    args = submit_args(namespace, "--model", "mean", "--gpus", "0", "--workers", "2",
+                       "--run-id", run_id, "--cpu", "5", "--cpu-limit", "5")  # fmt: skip
+    assert cli("jobs.submit", *args).returncode == 0
+    name = f"imdb-train-mean-{run_id}"
+
+    def half_running():
+        phases = sorted((p.get("status") or {}).get("phase", "") for p in pods_of(namespace, name))
+        return phases == ["Pending", "Running"]
+
+    wait_for("one worker running, one pending", half_running, 120)
+    kubectl("run", "bystander", "-n", namespace, "--image=busybox", "--restart=Never",
+            "--overrides", '{"spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":1,'
+            '"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"bystander",'
+            '"image":"busybox","securityContext":{"allowPrivilegeEscalation":false,'
+            '"capabilities":{"drop":["ALL"]}}}]}}', check=False)  # fmt: skip
+    status = cli("jobs.status", "-n", namespace)
+    (row,) = [r for r in status.stdout.splitlines() if r.startswith(name)]
+    assert "Pending" in row and "Running" not in row.split()[3], status.stdout
+    assert "Insufficient cpu" in status.stdout and "1/2 running" in status.stdout
+    assert "bystander" not in status.stdout  # another object's events are not listed
