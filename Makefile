@@ -15,7 +15,7 @@ IMAGE ?= imdb-train:$(VERSION)
 IMAGE_CPU ?= imdb-train:$(VERSION)-cpu
 
 .PHONY: setup train test lint bench tools clean mutants image image-cpu push image-test \
-	cluster cluster-down cluster-test
+	cluster cluster-down cluster-test test-fast host-tools
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ train: setup
 
 test: setup tools lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The edit loop: every test not marked slow (no training runs, no process groups).
+test-fast: setup tools lint
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 # Break the code on purpose (scripts/mutants.py, docs/reliability.md): every mutant must
 # make its tests fail. MUTANTS=name... runs some.
