@@ -124,9 +124,12 @@ def run() -> dict:
             subprocess.run([str(ROOT / ".tools" / "bin" / "helm"), "install", "imdb-train",
                             str(ROOT / "helm" / "imdb-train"), "-n", ns, "--set",
                             f"image.repository={repo}", "--set", f"image.tag={tag}", "--set",
-                            "output=gs://bench/imdb"], check=True, capture_output=True)  # fmt: skip
+                            "output=gs://bench/imdb", "--set",
+                            f"accelerator={local.ACCELERATOR}"],
+                           check=True, capture_output=True)  # fmt: skip
             common = ["--namespace", ns, "--image", IMAGE, "--output", "gs://bench/imdb",
-                      "--gpus", "1", "--cpu", "1", "--memory", "2Gi"]  # fmt: skip
+                      "--gpus", "1", "--accelerator", local.ACCELERATOR, "--cpu", "1",
+                      "--memory", "2Gi"]  # fmt: skip
 
             # Submit to first step.
             submitted = time.time()

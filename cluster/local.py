@@ -241,8 +241,8 @@ def _wait_nodes_ready(state: cp.State, names: list[str], timeout: float = 120) -
 def exports(state: cp.State) -> list[str]:
     data = f"gs://{BUCKET}/{DATA_KEY}" if SHARED_DATA.exists() else "keras"
     say(f"bucket gs://{BUCKET} in the storage emulator (data: {data}); try:")
-    say(f"  python -m jobs.submit --model all --image imdb-train:0.1.0-cpu --gpus 1 "
-        f"--output gs://{BUCKET}/imdb --data {data} --wait")  # fmt: skip
+    say(f"  python -m jobs.submit --model all --image imdb-train:0.1.0-cpu --accelerator "
+        f"{ACCELERATOR} --output gs://{BUCKET}/imdb --data {data} --wait")  # fmt: skip
     return [
         f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{state.ports['storage']}",
         f"export KUBECONFIG={state.kubeconfig}",

@@ -23,10 +23,25 @@ DEFAULT_NAMESPACE = "default"
 EXAMPLE_OUTPUT = "gs://imdb-train-runs/imdb"
 DEFAULT_DATA = "keras"
 DEFAULT_SERVICE_ACCOUNT = "imdb-train"
-# None by default: the GPU limit and toleration suffice, and a label GKE nodes lack (the GPU
-# Operator's nvidia.com/gpu.present) would keep pods Pending. On GKE choose a GPU type with
-# --node-selector cloud.google.com/gke-accelerator=nvidia-l4.
-GPU_NODE_SELECTOR: dict[str, str] = {}
+# The GPU type of a GPU Job, as the node selector GKE reads: Autopilot refuses GPU pods
+# without it, and on Standard with several GPU pools it picks the pool. Required with GPUs.
+ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+# GKE's accelerator names (the chart's values.schema.json lists the same; a test checks).
+GKE_ACCELERATORS = (
+    "nvidia-b200",
+    "nvidia-h200-141gb",
+    "nvidia-h100-mega-80gb",
+    "nvidia-h100-80gb",
+    "nvidia-a100-80gb",
+    "nvidia-tesla-a100",
+    "nvidia-l4",
+    "nvidia-rtx-pro-6000",
+    "nvidia-tesla-t4",
+    "nvidia-tesla-v100",
+    "nvidia-tesla-p100",
+    "nvidia-tesla-p4",
+)
+EXAMPLE_ACCELERATOR = "nvidia-l4"
 # GPU node pools are usually tainted so that only pods asking for GPUs land there.
 GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -219,7 +234,8 @@ class JobSpec:
     output: str = ""  # required: gs://bucket/prefix
     workers: Any = 1
     extra_args: Any = ()
-    node_selector: Any = None  # None: GPU_NODE_SELECTOR when gpus > 0, else none
+    accelerator: Any = ""  # GKE GPU type, required when gpus > 0 (GKE_ACCELERATORS)
+    node_selector: Any = None  # extra node labels; the accelerator's is added
     tolerations: Any = None  # None: GPU_TOLERATIONS when gpus > 0, else none
     # Fit g2-standard-4 (L4) and n1-standard-4 + T4 nodes after GKE's reservations.
     cpu_request: Any = "3"
@@ -312,10 +328,9 @@ class JobSpec:
     def _check_placement(self) -> None:
         """Node selector, tolerations and resources: where the pods may run."""
         self.node_selector = (
-            dict(GPU_NODE_SELECTOR if self.gpus else {})
-            if self.node_selector is None
-            else _node_selector(self.node_selector)
+            {} if self.node_selector is None else _node_selector(self.node_selector)
         )
+        self._check_accelerator()
         self.tolerations = (
             ([dict(t) for t in GPU_TOLERATIONS] if self.gpus else [])
             if self.tolerations is None
@@ -327,6 +342,30 @@ class JobSpec:
         self.memory_limit = _quantity("memory limit", self.memory_limit)
         self.tmp_size_limit = _quantity("tmp size limit", self.tmp_size_limit)
         self.cache_size_limit = _quantity("cache size limit", self.cache_size_limit)
+
+    def _check_accelerator(self) -> None:
+        """A GPU Job names its GPU type; it becomes the node selector GKE requires."""
+        if not self.gpus:
+            self.accelerator = ""  # a CPU Job has none (an IMDB_TRAIN_ACCELERATOR default too)
+            return
+        acc = "" if self.accelerator in (None, "") else str(self.accelerator)
+        choices = ", ".join(GKE_ACCELERATORS)
+        if not acc:
+            raise SpecError(
+                f"missing accelerator for --gpus {self.gpus}: pass --accelerator TYPE or set "
+                f"{contract.ACCELERATOR_ENV} (one of {choices}); GPU Jobs need the GPU type "
+                f"as the node selector {ACCELERATOR_LABEL} (GKE Autopilot refuses GPU pods "
+                "without it), or --gpus 0"
+            )
+        if acc not in GKE_ACCELERATORS:
+            raise SpecError(f"invalid accelerator {acc!r}: expected one of {choices}")
+        given = self.node_selector.get(ACCELERATOR_LABEL)
+        if given not in (None, acc):
+            raise SpecError(
+                f"--node-selector {ACCELERATOR_LABEL}={given} contradicts --accelerator {acc}"
+            )
+        self.accelerator = acc
+        self.node_selector = {**self.node_selector, ACCELERATOR_LABEL: acc}
 
     def _check_lifecycle(self) -> None:
         """Deadline, retries, TTL, the grace period after SIGTERM, the Kueue queue."""

@@ -9,7 +9,13 @@ from typing import Any
 from jobs import _cli
 from jobs import spec as specs
 from jobs.manifest import build_objects, to_yaml
-from trainer.contract import IMAGE_ENV, OUTPUT_ENV, PEER_TIMEOUT_DEFAULT, new_run_id
+from trainer.contract import (
+    ACCELERATOR_ENV,
+    IMAGE_ENV,
+    OUTPUT_ENV,
+    PEER_TIMEOUT_DEFAULT,
+    new_run_id,
+)
 
 
 def build_specs(
@@ -27,6 +33,7 @@ def submit(
     image: str | None = None,
     namespace: str | None = None,
     gpus: int = 1,
+    accelerator: str | None = None,
     epochs: int = 3,
     batch_size: int = 64,
     data: str = specs.DEFAULT_DATA,
@@ -64,6 +71,9 @@ def submit(
         namespace: where the Jobs run (default: the kubeconfig context's, or the pod's in a
             cluster, else `default`: the rule of every jobs.* command and kubectl).
         gpus: GPUs per worker (0: CPU only, no GPU node selector).
+        accelerator: the GPU type, required with GPUs (default IMDB_TRAIN_ACCELERATOR): one
+            of GKE's names (nvidia-l4, nvidia-tesla-t4, nvidia-h100-80gb, ...), rendered as
+            the node selector cloud.google.com/gke-accelerator (Autopilot requires it).
         epochs: training epochs.
         batch_size: GLOBAL batch size, split over all replicas.
         data: keras (official imdb.npz), an aclImdb tarball/dir, or gs://.
@@ -110,6 +120,7 @@ def submit(
         image=image or os.environ.get(IMAGE_ENV, ""),
         namespace=namespace,
         gpus=gpus,
+        accelerator=accelerator or os.environ.get(ACCELERATOR_ENV, ""),
         epochs=epochs,
         batch_size=batch_size,
         data=data,

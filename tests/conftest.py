@@ -13,6 +13,13 @@ from tests.helpers import SHARED_TARBALL, gcs_client
 from trainer import contract
 
 
+@pytest.fixture(autouse=True)
+def _accelerator(monkeypatch):
+    """GPU Jobs need a GPU type (IMDB_TRAIN_ACCELERATOR, as a user sets it once); the tests
+    of its absence remove it."""
+    monkeypatch.setenv(contract.ACCELERATOR_ENV, "nvidia-l4")
+
+
 @pytest.fixture(scope="session")
 def shared_tarball() -> Path:
     if not SHARED_TARBALL.exists():

@@ -110,7 +110,8 @@ def test_scheduled_runs_derive_their_seed_and_keep_ties_with_the_incumbent():
     from jobs.manifest import build_cronjob
     from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec
 
-    spec = JobSpec(model="mean", run_id="r1", image=EXAMPLE_IMAGE, output=EXAMPLE_OUTPUT)
+    spec = JobSpec(model="mean", run_id="r1", image=EXAMPLE_IMAGE, output=EXAMPLE_OUTPUT,
+                   accelerator="nvidia-l4")  # fmt: skip
     pod = build_cronjob(spec).spec.job_template.spec.template.spec
     args = pod.containers[0].args
     cfg = cli.config_from_args([a if not a.startswith("$(") else "r1" for a in args])

@@ -27,6 +27,7 @@ def by_kind(docs):
 REQUIRED = (
     "image.repository=europe-docker.pkg.dev/p/imdb/imdb-train",
     "output=gs://my-bucket/imdb",
+    "accelerator=nvidia-l4",
 )
 
 
@@ -109,9 +110,14 @@ def test_scheduled_runs_keep_history_and_promote_only_when_not_worse():
     assert args[args.index("--run-id") + 1] == "$(IMDB_TRAIN_RUN_ID)"
 
 
-def test_gpu_pods_have_no_node_selector_by_default():
+def test_gpu_pods_select_their_gpu_type_which_is_required():
     pod = pod_of(by_kind(render())["CronJob"][0])
-    assert "nodeSelector" not in pod
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    args = [a for v in REQUIRED if not v.startswith("accelerator") for a in ("--set", v)]
+    missing = helm("template", "x", str(CHART), *args, check=False)
+    assert missing.returncode != 0 and "accelerator is required when gpus > 0" in missing.stderr
+    cpu = helm("template", "x", str(CHART), *args, "--set", "gpus=0").stdout
+    assert "gke-accelerator" not in cpu
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
                                    "effect": "NoSchedule"}]  # fmt: skip

@@ -17,7 +17,12 @@ from tests.helpers import dry_run
 K8S = ROOT / "k8s"
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 # The example values k8s/ is rendered with (the chart requires both; submit has these defaults).
-EXAMPLE = ("image.repository=imdb-train", "output=gs://imdb-train-runs/imdb", "tests.enabled=false")
+EXAMPLE = (
+    "image.repository=imdb-train",
+    "output=gs://imdb-train-runs/imdb",
+    "accelerator=nvidia-l4",
+    "tests.enabled=false",
+)
 
 
 def normalize(obj):

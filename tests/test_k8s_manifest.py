@@ -15,12 +15,15 @@ from jobs.manifest import (
     to_dict,
 )
 from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec, SpecError, resolve_models
-from tests.fakes.k8s_checks import restricted_violations, validate
+from tests.fakes.k8s_checks import ROOT, restricted_violations, validate
+
+ACC = "cloud.google.com/gke-accelerator"
 
 
 def spec_of(**fields) -> JobSpec:
-    """A JobSpec with the example image and bucket unless the test names its own."""
-    return JobSpec(**{"image": EXAMPLE_IMAGE, "output": EXAMPLE_OUTPUT, **fields})
+    """A JobSpec with the example image, bucket and GPU type unless the test names its own."""
+    example = {"image": EXAMPLE_IMAGE, "output": EXAMPLE_OUTPUT, "accelerator": "nvidia-l4"}
+    return JobSpec(**{**example, **fields})
 
 
 @pytest.mark.parametrize(
@@ -66,8 +69,9 @@ def test_spec_rejects_bad_values_naming_them(fields, message):
         ({"epochs": "7"}, "epochs", 7),
         ({"batch_size": 128.0}, "batch_size", 128),
         ({"cpu_request": 2}, "cpu_request", "2"),
-        ({"node_selector": "a=b,c=d"}, "node_selector", {"a": "b", "c": "d"}),
-        ({"node_selector": '{"a": "b"}'}, "node_selector", {"a": "b"}),
+        ({"node_selector": "a=b,c=d", "gpus": 0}, "node_selector", {"a": "b", "c": "d"}),
+        ({"node_selector": '{"a": "b"}', "gpus": 0}, "node_selector", {"a": "b"}),
+        ({"node_selector": "a=b"}, "node_selector", {"a": "b", ACC: "nvidia-l4"}),
         ({"gpus": 0}, "node_selector", {}),
         ({"gpus": 0}, "tolerations", []),
         ({"extra_args": "--promote --k 1"}, "extra_args", ("--promote", "--k", "1")),
@@ -173,8 +177,8 @@ def test_job_carries_the_trainer_contract():
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     assert pod["terminationGracePeriodSeconds"] >= 60
-    # No nodeSelector: GKE GPU nodes lack the GPU Operator's labels; limit + toleration suffice.
-    assert "nodeSelector" not in pod and pod["tolerations"]
+    # The GPU type GKE schedules on (and Autopilot requires); no GPU Operator labels.
+    assert pod["nodeSelector"] == {ACC: "nvidia-l4"} and pod["tolerations"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/tmp", "/cache", "/dev/shm"} <= mounts
@@ -269,3 +273,29 @@ def test_service_account_for_workload_identity():
         "iam.gke.io/gcp-service-account": "t@p.iam.gserviceaccount.com"
     }
     assert sa["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"accelerator": ""}, "missing accelerator for --gpus 1: pass --accelerator TYPE or set"),
+        ({"accelerator": "nvidia-l5"}, "invalid accelerator 'nvidia-l5': expected one of"),
+        ({"node_selector": f"{ACC}=nvidia-tesla-t4"}, f"{ACC}=nvidia-tesla-t4 contradicts"),
+    ],
+)
+def test_a_gpu_job_names_a_valid_gpu_type(fields, message):
+    """Autopilot refuses GPU pods without cloud.google.com/gke-accelerator; on Standard
+    with several GPU pools a Job without it lands on whatever has room."""
+    with pytest.raises(SpecError) as info:
+        spec_of(model="lstm", run_id="r1", **fields)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert spec_of(model="lstm", run_id="r1", gpus=0, accelerator="").node_selector == {}
+
+
+def test_the_charts_gpu_types_are_the_specs():
+    import json
+
+    from jobs.spec import GKE_ACCELERATORS
+
+    schema = json.loads((ROOT / "helm" / "imdb-train" / "values.schema.json").read_text())
+    assert schema["properties"]["accelerator"]["enum"] == ["", *GKE_ACCELERATORS]

@@ -28,7 +28,8 @@ def test_queues_reference_each_other():
 def test_queues_cover_every_resource_the_chart_requests():
     kinds = docs_by_kind()
     (group,) = kinds["ClusterQueue"]["spec"]["resourceGroups"]
-    values = ("image.repository=r/imdb-train", "output=gs://b-1/x", "queue=imdb-train")
+    values = ("image.repository=r/imdb-train", "output=gs://b-1/x", "queue=imdb-train",
+              "accelerator=nvidia-l4")  # fmt: skip
     (cron,) = [d for d in helm_template(*values) if d["kind"] == "CronJob"]
     job = cron["spec"]["jobTemplate"]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == kinds["LocalQueue"][

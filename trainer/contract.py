@@ -31,6 +31,7 @@ EXIT_GROUP_STOPPED = 76
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
 IMAGE_ENV = "IMDB_TRAIN_IMAGE"  # default trainer image of jobs.submit (make image / make push)
+ACCELERATOR_ENV = "IMDB_TRAIN_ACCELERATOR"  # default GPU type of jobs.submit (GPU Jobs need one)
 CACHE_ENV = "IMDB_TRAIN_CACHE"  # where downloads and encoded data are cached
 PROGRESS_ENV = "IMDB_TRAIN_PROGRESS"  # "0": no progress bars
 VERBOSE_ENV = "IMDB_TRAIN_VERBOSE"  # "1": show TensorFlow's and Keras's own start-up lines

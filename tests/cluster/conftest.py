@@ -125,7 +125,8 @@ def install_chart(namespace: str, *values: str) -> subprocess.CompletedProcess:
         "--set", "image.repository=" + os.environ[IMAGE_ENV].rsplit(":", 1)[0],
         "--set", "image.tag=" + os.environ[IMAGE_ENV].rsplit(":", 1)[1],
         "--set", f"output=gs://{BUCKET}/{namespace}",
-        "--set", f"data=gs://{BUCKET}/{SMALL}", *values,
+        "--set", f"data=gs://{BUCKET}/{SMALL}", "--set", f"accelerator={local.ACCELERATOR}",
+        *values,
     )  # fmt: skip
 
 

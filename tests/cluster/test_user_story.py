@@ -159,7 +159,8 @@ def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespac
     repo = os.environ[IMAGE_ENV].rsplit(":", 1)[0]
     helm("install", "nightly", str(ROOT / "helm" / "imdb-train"), "-n", namespace,
          "--set", f"image.repository={repo}", "--set", f"image.tag={digest}",
-         "--set", f"output=gs://{BUCKET}/{namespace}")  # fmt: skip
+         "--set", f"output=gs://{BUCKET}/{namespace}",
+         "--set", "accelerator=nvidia-l4")  # fmt: skip
     notes = helm("get", "notes", "nightly", "-n", namespace).stdout
     (line,) = [x.strip() for x in notes.splitlines() if "python -m jobs.submit" in x]
     argv = shlex.split(line)[3:]  # after `python -m jobs.submit`
@@ -215,3 +216,24 @@ def test_a_group_with_one_unschedulable_worker_is_pending_not_running(namespace)
     assert "Pending" in row and "Running" not in row.split()[3], status.stdout
     assert "Insufficient cpu" in status.stdout and "1/2 running" in status.stdout
     assert "bystander" not in status.stdout  # another object's events are not listed
+
+
+def test_a_gpu_type_no_node_has_stays_pending_and_says_so(namespace):
+    """--accelerator is the node selector cloud.google.com/gke-accelerator: on a cluster of
+    L4 nodes a T4 Job waits (as on GKE Standard until a T4 pool exists) instead of landing
+    on whatever GPU has room."""
+    install_chart(namespace)
+    run_id = f"t4{uuid.uuid4().hex[:5]}"
+    args = submit_args(namespace, "--model", "mean", "--gpus", "1", "--run-id", run_id,
+                       "--accelerator", "nvidia-tesla-t4")  # fmt: skip
+    assert cli("jobs.submit", *args).returncode == 0
+    name = f"imdb-train-mean-{run_id}"
+    (pod,) = wait_for("the pod", lambda: pods_of(namespace, name), 30)
+    assert pod["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+
+    def unschedulable():
+        conds = [condition(p, "PodScheduled") for p in pods_of(namespace, name) if p.get("status")]
+        return [c for c in conds if c and c.get("reason") == "Unschedulable"]
+
+    (cond,) = wait_for("the scheduler's verdict", unschedulable, 60)
+    assert "didn't match Pod's node affinity/selector" in cond["message"], cond

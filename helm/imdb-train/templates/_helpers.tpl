@@ -103,7 +103,12 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $v.nodeSelector }}
+  {{- $selector := deepCopy ($v.nodeSelector | default dict) }}
+  {{- if gt (int $v.gpus) 0 }}
+  {{- $acc := required "accelerator is required when gpus > 0: --set accelerator=nvidia-l4 (or nvidia-tesla-t4, nvidia-h100-80gb, ...), the GPU type GKE schedules on; or --set gpus=0" $v.accelerator }}
+  {{- $_ := set $selector "cloud.google.com/gke-accelerator" $acc }}
+  {{- end }}
+  {{- with $selector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
