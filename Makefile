@@ -15,15 +15,26 @@ IMAGE ?= imdb-train:$(VERSION)
 IMAGE_CPU ?= imdb-train:$(VERSION)-cpu
 
 .PHONY: setup train test lint bench tools clean mutants image image-cpu push image-test \
-	cluster cluster-down cluster-test test-fast host-tools
+	cluster cluster-down cluster-test test-fast host-tools lock lock-check
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the packages of requirements/dev.lock, each checked against its hash (as the image
+# installs its own lock); then this checkout, editable, with nothing resolved.
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Refresh the locks (dev, image-cpu, image-gpu) from pyproject.toml with uv; lock-check
+# says where they disagree (the test suite checks it too).
+lock: setup
+	$(BIN)/python scripts/lock.py
+
+lock-check: setup
+	$(BIN)/python scripts/lock.py --check
 
 tools: .tools/bin/helm
 

@@ -19,8 +19,6 @@ cd "$(dirname "$0")/.."
 BASE=docker.io/library/debian:bookworm-slim
 SUITE=bookworm
 CACHE=${IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imdb-train/image}
-TF_GPU='tensorflow[and-cuda]==2.21.*'
-TF_CPU='tensorflow-cpu==2.21.*'
 
 say() { printf 'image: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 2; }
@@ -88,12 +86,22 @@ ensure_base() {
 build() {
     local image=${1:?image name}
     local flavour=${2:-gpu}
-    local tf
     case $flavour in
-        gpu) tf=$TF_GPU ;;
-        cpu) tf=$TF_CPU ;;
+        gpu|cpu) ;;
         *) die "invalid flavour '$flavour': expected gpu or cpu" ;;
     esac
+    local lock=image-$flavour
+    # What the image says it is: the commit (marked -dirty when the tree differs from it),
+    # the commit's own time (so two builds of one commit agree), the app version.
+    local revision created version
+    revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+    if [[ $revision != unknown && -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+        revision="$revision-dirty"
+    fi
+    created=$(git log -1 --format=%cI 2>/dev/null || echo unknown)
+    version=$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' jobs/spec.py)
+    local args=(--build-arg "LOCK=$lock" --build-arg "REVISION=$revision"
+                --build-arg "CREATED=$created" --build-arg "VERSION=$version")
     local ca=()
     if [[ -n "${IMAGE_CA_BUNDLE:-}" ]]; then
         [[ -r $IMAGE_CA_BUNDLE ]] || die "IMAGE_CA_BUNDLE '$IMAGE_CA_BUNDLE' is not a readable file"
@@ -106,15 +114,14 @@ build() {
     case $(builder) in
         docker)
             # BuildKit: the cache and secret mounts need it.
-            say "docker build $image ($tf)"
-            DOCKER_BUILDKIT=1 docker build "${platform[@]}" "${ca[@]}" \
-                --build-arg "TENSORFLOW=$tf" -t "$image" .
+            say "docker build $image ($lock, $revision)"
+            DOCKER_BUILDKIT=1 docker build "${platform[@]}" "${ca[@]}" "${args[@]}" -t "$image" .
             ;;
         buildah)
             ensure_base
-            say "buildah bud $image ($tf)"
-            buildah bud --pull=never --layers "${platform[@]}" "${ca[@]}" \
-                --build-arg "TENSORFLOW=$tf" -t "$image" .
+            say "buildah bud $image ($lock, $revision)"
+            buildah bud --pull=never --layers "${platform[@]}" "${ca[@]}" "${args[@]}" \
+                -t "$image" .
             ;;
     esac
     say "built $image in $((SECONDS - start)) s"

@@ -69,25 +69,36 @@ def test_base_image_user_and_entrypoint():
     assert json.loads(entrypoint) == ["tini", "--", "python", "-m", "trainer"]
 
 
-def test_tensorflow_is_a_build_argument_installed_before_the_source():
+def test_dependencies_come_from_the_lock_with_hashes_before_the_source():
     ops = instructions()
-    (arg,) = [a for op, a in ops if op == "ARG" and a.startswith("TENSORFLOW=")]
-    assert arg == 'TENSORFLOW="tensorflow[and-cuda]==2.21.*"'  # the GPU image by default
+    (arg,) = [a for op, a in ops if op == "ARG" and a.startswith("LOCK=")]
+    assert arg == "LOCK=image-gpu"  # the GPU image by default; scripts/image.sh picks
+    (copy,) = [a for op, a in ops if op == "COPY" and "requirements/" in a]
+    assert copy.startswith("requirements/${LOCK}.lock ")
     runs = [(i, a) for i, (op, a) in enumerate(ops) if op == "RUN"]
-    (deps,) = [(i, a) for i, a in runs if '"$TENSORFLOW"' in a]
+    (deps,) = [(i, a) for i, a in runs if "-r requirements.lock" in a]
     source = min(i for i, (op, a) in enumerate(ops) if op == "COPY" and "trainer" in a)
     assert deps[0] < source  # a code change reuses the TensorFlow layer
-    # Wheels come from a build cache mount (kept between builds, never in the image).
+    # Wheels come from a build cache mount (kept between builds, never in the image), each
+    # checked against the lock's hash; nothing is resolved at build time.
     assert "--mount=type=cache,target=/var/cache/wheels" in deps[1]
-    assert "pip install --no-cache-dir --no-index --find-links /var/cache/wheels" in deps[1]
-    # tf-keras requires `tensorflow`, which would pull the GPU build into a CPU image.
-    assert (
-        '--no-deps "tf-keras==2.21.*"' in deps[1]
-        and '"tf-keras' not in deps[1].split("--no-deps")[0]
-    )
+    for step in deps[1].split("&&")[1:]:
+        assert "--require-hashes --no-deps" in step, step
     (package,) = [a for i, a in runs if i > source and "pip install" in a]
     assert "--no-deps --no-build-isolation ." in package  # no network for a code change
     assert any("tini=0.19.*" in a for _, a in runs)
+
+
+def test_the_image_describes_itself():
+    ops = instructions()
+    labels = " ".join(a for op, a in ops if op == "LABEL")
+    for key in ("source", "revision", "version", "created"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    (info,) = [a for op, a in ops if op == "RUN" and "build.json" in a]
+    assert "pip freeze --all > /opt/imdb-train/packages.txt" in info and "lock_sha256" in info
+    image_sh = (ROOT / "scripts" / "image.sh").read_text()
+    for arg in ("LOCK", "REVISION", "CREATED", "VERSION"):
+        assert f'--build-arg "{arg}=' in image_sh
 
 
 def test_runtime_environment_fits_the_pod():
@@ -104,4 +115,6 @@ def test_dockerignore_sends_only_the_package():
         if line.strip() and not line.startswith("#")
     ]  # fmt: skip
     assert lines[0] == "**"  # allow-list: .venv, .git, .tools, runs/ never enter the context
-    assert {"!pyproject.toml", "!trainer/**", "!jobs/**"} <= set(lines)
+    assert {"!pyproject.toml", "!trainer/**", "!jobs/**", "!requirements/image-*.lock"} <= set(
+        lines
+    )
