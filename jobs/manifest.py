@@ -14,6 +14,7 @@ from trainer.contract import (
     COLLECTIVE_TIMEOUT_ENV,
     EXIT_BAD_INPUT,
     EXIT_GROUP_STOPPED,
+    IMAGE_REF_ENV,
     PEER_TIMEOUT_ENV,
     RUN_ID_ENV,
     WORKER_HOSTS_ENV,
@@ -98,6 +99,8 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         client.V1EnvVar(name="HOME", value=CACHE_DIR),
         client.V1EnvVar(name=CACHE_ENV, value=f"{CACHE_DIR}/imdb-train"),
         client.V1EnvVar(name="MPLCONFIGDIR", value=f"{TMP_DIR}/matplotlib"),
+        # The image this pod runs, recorded in the run's config.json.
+        client.V1EnvVar(name=IMAGE_REF_ENV, value=spec.image),
         # TensorFlow sizes its thread pools to the node's cores; under a CPU limit on a large
         # node that throttles it. The limit (rounded up) sizes them instead.
         client.V1EnvVar(

@@ -11,6 +11,7 @@ from jobs import _cli
 from jobs.spec import MODELS, SpecError
 from trainer.contract import (
     CHECKPOINT_DIR,
+    CONFIG,
     LATEST,
     METRICS,
     NEIGHBOURS,
@@ -132,6 +133,17 @@ def list_runs(output: str | None = None, model: str | None = None) -> None:
     _table(rows)
 
 
+def _build_line(build: Any) -> str:
+    """The image, revision and lock a run was trained with (config.json's `build`)."""
+    if not isinstance(build, dict):
+        return "unknown (a run from before builds were recorded)"
+    if not build.get("in_image"):
+        return str(build.get("note") or "outside an image")
+    sha = str(build.get("lock_sha256") or "")[:12]
+    return (f"image {build.get('image') or '(reference not set)'}, revision "
+            f"{build.get('revision')}, {build.get('lock')} sha256 {sha}")  # fmt: skip
+
+
 def _neighbours_lines(neighbours: dict[str, Any], k: int) -> list[str]:
     lines = [f"nearest words ({neighbours.get('metric', '?')} distance):"]
     for query, hits in neighbours.get("queries", {}).items():
@@ -162,8 +174,13 @@ def show(
     _finished(store, model, run_id)
     metrics = _read_json(store, run_key(model, run_id, METRICS))
     neighbours = _read_json(store, run_key(model, run_id, NEIGHBOURS))
+    try:
+        config = _read_json(store, run_key(model, run_id, CONFIG))
+    except (NotFoundError, ValueError):
+        config = None
+    build = config.get("build") if isinstance(config, dict) else None
     if json_output:
-        print(json.dumps({"metrics": metrics, "neighbours": neighbours}, indent=2))
+        print(json.dumps({"metrics": metrics, "neighbours": neighbours, "build": build}, indent=2))
         return
     history = metrics.get("history") or {}
     seconds = metrics.get("epoch_seconds") or []
@@ -174,6 +191,7 @@ def show(
     print(f"  replicas       {_fmt(metrics.get('replicas'))}")
     if seconds:
         print(f"  epoch seconds  {sum(seconds) / len(seconds):.1f} mean")
+    print(f"  trained by     {_build_line(build)}")
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if history.get(key):
             print(f"  {key:<14} {' '.join(_fmt(v, 3) for v in history[key])}")

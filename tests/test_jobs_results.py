@@ -189,3 +189,29 @@ def test_bad_store_uri(capsys):
     code, _, err = cli(capsys, "list", "--output", "s3://bucket/x")
     assert code == 1
     assert err.startswith("error: unknown output scheme 's3'")
+
+
+def test_show_says_what_trained_the_run(output, capsys):
+    store = open_store(output)
+    key = contract.run_key("mean", "r1", contract.CONFIG)
+    doc = json.loads(store.read_bytes(key))
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1")
+    assert code == 0 and "trained by     unknown (a run from before builds" in out
+    doc["build"] = {
+        "in_image": True,
+        "image": "reg/imdb-train@sha256:" + "a" * 64,
+        "revision": "0123abc",
+        "lock": "image-cpu.lock",
+        "lock_sha256": "f" * 64,
+    }
+    store.write_bytes(key, json.dumps(doc).encode())
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1")
+    assert (
+        f"trained by     image reg/imdb-train@sha256:{'a' * 64}, revision 0123abc, "
+        f"image-cpu.lock sha256 {'f' * 12}" in out
+    )
+    doc["build"] = {"in_image": False, "note": "trained outside an image (no /opt/x)"}
+    store.write_bytes(key, json.dumps(doc).encode())
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1",
+                       "--json-output")  # fmt: skip
+    assert json.loads(out)["build"]["note"] == "trained outside an image (no /opt/x)"

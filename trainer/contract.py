@@ -31,6 +31,11 @@ EXIT_GROUP_STOPPED = 76
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
 IMAGE_ENV = "IMDB_TRAIN_IMAGE"  # default trainer image of jobs.submit (make image / make push)
+# What trained a run: the image reference the pod ran (set in the pod by jobs.submit and the
+# chart: Kubernetes has no downward API for it) and what the image says of itself.
+IMAGE_REF_ENV = "IMDB_TRAIN_IMAGE_REF"
+BUILD_INFO_PATH = "/opt/imdb-train/build.json"  # written by the Dockerfile
+BUILD_INFO_ENV = "IMDB_TRAIN_BUILD_INFO"  # another path (tests)
 ACCELERATOR_ENV = "IMDB_TRAIN_ACCELERATOR"  # default GPU type of jobs.submit (GPU Jobs need one)
 CACHE_ENV = "IMDB_TRAIN_CACHE"  # where downloads and encoded data are cached
 PROGRESS_ENV = "IMDB_TRAIN_PROGRESS"  # "0": no progress bars

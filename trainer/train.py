@@ -52,6 +52,25 @@ def _versions() -> dict:
     return out
 
 
+def provenance() -> dict:
+    """What trained this run: the image the pod ran, the source revision and the lock
+    baked into it (build.json, from the Dockerfile), or that it ran outside an image."""
+    path = Path(os.environ.get(contract.BUILD_INFO_ENV) or contract.BUILD_INFO_PATH)
+    try:
+        build = json.loads(path.read_text())
+        if not isinstance(build, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        reason = "no " + str(path) if isinstance(e, FileNotFoundError) else f"{path}: {e}"
+        return {"in_image": False, "note": f"trained outside an image ({reason})"}
+    keep = ("revision", "created", "version", "source", "lock", "lock_sha256")
+    return {
+        "in_image": True,
+        "image": os.environ.get(contract.IMAGE_REF_ENV) or None,
+        **{k: build.get(k) for k in keep},
+    }
+
+
 def checkpoint_epochs(store: Store) -> list[int]:
     """Epochs with a checkpoint in the run's store, newest first."""
     epochs = map(contract.checkpoint_epoch, store.list(contract.CHECKPOINT_DIR))
@@ -270,6 +289,7 @@ class Trainer:
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
             "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),
+            "build": provenance(),
             "keras": keras_flavour(),
             "recipe": profiles.describe(cfg),  # the resolved profile
         }

@@ -8,8 +8,10 @@ on 127.0.0.1 holding the IMDB tarball, as a cluster's pods read from and write t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,6 +139,19 @@ def test_both_models_train_into_the_bucket_and_results_read_them(
         assert shown.returncode == 0, shown.stderr
         metrics = json.loads(shown.stdout)["metrics"]
         assert metrics["epochs_completed"] == 2 and 0 <= metrics["test_accuracy"] <= 1
+        # What trained it: the pod's image, the revision and the lock baked into the image.
+        build = json.loads(shown.stdout)["build"]
+        lock = (ROOT / "requirements" / "image-cpu.lock").read_bytes()
+        assert build["in_image"] is True and build["image"] == os.environ[IMAGE_ENV]
+        assert build["lock"] == "image-cpu.lock"
+        assert build["lock_sha256"] == hashlib.sha256(lock).hexdigest()
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", build["revision"]), build
+        text = results_cli(gcs_emulator, "show", "--output", f"gs://{bucket}/imdb", "--model",
+                           model, "--run-id", run_id)  # fmt: skip
+        assert f"trained by     image {os.environ[IMAGE_ENV]}, revision {build['revision']}" in (
+            text.stdout
+        )
+        print(f"{model}: trained by {build}")
 
 
 def test_sigterm_to_pid_1_exits_75_in_the_grace_period_and_the_rerun_resumes(

@@ -158,6 +158,9 @@ spec:
           value: /cache/imdb-train
         - name: MPLCONFIGDIR
           value: /tmp/matplotlib
+        # The image this pod runs, recorded in the run's config.json.
+        - name: IMDB_TRAIN_IMAGE_REF
+          value: {{ include "imdb-train.image" $root | quote }}
         # TensorFlow sizes its thread pools to the node's cores; a CPU limit on a big node
         # would then throttle it. The limit, rounded up, sets the pools instead.
         - name: TF_NUM_INTRAOP_THREADS
