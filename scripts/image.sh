@@ -13,6 +13,7 @@
 #                    in the builder's cache mount (Dockerfile: RUN --mount=type=cache)
 #   IMAGE_BUILDER    docker or buildah (default: docker if `docker info` answers, else buildah)
 #   IMAGE_PLATFORM   e.g. linux/amd64 (docker buildx / buildah --platform)
+#   IMAGE_NO_CACHE   1: rebuild every layer (a check that a build is reproducible)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +111,7 @@ build() {
     fi
     local platform=()
     [[ -n "${IMAGE_PLATFORM:-}" ]] && platform=(--platform "$IMAGE_PLATFORM")
+    [[ ${IMAGE_NO_CACHE:-} == 1 ]] && platform+=(--no-cache)
     local start=$SECONDS
     case $(builder) in
         docker)
