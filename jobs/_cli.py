@@ -12,6 +12,16 @@ from trainer.contract import EXIT_BAD_INPUT, EXIT_OK
 
 EXIT_FAILED = 1  # the cluster or store refused, or a watched Job failed
 
+# Flags whose values are names, ids, paths or URIs: strings exactly as typed, never numbers
+# (fire would read `--run-id 0x10` as 16 and `--run-id 1e3` as 1000.0).
+_STRING_NAMES = (
+    "run-id", "name", "namespace", "queue", "service-account", "model", "image", "output",
+    "data", "accelerator", "context", "kubeconfig", "dest", "word",
+)  # fmt: skip
+STRING_FLAGS = frozenset(
+    f"--{spelling}" for n in _STRING_NAMES for spelling in (n, n.replace("-", "_"))
+)
+
 
 class CommandFailedError(Exception):
     """The command ran but its outcome is a failure (message already printed or given)."""
@@ -35,6 +45,28 @@ def _help(component: Any, argv: Sequence[str], name: str) -> bool:
     return True
 
 
+def strings_as_typed(argv: Sequence[str]) -> list[str]:
+    """argv with every STRING_FLAGS value quoted as a Python string literal, which fire
+    reads back as exactly that string."""
+    out: list[str] = []
+    quote_next = False
+    for arg in argv:
+        if quote_next:
+            out.append(repr(arg))
+            quote_next = False
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in STRING_FLAGS:
+            if eq:
+                out.append(f"{flag}={value!r}")
+            else:
+                out.append(arg)
+                quote_next = True
+            continue
+        out.append(arg)
+    return out
+
+
 def run(component: Any, argv: Sequence[str] | None, name: str) -> int:
     """Run a fire component; errors become `error: ...` on stderr, never a traceback."""
     from jobs.cluster import ClusterError
@@ -44,6 +76,7 @@ def run(component: Any, argv: Sequence[str] | None, name: str) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     if _help(component, argv, name):
         return EXIT_OK
+    argv = strings_as_typed(argv)
     try:
         fire.Fire(component, command=argv, name=name)
     except fire.core.FireExit as e:

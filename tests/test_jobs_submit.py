@@ -144,3 +144,21 @@ def test_jobs_never_import_tensorflow():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("typed", ["0x10", "1e3", "007", "1_000", "True", "[1]"])
+@pytest.mark.parametrize("form", ["separate", "equals"])
+def test_identifiers_are_strings_exactly_as_typed(capsys, typed, form):
+    """fire would read --run-id 0x10 as 16 (and a Job for run 16 would be made, shown and
+    cancelled): every id, name and path on the command lines is the string typed, valid
+    or refused as such."""
+    from jobs import submit
+
+    argv = ["--run-id", typed] if form == "separate" else [f"--run-id={typed}"]
+    if typed in ("1_000", "True", "[1]"):  # not run ids as typed (fire: 1000, True, a list)
+        assert submit.main(["--dry-run", *argv]) == 2
+        assert f"invalid run id '{typed}'" in capsys.readouterr().err
+        return
+    (job,) = [o for o in dry_run(capsys, *argv, "--model", "mean") if o["kind"] == "Job"]
+    assert job["metadata"]["labels"]["imdb-train/run-id"] == typed
+    assert job["metadata"]["name"] == f"imdb-train-mean-{typed}"
