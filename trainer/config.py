@@ -216,6 +216,23 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
+# What the math and the machine can take: a larger value fails after the data load (numpy
+# seeds are 32-bit; a review of a billion words or a vocabulary of a billion rows does not
+# fit any accelerator), so it is bad input, refused before any work.
+MAXIMA = {
+    "seed": 2**32 - 1,
+    "max_review_length": 10_000,
+    "vocab_size": 1_000_000,
+    "embedding_dim": 4096,
+    "lstm_units": 4096,
+    "batch_size": 65_536,
+    "eval_batch_size": 65_536,
+    "epochs": 10_000,
+    "steps_per_execution": 100_000,
+    "cpu_devices": 256,
+}
+
+
 def _int(name: str, value: Any, minimum: int) -> int:
     # fire and JSON hand over 10, "10" or 10.0; a bool or 10.5 is a mistake.
     as_int = None
@@ -229,6 +246,9 @@ def _int(name: str, value: Any, minimum: int) -> int:
     if as_int is None or as_int < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected {what}")
+    maximum = MAXIMA.get(name)
+    if maximum is not None and as_int > maximum:
+        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected at most {maximum}")
     return as_int
 
 
