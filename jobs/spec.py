@@ -51,7 +51,20 @@ MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostn
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?\Z")
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*\Z")
+# The OCI distribution reference grammar: [host[:port]/]path[:tag][@digest], lower-case path
+# components separated by . _ __ or dashes, a tag of at most 128 word characters.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?"
+_IMAGE = re.compile(
+    rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?\Z"
+)
+# Label keys and values as the API server checks them: [prefix/]name, a DNS subdomain prefix
+# of at most 253 characters, a name (and a value) of at most 63 alphanumerics, - _ or .
+_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_TOLERATION_OPERATORS = ("Equal", "Exists")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
@@ -134,7 +147,26 @@ def _node_selector(value: Any) -> dict[str, str]:
         raise SpecError(
             f"invalid node selector {value!r}: expected key=value[,key=value] or a JSON object"
         )
-    return {str(k): str(v) for k, v in value.items()}
+    selector = {str(k): str(v) for k, v in value.items()}
+    for key, val in selector.items():
+        if not _label_key(key):
+            raise SpecError(
+                f"invalid node selector key {key!r}: expected a label key, [prefix/]name "
+                "(name: at most 63 letters, digits, '-', '_' or '.'; prefix: a DNS subdomain)"
+            )
+        if not _LABEL_NAME.match(val):
+            raise SpecError(
+                f"invalid node selector value {val!r} for {key}: expected at most 63 letters, "
+                "digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )
+    return selector
+
+
+def _label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if not name or not _LABEL_NAME.match(name):
+        return False
+    return not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix)))
 
 
 def _tolerations(value: Any) -> list[dict[str, Any]]:
@@ -158,6 +190,18 @@ def _tolerations(value: Any) -> list[dict[str, Any]]:
                 f"invalid toleration key {sorted(unknown)[0]!r}: expected one of "
                 f"{', '.join(sorted(_TOLERATION_KEYS))}"
             )
+        operator = t.get("operator", "Equal")
+        if operator not in _TOLERATION_OPERATORS:
+            raise SpecError(f"invalid toleration operator {operator!r}: expected Equal or Exists")
+        if operator == "Exists" and t.get("value"):
+            raise SpecError(f"invalid toleration {dict(t)}: operator Exists takes no value")
+        effect = t.get("effect")
+        if effect not in (None, "", *_TAINT_EFFECTS):
+            raise SpecError(
+                f"invalid toleration effect {effect!r}: expected {', '.join(_TAINT_EFFECTS)}"
+            )
+        if t.get("key") and not _label_key(str(t["key"])):
+            raise SpecError(f"invalid toleration key value {t['key']!r}: expected a label key")
     return [dict(t) for t in value]
 
 
@@ -292,7 +336,8 @@ class JobSpec:
             )
         if not _IMAGE.match(self.image):
             raise SpecError(
-                f"invalid image {self.image!r}: expected a reference like repo/name:tag"
+                f"invalid image {self.image!r}: expected a reference like "
+                "[registry/]repo/name[:tag][@sha256:digest] (lower-case repository path)"
             )
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise SpecError(

@@ -299,3 +299,40 @@ def test_the_charts_gpu_types_are_the_specs():
 
     schema = json.loads((ROOT / "helm" / "imdb-train" / "values.schema.json").read_text())
     assert schema["properties"]["accelerator"]["enum"] == ["", *GKE_ACCELERATORS]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"node_selector": "-bad=x"}, "invalid node selector key '-bad'"),
+        ({"node_selector": "a/b/c=x"}, "invalid node selector key 'a/b/c'"),
+        ({"node_selector": "Bad_Prefix/x=1"}, "invalid node selector key 'Bad_Prefix/x'"),
+        ({"node_selector": "pool=has space"}, "invalid node selector value 'has space'"),
+        ({"node_selector": "pool=" + "v" * 64}, "invalid node selector value"),
+        ({"tolerations": '[{"key": "k", "operator": "Equals"}]'}, "operator 'Equals'"),
+        ({"tolerations": '[{"key": "k", "operator": "Exists", "value": "v"}]'}, "takes no"),
+        ({"tolerations": '[{"key": "k", "effect": "NoScheduling"}]'}, "effect 'NoScheduling'"),
+        ({"tolerations": '[{"key": "bad key"}]'}, "invalid toleration key value 'bad key'"),
+        ({"image": "Imdb-Train:1"}, "invalid image 'Imdb-Train:1'"),
+        ({"image": "repo:@sha256:abc"}, "invalid image 'repo:@sha256:abc'"),
+        ({"image": "reg/x::tag"}, "invalid image 'reg/x::tag'"),
+        ({"image": "reg/x@sha256:short"}, "invalid image 'reg/x@sha256:short'"),
+    ],
+)
+def test_kubernetes_fields_are_checked_before_anything_is_created(fields, message):
+    """What the API server would refuse after other objects were created is bad input here,
+    one line naming the value and what is valid."""
+    with pytest.raises(SpecError) as info:
+        spec_of(model="lstm", run_id="r1", **fields)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_valid_references_and_keys_pass():
+    digest = "sha256:" + "a" * 64
+    for image in ("imdb-train:0.1.0-cpu", f"europe-docker.pkg.dev/p/imdb/imdb-train@{digest}",
+                  f"localhost:5000/a/b:t@{digest}"):  # fmt: skip
+        assert spec_of(model="lstm", run_id="r1", image=image).image == image
+    spec = spec_of(model="lstm", run_id="r1", node_selector="cloud.google.com/gke-spot=true",
+                   tolerations='[{"key": "cloud.google.com/gke-spot", "operator": "Equal", '
+                               '"value": "true", "effect": "NoSchedule"}]')  # fmt: skip
+    assert spec.node_selector["cloud.google.com/gke-spot"] == "true"
