@@ -189,6 +189,13 @@ BAD = [
     pytest.param(["--run", "gs://NO/x", "x"], b"", "invalid bucket name 'NO'", id="bad-bucket"),
     pytest.param(["x"], b"", "no --run given", id="no-run"),
     pytest.param(
+        ["--run", "{run}", "a fine film", ""],
+        b"",
+        "review argument 2 is empty",
+        id="empty-review-argument",
+    ),  # fmt: skip
+    pytest.param(["--run", "{run}", "   "], b"", "review argument 1 is empty", id="blank-review"),
+    pytest.param(
         ["--run", "{run}", "--file", "{empty}", "x"], b"", "both as arguments", id="args-and-file"
     ),
 ]

@@ -103,3 +103,14 @@ def test_local_store_keys_cannot_escape(tmp_path):
 def _file(path, content):
     path.write_bytes(content)
     return path
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "1e9"])
+def test_a_bad_gcs_deadline_is_one_line_naming_it(value, monkeypatch):
+    from trainer import contract
+    from trainer.storage import StoreError, open_store
+
+    monkeypatch.setenv(contract.GCS_DEADLINE_ENV, value)
+    with pytest.raises(StoreError) as info:
+        open_store("gs://bucket-x/imdb")
+    assert f"invalid IMDB_TRAIN_GCS_DEADLINE {value!r}: expected seconds" in str(info.value)

@@ -295,6 +295,10 @@ def predict(
                         f"review argument {i} is not UTF-8: convert it or pass --bad-bytes replace"
                     ) from None
                 review = review.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            if not review.strip():
+                raise PredictError(
+                    f"review argument {i} is empty: a review needs at least one word"
+                )
             texts.append(review)
     else:
         if file in ("", "-"):

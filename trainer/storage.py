@@ -266,9 +266,7 @@ class GCSStore:
         self.prefix = prefix.strip("/")
         self.uri = f"gs://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._client = client
-        self.deadline = float(
-            deadline if deadline is not None else os.environ.get(contract.GCS_DEADLINE_ENV, 120)
-        )
+        self.deadline = gcs_deadline() if deadline is None else float(deadline)
 
     def __repr__(self) -> str:
         return f"GCSStore({self.uri!r})"
@@ -505,6 +503,21 @@ class GCSStore:
     def write_versioned(self, key: str, data: bytes, version: str | None) -> bool:
         """Compare-and-swap on the object generation (None: the object must not exist)."""
         return self._conditional_upload(key, data, 0 if version is None else int(version))
+
+
+def gcs_deadline() -> float:
+    """IMDB_TRAIN_GCS_DEADLINE: seconds of retries for one store call (default 120)."""
+    text = os.environ.get(contract.GCS_DEADLINE_ENV, "120")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86_400:
+        raise StoreError(
+            f"invalid {contract.GCS_DEADLINE_ENV} {text!r}: expected seconds, a number "
+            "above 0 and below 86400"
+        )
+    return value
 
 
 def _is_connection_error(e: BaseException) -> bool:
