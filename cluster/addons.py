@@ -65,20 +65,6 @@ def _kubectl(state: cp.State, *args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def _serving_cert(directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    if not cert.exists():
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        key.chmod(0o600)
-    return cert, key
-
-
 def webhooks(source: Path, port: int, ca: bytes) -> list[dict]:
     """Kueue's webhook configurations for Jobs and its own objects, by URL on loopback."""
     docs = [d for d in yaml.safe_load_all((source / "manifests.yaml").read_text()) if d]
@@ -114,7 +100,7 @@ def start_kueue(state: cp.State, log=print) -> int:
     if created.returncode != 0 and "AlreadyExists" not in created.stderr:
         raise cp.ClusterError(f"namespace {KUEUE_NAMESPACE}: {created.stderr.strip()}")
     directory = state.path / "kueue"
-    cert, _key = _serving_cert(directory / "certs")
+    cert, _key = cp.self_signed(directory / "certs" / "tls.crt", directory / "certs" / "tls.key")
     webhook_port, health_port, visibility_port = cp.free_ports(3)
     config = {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",

@@ -116,6 +116,9 @@ def build(
 
 
 def free_ports(n: int) -> list[int]:
+    """n distinct ports the kernel considers free right now (all held open together, so
+    they differ). Every launch takes new ones: gRPC binds with SO_REUSEPORT, and a port a
+    killed worker used may still be in TIME_WAIT."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -298,6 +301,24 @@ def wait_until(what: str, ready, timeout: float, pids: Iterable[int], logs: Path
 def _etcd_healthy(port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
         return json.loads(r.read()).get("health") == "true"
+
+
+def self_signed(cert: Path, key: Path) -> tuple[Path, Path]:
+    """A serving certificate for 127.0.0.1 (made once; the key private), for the nodes'
+    log servers and Kueue's webhooks."""
+    if not cert.exists():
+        cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old = os.umask(0o077)
+        try:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        finally:
+            os.umask(old)
+    return cert, key
 
 
 def node_user(node: str) -> str:

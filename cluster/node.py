@@ -41,6 +41,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from cluster import controlplane as cp
 from cluster import network
 from cluster.runtime import Container, Image, Sandbox, start_container
 
@@ -619,24 +620,6 @@ def serve_logs(agent: NodeAgent, port: int, cert: Path, key: Path) -> ThreadingH
     return server
 
 
-def serving_cert(directory: Path) -> tuple[Path, Path]:
-    """The node's self-signed serving certificate (the API server does not verify it unless
-    --kubelet-certificate-authority is set, as on most test clusters)."""
-    cert, key = directory / "kubelet.crt", directory / "kubelet.key"
-    if not cert.exists():
-        old = os.umask(0o077)
-        try:
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                 "-keyout", str(key), "-out", str(cert)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        finally:
-            os.umask(old)
-    return cert, key
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cluster.node", description=__doc__.split("\n")[0])
     p.add_argument("--dir", required=True, help="the cluster's state directory")
@@ -674,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     agent = NodeAgent(args)
     network.setup_bridge()
-    cert, key = serving_cert(agent.dir)
+    # The API server does not verify it unless --kubelet-certificate-authority is set.
+    cert, key = cp.self_signed(agent.dir / "kubelet.crt", agent.dir / "kubelet.key")
     serve_logs(agent, args.port, cert, key)
     agent.register()
     agent.renew_lease()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cluster.controlplane import free_ports  # noqa: F401 (the tests' one helper for ports)
 from trainer import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,20 +45,6 @@ def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess
         text=True,
         timeout=timeout,
     )
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports the kernel considers free right now (all held open together, so
-    they differ). Every launch takes new ones: gRPC binds with SO_REUSEPORT, and a port a
-    killed worker used may still be in TIME_WAIT."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def final_iterations(run: Path) -> int:

@@ -60,6 +60,24 @@ def pid1(cluster, pod: dict) -> int:
     return int(path.read_text())
 
 
+def evict(namespace: str, pod: dict) -> None:
+    """What a drain, the autoscaler or GKE's spot handling does: the Eviction API."""
+    name = pod["metadata"]["name"]
+    core().create_namespaced_pod_eviction(
+        name, namespace, client.V1Eviction(metadata=client.V1ObjectMeta(name=name))
+    )
+
+
+def running_group(namespace: str, name: str, run_id: str) -> tuple[dict, dict]:
+    """(worker 0, worker 1) of a 2-worker group, once epoch 1 is checkpointed."""
+    wait_for("epoch 1's checkpoint", lambda: checkpointed(namespace, "lstm", run_id, 1), 400)
+    pods = running_pods(namespace, name)
+    assert len(pods) == 2
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
+                for p in pods}  # fmt: skip
+    return by_index["0"], by_index["1"]
+
+
 def start_lstm(namespace: str, run_id: str, *extra: str, epochs: int = 3) -> str:
     install_chart(namespace)
     args = submit_args(namespace, "--model", "lstm", "--run-id", run_id, *extra,
@@ -85,10 +103,7 @@ def test_eviction_is_not_counted_and_the_replacement_resumes(namespace):
     name = start_lstm(namespace, run_id, "--gpus", "1")
     wait_for("epoch 1's checkpoint", lambda: checkpointed(namespace, "lstm", run_id, 1), 300)
     (pod,) = running_pods(namespace, name)
-    core().create_namespaced_pod_eviction(
-        pod["metadata"]["name"], namespace,
-        client.V1Eviction(metadata=client.V1ObjectMeta(name=pod["metadata"]["name"])),
-    )  # fmt: skip
+    evict(namespace, pod)
     done = finish(namespace, name, run_id)
     assert condition(done, "Complete"), done["status"]
     # DisruptionTarget matched the Ignore rule: nothing counted against backoffLimit.
@@ -126,12 +141,8 @@ def test_a_deleted_node_is_not_counted_and_the_run_completes_elsewhere(namespace
 def test_a_killed_worker_stops_its_group_which_the_job_retries_and_resumes(namespace, cluster):
     run_id = f"mw{uuid.uuid4().hex[:5]}"
     name = start_lstm(namespace, run_id, "--gpus", "0", "--workers", "2")
-    wait_for("epoch 1's checkpoint", lambda: checkpointed(namespace, "lstm", run_id, 1), 400)
-    pods = running_pods(namespace, name)
-    assert len(pods) == 2
-    victim = next(p for p in pods if p["metadata"]["annotations"][
-        "batch.kubernetes.io/job-completion-index"] == "1")  # fmt: skip
-    os.kill(pid1(cluster, victim), signal.SIGKILL)
+    pods = running_group(namespace, name, run_id)
+    os.kill(pid1(cluster, pods[1]), signal.SIGKILL)
     done = finish(namespace, name, run_id)
     assert condition(done, "Complete"), done["status"]
     codes = sorted(
@@ -175,16 +186,8 @@ def test_evicting_one_worker_costs_the_group_nothing(namespace):
     nothing counted, however often it happens (before, each peer's exit 75 counted)."""
     run_id = f"ep{uuid.uuid4().hex[:5]}"
     name = start_lstm(namespace, run_id, "--gpus", "0", "--workers", "2")
-    wait_for("epoch 1's checkpoint", lambda: checkpointed(namespace, "lstm", run_id, 1), 400)
-    pods = running_pods(namespace, name)
-    assert len(pods) == 2
-    victim = next(p for p in pods if p["metadata"]["annotations"][
-        "batch.kubernetes.io/job-completion-index"] == "1")  # fmt: skip
-    peer = next(p for p in pods if p is not victim)
-    core().create_namespaced_pod_eviction(
-        victim["metadata"]["name"], namespace,
-        client.V1Eviction(metadata=client.V1ObjectMeta(name=victim["metadata"]["name"])),
-    )  # fmt: skip
+    peer, victim = running_group(namespace, name, run_id)
+    evict(namespace, victim)
     done = finish(namespace, name, run_id)
     assert condition(done, "Complete"), done["status"]
     assert not done["status"].get("failed"), done["status"]  # nothing counted
