@@ -371,3 +371,48 @@ def test_sigterm_while_encoding_exits_resumable(shared_tarball, tmp_path):
     assert waited < 10, waited  # at once, not after the whole encoding
     assert not (cache / "encoded").exists() or list((cache / "encoded").iterdir()) == []
     assert snapshot(out) == before
+
+
+def test_a_signal_while_reading_an_npz_is_a_preemption_not_bad_data(tmp_path, monkeypatch):
+    """SIGTERM during the default `--data keras` load raised PreemptedError inside the
+    unpickler, which a broad `except` turned into bad data (exit 2: the Job failed for
+    good). A signal is never data corruption."""
+    from tests.helpers import write_keras_npz
+    from trainer import data
+    from trainer.termination import PreemptedError
+
+    path = write_keras_npz(tmp_path / "imdb.npz", {"x_train": [[1, 2, 3]], "y_train": [1],
+                                                   "x_test": [[1, 2]], "y_test": [0]})  # fmt: skip
+
+    def preempted(self):
+        raise PreemptedError("stopped by signal 15 while loading data")
+
+    monkeypatch.setattr(data._ArrayUnpickler, "load", preempted)
+    with pytest.raises(PreemptedError):
+        data._read_npz(path)
+
+
+def test_a_signal_while_reading_the_cache_keeps_the_cache(tmp_path, monkeypatch):
+    """A valid encoded cache read when SIGTERM arrived was taken for corrupt, deleted and
+    rebuilt by the next pod; now the signal goes through and the cache stays."""
+    from trainer import data
+    from trainer.termination import PreemptedError
+
+    cache = tmp_path / "entry.npz"
+    cache.write_bytes(b"a valid entry, as far as this test goes")
+
+    def preempted(*args, **kwargs):
+        raise PreemptedError("stopped by signal 15 while loading data")
+
+    monkeypatch.setattr(data.np, "load", preempted)
+    with pytest.raises(PreemptedError):
+        data._read_cache(cache)
+    assert cache.exists()
+
+
+def test_a_signal_during_a_store_call_is_not_a_store_error():
+    from trainer.storage import GCSStore
+    from trainer.termination import PreemptedError
+
+    signal = PreemptedError("stopped by signal 15 while loading data")
+    assert GCSStore("bucket-x")._wrap("read", "k", signal) is signal

@@ -40,6 +40,7 @@ import numpy as np
 
 from trainer import contract
 from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
+from trainer.termination import RetryableError
 
 START_CHAR = 1
 OOV_CHAR = 2
@@ -595,6 +596,8 @@ def _read_npy(f, what: str, size: int) -> np.ndarray:
         return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
     try:
         arr = _ArrayUnpickler(f).load()
+    except RetryableError:
+        raise  # a signal (preemption) while reading is never bad data
     except Exception as e:  # anything a hostile or broken pickle can raise
         raise DataError(
             f"{what}: object arrays are not allowed except lists of integers ({e})"
@@ -709,6 +712,8 @@ def _read_cache(path: Path) -> tuple[dict, dict[str, int], dict] | None:
         meta = json.loads(members[_CACHE_META].tobytes())
         arrays = {k: members[k] for k in NPZ_ARRAYS}
         return arrays, meta["word_index"], meta["stats"]
+    except RetryableError:
+        raise  # a signal (preemption) while reading is never corruption: keep the cache
     except Exception as e:  # a damaged file can fail in any layer: zip, npy, JSON
         _warn(f"encoded-data cache {path} is corrupt ({type(e).__name__}: {e}); rebuilding it")
         with contextlib.suppress(OSError):

@@ -369,9 +369,13 @@ class GCSStore:
         with contextlib.suppress(Exception):
             blob.delete(retry=self._retry())
 
-    def _wrap(self, op: str, key: str, e: Exception) -> StoreError:
+    def _wrap(self, op: str, key: str, e: Exception) -> Exception:
         from google.api_core import exceptions as gexc
 
+        from trainer.termination import RetryableError
+
+        if isinstance(e, RetryableError):
+            return e  # a signal (preemption) mid-call is never a store error
         where = f"gs://{self.bucket_name}/{self._name(key)}"
         if isinstance(e, gexc.NotFound):
             return NotFoundError(f"{where} does not exist")
