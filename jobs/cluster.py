@@ -556,6 +556,36 @@ class Cluster:
             seen.add(pod)
             yield from self.stream_log(namespace, pod, follow=True)
 
+    def admission(self, job: client.V1Job) -> str:
+        """Why Kueue has not admitted a suspended Job, in Kueue's words: its Workload's
+        QuotaReserved (or Admitted) condition; or why that cannot be known."""
+        custom = client.CustomObjectsApi(self.batch.api_client)
+        namespace = job.metadata.namespace
+        try:
+            found = custom.list_namespaced_custom_object(
+                "kueue.x-k8s.io", "v1beta2", namespace, "workloads",
+                label_selector=f"kueue.x-k8s.io/job-uid={job.metadata.uid}",
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 404:
+                return "no Kueue Workload API in this cluster: is Kueue installed?"
+            if e.status == 403:
+                return "cannot read Kueue Workloads (the Role needs get/list workloads)"
+            return f"cannot read Kueue Workloads ({e.status} {e.reason})"
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            return f"cannot read Kueue Workloads ({e})"
+        items = found.get("items") or []
+        if not items:
+            queue = (job.metadata.labels or {}).get("kueue.x-k8s.io/queue-name", "")
+            return (f"Kueue made no Workload for it (is Kueue running, and does it manage "
+                    f"the queue-name label {queue!r}?)")  # fmt: skip
+        conditions = {c.get("type"): c for c in items[0].get("status", {}).get("conditions", [])}
+        for kind in ("QuotaReserved", "Admitted"):
+            cond = conditions.get(kind)
+            if cond and cond.get("status") != "True":
+                return f"{cond.get('reason', kind)}: {cond.get('message', '')}".strip(": ")
+        return "waiting for Kueue"
+
     def job_events(self, namespace: str, names: list[str], limit: int = 8) -> list[Any]:
         """The latest events about these objects (a Job and its pods), oldest first: one
         field-selected list per object, not every event of the namespace."""

@@ -56,6 +56,8 @@ SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
     ("", "events", ["list"]),
     # Multi-worker runs come with a headless Service owned by the Job.
     ("", "services", ["create"]),
+    # jobs.status says why a queued Job is not admitted: its Kueue Workload's conditions.
+    ("kueue.x-k8s.io", "workloads", ["get", "list"]),
 ]
 
 
@@ -389,7 +391,12 @@ def build_cronjob(
             schedule=schedule,
             time_zone=time_zone,
             # A retrain still running when the next tick comes is not doubled up.
-            concurrency_policy="Forbid",
+            # A run still going at the next tick is not doubled up (Forbid). With a Kueue
+            # queue a Job may never be admitted (no LocalQueue, no Kueue) and, suspended, it
+            # never reaches its deadline: Forbid would then skip every later tick. Replace
+            # swaps it for the new tick's Job; an admitted run is over long before the next
+            # tick, since activeDeadlineSeconds is far shorter than the schedule's period.
+            concurrency_policy="Replace" if spec.queue else "Forbid",
             starting_deadline_seconds=starting_deadline_seconds,
             successful_jobs_history_limit=successful_jobs_history_limit,
             failed_jobs_history_limit=failed_jobs_history_limit,

@@ -102,6 +102,11 @@ def status(
         print(f"\n{name}:")
         for pod in pods[name]:
             print(f"  pod {pod_line(pod)}")
+        if job.spec and job.spec.suspend:
+            # A queued Job waits for Kueue; one waiting long says so, in Kueue's words
+            # (a missing LocalQueue or an absent Kueue would wedge retraining unnoticed).
+            waited = _age(job.metadata.creation_timestamp)
+            print(f"  suspended {waited}, not admitted: {cluster.admission(job)}")
         try:
             events = cluster.job_events(namespace, [name, *(p.metadata.name for p in pods[name])])
         except ClusterError as e:

@@ -84,3 +84,34 @@ def test_a_second_queued_job_waits_for_the_first_to_finish(kueue, namespace, tmp
         time.sleep(1)
     wait_for("the second admitted", lambda: not suspended(namespace, waiting), 120)
     wait_for("the second complete", lambda: complete(waiting), 300, every=2)
+
+
+def test_a_queue_that_never_admits_is_named_and_cannot_wedge_retraining(kueue, namespace):
+    """The chart's CronJob with a queue whose LocalQueue does not exist: Kueue never admits
+    its Job. jobs.status says so in Kueue's words, and the next tick replaces the Job
+    (under Forbid every later tick was skipped while it waited, forever)."""
+    install_chart(namespace, "--set", "queue=no-such-queue", "--set", "retrain.schedule=* * * * *")
+    cron = json.loads(kubectl("get", "cronjob", "imdb-train-retrain-lstm", "-n", namespace,
+                              "-o", "json").stdout)  # fmt: skip
+    assert cron["spec"]["concurrencyPolicy"] == "Replace"
+
+    def jobs():
+        out = kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout
+        return [j["metadata"]["name"] for j in json.loads(out)["items"]]
+
+    (first,) = wait_for("the first tick's Job", jobs, 90)
+    assert suspended(namespace, first)
+
+    def explained():
+        out = cli("jobs.status", "-n", namespace).stdout
+        return out if "not admitted" in out and "no-such-queue" in out else None
+
+    status = wait_for("Kueue's reason in jobs.status", explained, 60, every=2)
+    assert "suspended" in status, status
+
+    def replaced():
+        names = jobs()
+        return names if names and first not in names else None
+
+    (second,) = wait_for("the next tick to replace it", replaced, 130, every=2)
+    assert second != first
