@@ -56,7 +56,7 @@ def _check_job_objects(objs) -> int:
         seen += 1
         rules = job_spec["podFailurePolicy"]["rules"]
         codes = [r["onExitCodes"]["values"] for r in rules if "onExitCodes" in r]
-        assert codes == [[contract.EXIT_BAD_INPUT]]
+        assert codes == [[contract.EXIT_GROUP_STOPPED], [contract.EXIT_BAD_INPUT]]
         names = {e["name"] for e in container.get("env", [])}
         assert names <= ENV_NAMES, names - ENV_NAMES
         for port in container.get("ports", []):
@@ -76,7 +76,10 @@ def _check_job_objects(objs) -> int:
 
 def test_chart_uses_the_contract_exit_codes_and_env_names():
     objs = helm_template(
-        "image.repository=reg/imdb-train", "output=gs://bkt/imdb", "retrain.models={mean,lstm}"
+        "image.repository=reg/imdb-train",
+        "output=gs://bkt/imdb",
+        "retrain.models={mean,lstm}",
+        "accelerator=nvidia-l4",
     )
     assert _check_job_objects(objs) == len(contract.MODELS)
 
