@@ -127,7 +127,7 @@ def up(
         say(f"reusing the running cluster in {directory} ({state.release}, "
             f"{len(state.nodes)} nodes); `make cluster-down` stops it")  # fmt: skip
         return state
-    if cp.State.load(directory) is not None or directory.exists():
+    if cp.State.load(directory) is not None or (directory.exists() and any(directory.iterdir())):
         say(f"cleaning up what a stopped or killed cluster left in {directory}")
         down(directory, quiet=True)
     if os.geteuid() != 0:

@@ -212,10 +212,11 @@ def test_a_group_with_one_unschedulable_worker_is_pending_not_running(namespace)
             '"image":"busybox","securityContext":{"allowPrivilegeEscalation":false,'
             '"capabilities":{"drop":["ALL"]}}}]}}', check=False)  # fmt: skip
     status = cli("jobs.status", "-n", namespace)
-    (row,) = [r for r in status.stdout.splitlines() if r.startswith(name)]
+    (row,) = [r for r in status.stdout.splitlines() if r.startswith(f"{name} ")]
     assert "Pending" in row and "Running" not in row.split()[3], status.stdout
     assert "Insufficient cpu" in status.stdout and "1/2 running" in status.stdout
     assert "bystander" not in status.stdout  # another object's events are not listed
+    print(status.stdout)
 
 
 def test_a_gpu_type_no_node_has_stays_pending_and_says_so(namespace):
