@@ -260,6 +260,9 @@ def status(directory: Path | None = None) -> int:
     return 0 if running(directory) else 1
 
 
+ADDONS = ("jobset", "kueue")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -272,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument(
         "--job-backoff", default="", help="the Job controller's retry delay (Go duration)"
     )
+    u.add_argument(
+        "--with", dest="addons", default="",
+        help="controllers to run beside it, built from their sources: jobset, kueue or both",
+    )  # fmt: skip
     sub.add_parser("down", help="stop the local cluster and remove its state")
     sub.add_parser("status", help="the cluster's processes")
     sub.add_parser("build", help="build the control plane binary (cached) and print its path")
@@ -281,8 +288,17 @@ def main(argv: list[str] | None = None) -> int:
             for flag in ("gpu_nodes", "gpus_per_node", "cpu_nodes"):
                 if getattr(args, flag) < 0:
                     p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
+            addons = [a.strip() for a in args.addons.split(",") if a.strip()]
+            for name in addons:
+                if name not in ADDONS:
+                    p.error(f"--with {name}: expected {' or '.join(ADDONS)} (comma-separated)")
             nodes = default_nodes(args.gpu_nodes, args.gpus_per_node, args.cpu_nodes)
             state = up(nodes=nodes, job_backoff=args.job_backoff)
+            from cluster import addons as controllers
+
+            # JobSet first: Kueue admits JobSets only if their CRD exists when it starts.
+            for name in sorted(addons, key=ADDONS.index):
+                getattr(controllers, f"start_{name}")(state, log=say)
             print("\n".join(exports(state)))
             return 0
         if args.command == "down":

@@ -16,7 +16,8 @@ EXIT_FAILED = 1  # the cluster or store refused, or a watched Job failed
 # (fire would read `--run-id 0x10` as 16 and `--run-id 1e3` as 1000.0).
 _STRING_NAMES = (
     "run-id", "name", "namespace", "queue", "service-account", "model", "image", "output",
-    "data", "accelerator", "context", "kubeconfig", "dest", "word",
+    "data", "accelerator", "context", "kubeconfig", "dest", "word", "runtime",
+    "priority-class-name", "kueue-priority-class", "image-pull-policy", "image-pull-secrets",
 )  # fmt: skip
 STRING_FLAGS = frozenset(
     f"--{spelling}" for n in _STRING_NAMES for spelling in (n, n.replace("-", "_"))

@@ -16,17 +16,23 @@ def cancel(
     kubeconfig: str | None = None,
     context: str | None = None,
 ) -> None:
-    """Delete Jobs; their pods (and Services) go too (propagationPolicy Background).
+    """Delete Jobs (or JobSets); their pods (and Services) go too (propagation Background).
 
     Args:
-        *jobs: Job names.
+        *jobs: Job or JobSet names (a JobSet's Job stands for its JobSet).
         model: select this model's Jobs by label (all its runs unless --run-id).
         run_id: select the Jobs of this run id (all models unless --model).
         namespace: the namespace of the Jobs (default: the kubeconfig context's).
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client, resolve_namespace
+    from jobs.cluster import (
+        Cluster,
+        ClusterError,
+        load_api_client,
+        owning_jobset,
+        resolve_namespace,
+    )
     from jobs.manifest import selector
 
     by_label = run_id not in (None, "") or model not in (None, "")
@@ -43,10 +49,25 @@ def cancel(
                 f"{k} {v}" for k, v in (("model", model), ("run id", rid)) if v not in (None, "")
             )
             raise _cli.CommandFailedError(f"no job with {what} in namespace {namespace}")
-        names += [j.metadata.name for j in found]
+        # A JobSet's Jobs would be made again: the JobSet is what goes.
+        names += [owning_jobset(j) or j.metadata.name for j in found]
     for name in dict.fromkeys(names):
-        cluster.delete_job(namespace, name)
-        print(f"job.batch/{name} deleted from namespace {namespace} (pods are removed too)")
+        try:
+            jobset = owning_jobset(cluster.get_job(namespace, name))
+        except ClusterError as e:
+            if "not found" not in str(e):
+                raise
+            jobset = name  # no Job of that name: a JobSet, or nothing (said by its delete)
+            try:
+                cluster.get_jobset(namespace, name)
+            except ClusterError:
+                raise e from None
+        if jobset:
+            cluster.delete_jobset(namespace, jobset)
+            print(f"jobset/{jobset} deleted from namespace {namespace} (its Jobs and pods too)")
+        else:
+            cluster.delete_job(namespace, name)
+            print(f"job.batch/{name} deleted from namespace {namespace} (pods are removed too)")
 
 
 main = _cli.entrypoint(cancel, "jobs.cancel")

@@ -16,7 +16,14 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from jobs.manifest import CONTAINER_NAME, LABEL_JOB_NAME
+from jobs.manifest import (
+    CONTAINER_NAME,
+    JOBSET_GROUP,
+    JOBSET_PLURAL,
+    JOBSET_VERSION,
+    LABEL_JOB_NAME,
+    LABEL_JOBSET_NAME,
+)
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -192,6 +199,29 @@ def job_outcome(job: client.V1Job) -> JobOutcome | None:
     return None
 
 
+def jobset_outcome(jobset: dict[str, Any]) -> JobOutcome | None:
+    """The JobSet's terminal condition (Completed or Failed), or None while it runs."""
+    name = jobset["metadata"]["name"]
+    for cond in jobset.get("status", {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Completed":
+            return JobOutcome(
+                name, True, cond.get("reason") or "Completed", cond.get("message", "")
+            )
+        if cond.get("type") == "Failed":
+            return JobOutcome(name, False, cond.get("reason") or "Failed", cond.get("message", ""))
+    return None
+
+
+def owning_jobset(job: client.V1Job) -> str | None:
+    """The JobSet a Job belongs to (its child Jobs are recreated if deleted alone)."""
+    for ref in job.metadata.owner_references or []:
+        if ref.kind == "JobSet":
+            return ref.name
+    return None
+
+
 class Cluster:
     """Jobs, their pods and logs in one API server (client injected for tests)."""
 
@@ -199,6 +229,75 @@ class Cluster:
         self.api_client = api_client
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def _jobset_call(self, verb: str, namespace: str, name: str | None, fn, *args, **kwargs):
+        try:
+            return fn(JOBSET_GROUP, JOBSET_VERSION, namespace, JOBSET_PLURAL, *args, **kwargs)
+        except ApiException as e:
+            # An unknown API group answers a plain 404 page, not a NotFound Status.
+            if e.status == 404 and not (_status_details(e).get("details") or {}).get("kind"):
+                raise ClusterError(
+                    f"{verb} jobsets in namespace {namespace}: this cluster has no JobSet API "
+                    f"({JOBSET_GROUP}); install JobSet (docs/kubernetes.md) or use --runtime job"
+                ) from e
+            raise _translate(e, verb, JOBSET_PLURAL, namespace, name, JOBSET_GROUP) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _translate(e, verb, JOBSET_PLURAL, namespace, name, JOBSET_GROUP) from e
+
+    def get_jobset(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._jobset_call("get", namespace, name, self.custom.get_namespaced_custom_object,
+                                 name)  # fmt: skip
+
+    def delete_jobset(self, namespace: str, name: str) -> None:
+        """Delete a JobSet; its Jobs, pods and Service go with it."""
+        self._jobset_call("delete", namespace, name,
+                          self.custom.delete_namespaced_custom_object, name,
+                          propagation_policy="Background")  # fmt: skip
+
+    def wait_jobset(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        timeout: float | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> JobOutcome:
+        """Poll a JobSet until it completes or fails, reporting its pods as they change.
+
+        Raises:
+            ClusterError: the JobSet vanished, the API failed, or `timeout` seconds passed.
+        """
+        progress = progress or _print_progress
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: list[str] = []
+        while True:
+            try:
+                jobset = self.get_jobset(namespace, name)
+            except ClusterError as e:
+                if "not found" in str(e):
+                    raise ClusterError(
+                        f"jobset {name} in namespace {namespace} was deleted before it finished"
+                    ) from e
+                raise
+            outcome = jobset_outcome(jobset)
+            if outcome:
+                return outcome
+            pods = self._call("list", "pods", namespace, None, self.core.list_namespaced_pod,
+                              namespace, label_selector=f"{LABEL_JOBSET_NAME}={name}")  # fmt: skip
+            lines = [pod_line(p) for p in sorted(pods.items, key=lambda p: p.metadata.name)]
+            restarts = (jobset.get("status") or {}).get("restarts", 0)
+            if lines != last:
+                progress(
+                    f"jobset {name} (restarts {restarts}): " + ("; ".join(lines) or "no pods yet")
+                )
+                last = lines
+            if deadline is not None and time.monotonic() > deadline:
+                raise ClusterError(
+                    f"timed out after {timeout:g}s waiting for jobset {name} in namespace "
+                    f"{namespace}; it is still running (check with python -m jobs.status)"
+                )
+            time.sleep(min(2.0, PROGRESS_SECONDS))
 
     def _call(self, verb, resource, namespace, name, fn, *args, group="", **kwargs):
         try:
@@ -217,6 +316,12 @@ class Cluster:
         for Kueue, which admits it by unsuspending) is left suspended.
         """
         created: list[Any] = []
+        for obj in objs:
+            if isinstance(obj, dict) and obj.get("kind") == "JobSet":
+                meta = obj["metadata"]
+                created.append(self._jobset_call(
+                    "create", meta["namespace"], meta["name"],
+                    self.custom.create_namespaced_custom_object, obj))  # fmt: skip
         services = [o for o in objs if isinstance(o, client.V1Service)]
         with_service = {s.spec.selector.get(LABEL_JOB_NAME, "") for s in services}
         to_resume: list[client.V1Job] = []
@@ -239,7 +344,7 @@ class Cluster:
                     group="batch",
                 )
             )
-        owners = {j.metadata.name: j for j in created}
+        owners = {j.metadata.name: j for j in created if isinstance(j, client.V1Job)}
         for svc in services:
             ns, name = svc.metadata.namespace, svc.metadata.name
             owner = owners.get(svc.spec.selector.get(LABEL_JOB_NAME, ""))

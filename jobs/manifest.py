@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from jobs.spec import VERSION, JobSpec, SpecError
+from jobs.spec import JOBSET_REPLICATED_JOB, RUNTIME_JOBSET, VERSION, JobSpec, SpecError
 from trainer.config import SEED_FROM_RUN_ID
 from trainer.contract import (
     CACHE_ENV,
@@ -33,6 +33,13 @@ LABEL_RUN_ID = "imdb-train/run-id"
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 # Kueue's LocalQueue label; Kueue admits such a Job by unsuspending it.
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+# Kueue's WorkloadPriorityClass of a queued Job (its order in the queue, and preemption).
+LABEL_PRIORITY_CLASS = "kueue.x-k8s.io/priority-class"
+# Set by the JobSet controller on its child Jobs and their pods.
+LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+JOBSET_GROUP = "jobset.x-k8s.io"
+JOBSET_VERSION = "v1alpha2"
+JOBSET_PLURAL = "jobsets"
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
@@ -42,8 +49,6 @@ COLLECTIVE_TIMEOUT = "900"  # seconds; well above the slowest checkpoint upload
 UID = 10001  # the image's non-root user (see Dockerfile)
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
-# In-memory /dev/shm: NCCL between the GPUs of one pod needs more than the runtime's 64 Mi.
-SHM_SIZE_LIMIT = "1Gi"
 # Scheduled runs promote only a model at least as good as the current latest (no slow drift).
 SCHEDULED_TOLERANCE = "0"
 
@@ -56,6 +61,8 @@ SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
     ("", "events", ["list"]),
     # Multi-worker runs come with a headless Service owned by the Job.
     ("", "services", ["create"]),
+    # jobs.submit --runtime jobset: worker groups as JobSets (jobset.x-k8s.io), if installed.
+    (JOBSET_GROUP, JOBSET_PLURAL, ["create", "get", "list", "watch", "delete"]),
     # jobs.status says why a queued Job is not admitted: its Kueue Workload's conditions.
     ("kueue.x-k8s.io", "workloads", ["get", "list"]),
 ]
@@ -142,7 +149,15 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
 
 
 def _resources(spec: JobSpec) -> client.V1ResourceRequirements:
-    requests = {k: v for k, v in (("cpu", spec.cpu_request), ("memory", spec.memory_request)) if v}
+    requests = {
+        k: v
+        for k, v in (
+            ("cpu", spec.cpu),
+            ("memory", spec.memory),
+            ("ephemeral-storage", spec.ephemeral_storage),
+        )  # fmt: skip
+        if v
+    }
     limits: dict[str, str] = {
         k: v for k, v in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if v
     }
@@ -216,6 +231,9 @@ def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpe
         automount_service_account_token=False,
         # SIGTERM -> the trainer checkpoints and exits 75 before SIGKILL.
         termination_grace_period_seconds=spec.termination_grace_period_seconds,
+        priority_class_name=spec.priority_class_name or None,
+        image_pull_secrets=[client.V1LocalObjectReference(name=n) for n in spec.image_pull_secrets]
+        or None,  # fmt: skip
         subdomain=spec.service_name if spec.workers > 1 else None,
         node_selector=spec.node_selector or None,
         tolerations=_tolerations(spec),
@@ -237,7 +255,9 @@ def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpe
             ),
             client.V1Volume(
                 name="dshm",
-                empty_dir=client.V1EmptyDirVolumeSource(medium="Memory", size_limit=SHM_SIZE_LIMIT),
+                empty_dir=client.V1EmptyDirVolumeSource(
+                    medium="Memory", size_limit=spec.shm_size_limit
+                ),
             ),
         ],
     )
@@ -245,8 +265,20 @@ def build_pod_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodSpe
 
 def build_pod_template(spec: JobSpec, *, scheduled: bool = False) -> client.V1PodTemplateSpec:
     return client.V1PodTemplateSpec(
-        metadata=client.V1ObjectMeta(labels=labels(spec, run_id=not scheduled)),
+        metadata=client.V1ObjectMeta(
+            labels={**spec.pod_labels, **labels(spec, run_id=not scheduled)},
+            annotations=spec.pod_annotations or None,
+        ),
         spec=build_pod_spec(spec, scheduled=scheduled),
+    )
+
+
+def _exit_code_rule(action: str, code: int) -> client.V1PodFailurePolicyRule:
+    return client.V1PodFailurePolicyRule(
+        action=action,
+        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=CONTAINER_NAME, operator="In", values=[code]
+        ),
     )
 
 
@@ -265,19 +297,9 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
             ),
             # A worker stopped because a peer was preempted: the preemption is not counted,
             # and neither is its consequence (activeDeadlineSeconds bounds the retries).
-            client.V1PodFailurePolicyRule(
-                action="Ignore",
-                on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-                    container_name=CONTAINER_NAME, operator="In", values=[EXIT_GROUP_STOPPED]
-                ),
-            ),
+            _exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
             # Exit 2 = bad input: the same pod would fail the same way again.
-            client.V1PodFailurePolicyRule(
-                action="FailJob",
-                on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-                    container_name=CONTAINER_NAME, operator="In", values=[EXIT_BAD_INPUT]
-                ),
-            ),
+            _exit_code_rule("FailJob", EXIT_BAD_INPUT),
         ]
     )
 
@@ -312,6 +334,101 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
     )
 
 
+# How the Job controller words a podFailurePolicy FailJob (pkg/controller/job/
+# pod_failure_policy.go); a JobSet's failure policy tells the causes apart by these messages.
+_FAILJOB_BY_CONDITION = "has condition {} matching FailJob rule"
+_FAILJOB_BY_EXIT_CODE = "failed with exit code {} matching FailJob rule"
+
+
+def build_jobset_failure_policy(spec: JobSpec) -> dict[str, Any]:
+    """The whole group restarts on any member's failure; preemption is free, bad input final.
+
+    The child Job fails at once (backoffLimit 0, FailJob rules) and says why in its
+    message; the JobSet then recreates every Job (BlockingRecreate: only after the old pods
+    are gone, so no two workers share an index or a checkpoint), counting the restart
+    against maxRestarts unless a member was preempted (DisruptionTarget) or stopped because
+    a peer was (exit 76).
+    """
+    return {
+        "maxRestarts": spec.backoff_limit,
+        "restartStrategy": "BlockingRecreate",
+        "rules": [
+            {
+                "name": "preempted",
+                "action": "RestartJobSetAndIgnoreMaxRestarts",
+                "onJobFailureReasons": ["PodFailurePolicy"],
+                "onJobFailureMessagePatterns": [
+                    _FAILJOB_BY_CONDITION.format("DisruptionTarget"),
+                    _FAILJOB_BY_EXIT_CODE.format(EXIT_GROUP_STOPPED),
+                ],
+            },
+            {
+                "name": "badInput",
+                "action": "FailJobSet",
+                "onJobFailureReasons": ["PodFailurePolicy"],
+                "onJobFailureMessagePatterns": [_FAILJOB_BY_EXIT_CODE.format(EXIT_BAD_INPUT)],
+            },
+            # The deadline bounds one attempt of the group; restarting would start it again.
+            {
+                "name": "deadline",
+                "action": "FailJobSet",
+                "onJobFailureReasons": ["DeadlineExceeded"],
+            },
+        ],
+    }
+
+
+def build_jobset(spec: JobSpec) -> dict[str, Any]:
+    """A JobSet of one replicated Job: an Indexed Job of spec.workers pods that fails fast.
+
+    The JobSet controller makes the headless Service (its name is the JobSet's) and restarts
+    the whole group under build_jobset_failure_policy; Kueue admits the JobSet as one unit.
+    """
+    job = to_dict(build_job_spec(spec))
+    job["backoffLimit"] = 0  # any member's failure fails the Job; the JobSet restarts the group
+    job.pop("ttlSecondsAfterFinished", None)  # the JobSet's TTL removes its Jobs
+    job.pop("suspend", None)  # the JobSet is suspended for Kueue, not its Jobs
+    job["completionMode"] = "Indexed"
+    job["completions"] = job["parallelism"] = spec.workers
+    job["podFailurePolicy"] = {"rules": [
+        {"action": "FailJob",
+         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        to_dict(_exit_code_rule("FailJob", EXIT_GROUP_STOPPED)),
+        to_dict(_exit_code_rule("FailJob", EXIT_BAD_INPUT)),
+    ]}  # fmt: skip
+    body: dict[str, Any] = {
+        "apiVersion": f"{JOBSET_GROUP}/{JOBSET_VERSION}",
+        "kind": "JobSet",
+        "metadata": {
+            "name": spec.job_name,
+            "namespace": spec.namespace,
+            "labels": {**labels(spec), **queue_labels(spec)},
+        },
+        "spec": {
+            "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+            "failurePolicy": build_jobset_failure_policy(spec),
+            "replicatedJobs": [{
+                "name": JOBSET_REPLICATED_JOB,
+                "replicas": 1,
+                "template": {"metadata": {"labels": labels(spec)}, "spec": job},
+            }],
+        },
+    }  # fmt: skip
+    if spec.queue:
+        body["spec"]["suspend"] = True
+    if spec.ttl_seconds_after_finished is not None:
+        body["spec"]["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return body
+
+
+def queue_labels(spec: JobSpec) -> dict[str, str]:
+    """Kueue's labels on a queued Job (or JobSet, or a CronJob's job template)."""
+    out = {LABEL_QUEUE: spec.queue} if spec.queue else {}
+    if spec.kueue_priority_class:
+        out[LABEL_PRIORITY_CLASS] = spec.kueue_priority_class
+    return out
+
+
 def build_job(spec: JobSpec) -> client.V1Job:
     """The trainer Job for one spec (Indexed, one pod per worker, when workers > 1)."""
     return client.V1Job(
@@ -320,7 +437,7 @@ def build_job(spec: JobSpec) -> client.V1Job:
         metadata=client.V1ObjectMeta(
             name=spec.job_name,
             namespace=spec.namespace,
-            labels={**labels(spec), **({LABEL_QUEUE: spec.queue} if spec.queue else {})},
+            labels={**labels(spec), **queue_labels(spec)},
         ),
         spec=build_job_spec(spec),
     )
@@ -349,7 +466,9 @@ def build_service(spec: JobSpec) -> client.V1Service:
 
 
 def build_objects(spec: JobSpec) -> list[Any]:
-    """What one submission creates: [Service,] Job."""
+    """What one submission creates: [Service,] Job, or a JobSet (which makes its Service)."""
+    if spec.runtime == RUNTIME_JOBSET:
+        return [build_jobset(spec)]
     return [build_service(spec), build_job(spec)] if spec.workers > 1 else [build_job(spec)]
 
 
@@ -405,7 +524,7 @@ def build_cronjob(
                 metadata=client.V1ObjectMeta(
                     labels={
                         **labels(spec, "retrain", run_id=False),
-                        **({LABEL_QUEUE: spec.queue} if spec.queue else {}),
+                        **queue_labels(spec),
                     }
                 ),
                 spec=build_job_spec(spec, scheduled=True),

@@ -49,6 +49,14 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
 
 MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostname prefix
 
+# How a run's pods are made: a plain (Indexed, for a worker group) Job, which needs nothing
+# installed, or a JobSet (jobset.x-k8s.io), whose failure policy restarts the whole group.
+RUNTIME_JOB = "job"
+RUNTIME_JOBSET = "jobset"
+RUNTIMES = (RUNTIME_JOB, RUNTIME_JOBSET)
+# The JobSet's one replicated Job; its pods are <jobset>-worker-0-<index>.<jobset>.
+JOBSET_REPLICATED_JOB = "worker"
+
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?\Z")
 # The OCI distribution reference grammar: [host[:port]/]path[:tag][@digest], lower-case path
@@ -130,36 +138,67 @@ def _json(flag: str, text: str, expected: str) -> Any:
         raise SpecError(f"invalid {flag} {text!r}: not JSON ({e}); expected {expected}") from None
 
 
-def _node_selector(value: Any) -> dict[str, str]:
+def _string_map(what: str, value: Any, *, label: bool) -> dict[str, str]:
+    """key=value[,key=value] or a JSON object; keys are label keys, and so are values when
+    `label` (a node selector, pod labels; annotation values are free text)."""
+    flag = "--" + what.replace(" ", "-")
+    if value is None or value == "":
+        return {}
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
-            value = _json("--node-selector", text, "key=value[,key=value] or a JSON object")
+            value = _json(flag, text, "key=value[,key=value] or a JSON object")
         else:
             pairs = [p for p in text.split(",") if p.strip()]
             if any("=" not in p for p in pairs):
                 raise SpecError(
-                    f"invalid node selector {text!r}: expected key=value[,key=value] "
-                    "or a JSON object"
+                    f"invalid {what} {text!r}: expected key=value[,key=value] or a JSON object"
                 )
             value = dict(p.strip().split("=", 1) for p in pairs)
     if not isinstance(value, Mapping):
         raise SpecError(
-            f"invalid node selector {value!r}: expected key=value[,key=value] or a JSON object"
+            f"invalid {what} {value!r}: expected key=value[,key=value] or a JSON object"
         )
-    selector = {str(k): str(v) for k, v in value.items()}
-    for key, val in selector.items():
+    out = {str(k): str(v) for k, v in value.items()}
+    for key, val in out.items():
         if not _label_key(key):
             raise SpecError(
-                f"invalid node selector key {key!r}: expected a label key, [prefix/]name "
+                f"invalid {what} key {key!r}: expected a label key, [prefix/]name "
                 "(name: at most 63 letters, digits, '-', '_' or '.'; prefix: a DNS subdomain)"
             )
-        if not _LABEL_NAME.match(val):
+        if label and not _LABEL_NAME.match(val):
             raise SpecError(
-                f"invalid node selector value {val!r} for {key}: expected at most 63 letters, "
+                f"invalid {what} value {val!r} for {key}: expected at most 63 letters, "
                 "digits, '-', '_' or '.', starting and ending with a letter or digit"
             )
-    return selector
+    return out
+
+
+def _secret_names(value: Any) -> tuple[str, ...]:
+    """Pull secrets: comma-separated names, a list of names, or the chart's [{name: ...}]."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = (_json("--image-pull-secrets", text, "names or a JSON list")
+                 if text.startswith("[") else text.split(","))  # fmt: skip
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+        value = [value]
+    names = []
+    for item in value:
+        name = item.get("name") if isinstance(item, Mapping) else item
+        name = str(name).strip() if name is not None else ""
+        if not name:
+            continue
+        if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+            raise SpecError(
+                f"invalid image pull secret {name!r}: expected a Secret name (lower-case "
+                "letters, digits, '-' and '.')"
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def _node_selector(value: Any) -> dict[str, str]:
+    return _string_map("node selector", value, label=True)
 
 
 def _label_key(key: str) -> bool:
@@ -262,48 +301,154 @@ def check_trainer_args(args: Sequence[str]) -> None:
         raise SpecError(f"invalid trainer arguments: {e}") from None
 
 
+def setting(default: Any, help: str, *, chart: str = "", env: str = "") -> Any:
+    """A JobSpec field: its default, its help (jobs.submit --help), the chart value that sets
+    the same thing (`resources.requests.cpu`; tests/test_settings.py checks that
+    values.yaml's default is this one), and the environment variable that supplies it."""
+    return dataclasses.field(default=default, metadata={"help": help, "chart": chart, "env": env})
+
+
 @dataclasses.dataclass
 class JobSpec:
-    """One trainer Job: which model, where from, where to, on what hardware."""
+    """One trainer Job: which model, where from, where to, on what hardware.
 
-    model: str
-    run_id: Any = None
-    image: str = ""  # required: the trainer image in a registry the cluster can pull from
-    namespace: str = DEFAULT_NAMESPACE
-    name: str = DEFAULT_NAME
-    gpus: Any = 1
-    epochs: Any = 3
-    batch_size: Any = 64
-    data: str = DEFAULT_DATA
-    output: str = ""  # required: gs://bucket/prefix
-    workers: Any = 1
-    extra_args: Any = ()
-    accelerator: Any = ""  # GKE GPU type, required when gpus > 0 (GKE_ACCELERATORS)
-    node_selector: Any = None  # extra node labels; the accelerator's is added
-    tolerations: Any = None  # None: GPU_TOLERATIONS when gpus > 0, else none
+    The one definition of a Job's settings: `jobs.submit`'s flags, defaults and help are
+    generated from these fields, and the chart's values.yaml carries the same defaults.
+    Values come as typed on a command line (fire may hand over 3, "3" or 3.0); each is
+    checked and normalised in __post_init__, so the annotations give the normalised type.
+    """
+
+    model: str = setting("lstm", "mean or lstm (jobs.submit also takes all: one Job per model)")
+    run_id: str | None = setting(
+        None, "run id (default: UTC timestamp + random suffix); the Job is NAME-MODEL-RUN_ID"
+    )
+    image: str = setting(
+        "", "the trainer image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/imdb-train:TAG or "
+        "...@sha256:DIGEST (required; `make image push IMAGE=...` builds it)",
+        chart="image", env=contract.IMAGE_ENV,
+    )  # fmt: skip
+    namespace: str | None = setting(
+        None, "where the Jobs run (default: the kubeconfig context's, or the pod's in a "
+        "cluster, else `default`: the rule of every jobs.* command and kubectl)",
+    )  # fmt: skip
+    name: str = setting(DEFAULT_NAME, "name prefix and app.kubernetes.io/instance label")
+    gpus: int = setting(1, "GPUs per worker (0: CPU only, no GPU node selector)", chart="gpus")
+    accelerator: str = setting(
+        "", "the GPU type, required with GPUs: one of GKE's names (nvidia-l4, nvidia-tesla-t4, "
+        "nvidia-h100-80gb, ...), rendered as the node selector "
+        "cloud.google.com/gke-accelerator (Autopilot requires it)",
+        chart="accelerator", env=contract.ACCELERATOR_ENV,
+    )  # fmt: skip
+    epochs: int = setting(3, "training epochs", chart="epochs")
+    batch_size: int = setting(64, "GLOBAL batch size, split over all replicas", chart="batchSize")
+    data: str = setting(
+        DEFAULT_DATA, "keras (official imdb.npz), an aclImdb tarball or directory, or gs://",
+        chart="data",
+    )  # fmt: skip
+    output: str = setting(
+        "", "store for artifacts, e.g. gs://bucket/imdb; runs land at OUTPUT/MODEL/RUN_ID/ "
+        "(required)", chart="output", env=contract.OUTPUT_ENV,
+    )  # fmt: skip
+    workers: int = setting(
+        1, "workers (>1: a worker group, MultiWorkerMirroredStrategy; see --runtime)"
+    )
+    runtime: str = setting(
+        RUNTIME_JOB, "job (a Job, Indexed with --workers N; needs nothing installed) or "
+        "jobset (a JobSet: any member's failure restarts the whole group, up to "
+        "--backoff-limit times, preemptions not counted; needs the JobSet controller)",
+    )  # fmt: skip
+    extra_args: tuple[str, ...] = setting(
+        (), "more trainer arguments, e.g. '[\"--promote\", \"false\"]'",
+        chart="retrain.extraArgs",
+    )  # fmt: skip
+    node_selector: dict[str, str] | None = setting(
+        None, "extra node labels, key=value[,key=value] or JSON (the accelerator's is added)",
+        chart="nodeSelector",
+    )  # fmt: skip
+    tolerations: list[dict[str, Any]] | None = setting(
+        None, "JSON list of tolerations (default: the nvidia.com/gpu taint when gpus > 0)",
+        chart="tolerations",
+    )  # fmt: skip
     # Fit g2-standard-4 (L4) and n1-standard-4 + T4 nodes after GKE's reservations.
-    cpu_request: Any = "3"
-    cpu_limit: Any = "4"
-    memory_request: Any = "10Gi"
-    memory_limit: Any = "10Gi"
-    service_account: str = DEFAULT_SERVICE_ACCOUNT
-    active_deadline_seconds: Any = 6 * 3600
-    backoff_limit: Any = 3
-    peer_timeout: Any = contract.PEER_TIMEOUT_DEFAULT  # seconds; workers > 1 only
-    ttl_seconds_after_finished: Any = 3 * 24 * 3600
-    termination_grace_period_seconds: Any = 120
-    image_pull_policy: str = "IfNotPresent"
-    tmp_size_limit: Any = "10Gi"
-    cache_size_limit: Any = "10Gi"
-    queue: Any = ""  # Kueue LocalQueue; "": none
+    cpu: str | None = setting("3", "CPU request per worker", chart="resources.requests.cpu")
+    cpu_limit: str | None = setting("4", "CPU limit per worker", chart="resources.limits.cpu")
+    memory: str | None = setting(
+        "10Gi", "memory request per worker", chart="resources.requests.memory"
+    )
+    memory_limit: str | None = setting(
+        "10Gi", "memory limit per worker", chart="resources.limits.memory"
+    )
+    ephemeral_storage: str | None = setting(
+        None, "ephemeral-storage request per worker (Autopilot sizes node disks from it; "
+        "/tmp and /cache count against it)", chart="resources.requests.ephemeral-storage",
+    )  # fmt: skip
+    service_account: str = setting(
+        DEFAULT_SERVICE_ACCOUNT, "the trainer's ServiceAccount (Workload Identity)",
+        chart="serviceAccount.name",
+    )  # fmt: skip
+    active_deadline_seconds: int | None = setting(
+        6 * 3600, "the whole Job, retries included, is stopped after this",
+        chart="activeDeadlineSeconds",
+    )  # fmt: skip
+    backoff_limit: int = setting(
+        3, "retries of a failed pod (exit 75 counts, preemption does not); with --workers N, "
+        "retries of the whole group (a JobSet's maxRestarts)", chart="backoffLimit",
+    )  # fmt: skip
+    peer_timeout: int = setting(
+        contract.PEER_TIMEOUT_DEFAULT, "--workers N: seconds each worker waits for the whole "
+        "group to start before it exits 75, so that a partial group frees its GPUs",
+    )  # fmt: skip
+    ttl_seconds_after_finished: int | None = setting(
+        3 * 24 * 3600, "finished Jobs are deleted after this"
+    )
+    termination_grace_period_seconds: int = setting(
+        120, "seconds between SIGTERM and SIGKILL; the trainer checkpoints and exits 75 "
+        "within it", chart="terminationGracePeriodSeconds",
+    )  # fmt: skip
+    image_pull_policy: str = setting(
+        "IfNotPresent", "Always, IfNotPresent or Never", chart="image.pullPolicy"
+    )
+    image_pull_secrets: tuple[str, ...] = setting(
+        (), "Secrets to pull a private image with, comma-separated names",
+        chart="imagePullSecrets",
+    )  # fmt: skip
+    priority_class_name: str = setting(
+        "", "the pods' PriorityClass (empty: the cluster default)", chart="priorityClassName"
+    )
+    kueue_priority_class: str = setting(
+        "", "Kueue WorkloadPriorityClass of a queued Job (label kueue.x-k8s.io/priority-class)",
+        chart="kueuePriorityClass",
+    )  # fmt: skip
+    pod_annotations: dict[str, str] | None = setting(
+        None, "extra pod annotations, key=value[,key=value] or JSON", chart="podAnnotations"
+    )
+    pod_labels: dict[str, str] | None = setting(
+        None, "extra pod labels, key=value[,key=value] or JSON", chart="podLabels"
+    )
+    tmp_size_limit: str = setting("10Gi", "size limit of /tmp", chart="tmpSizeLimit")
+    cache_size_limit: str = setting(
+        "10Gi", "size limit of /cache (HOME, the dataset cache)", chart="cacheSizeLimit"
+    )
+    shm_size_limit: str = setting(
+        "1Gi", "size of the in-memory /dev/shm (counts against the memory limit)",
+        chart="shmSizeLimit",
+    )  # fmt: skip
+    queue: str = setting(
+        "", "Kueue LocalQueue: the Job is created suspended with kueue.x-k8s.io/queue-name "
+        "and Kueue admits it (a worker group as one unit) when the queue has quota",
+        chart="queue",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self._check_identity()
         self._check_training()
         self._check_placement()
         self._check_lifecycle()
-        # Indexed pods are named <job>-<index>, and that must stay a DNS label.
+        # Indexed pods are named <job>-<index> (a JobSet's <jobset>-worker-0-<index>), and
+        # that must stay a DNS label.
         suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
+        if self.runtime == RUNTIME_JOBSET:
+            suffix = len(f"-{JOBSET_REPLICATED_JOB}-0-{self.workers - 1}")
         if len(self.job_name) + suffix > MAX_NAME:
             raise SpecError(
                 f"invalid run id {self.run_id!r}: job name {self.job_name!r} is longer than "
@@ -319,6 +464,7 @@ class JobSpec:
             self.run_id = str(self.run_id)  # fire reads --run-id 123 as an int
         if not contract.is_run_id(self.run_id):
             raise SpecError(f"invalid run id {self.run_id!r}: expected {contract.RUN_ID_HELP}")
+        self.namespace = self.namespace or DEFAULT_NAMESPACE  # jobs.submit resolved it
         for field in ("namespace", "name", "service_account"):
             value = str(getattr(self, field))
             if not _DNS_LABEL.match(value) or len(value) > MAX_NAME:
@@ -339,6 +485,7 @@ class JobSpec:
                 f"invalid image {self.image!r}: expected a reference like "
                 "[registry/]repo/name[:tag][@sha256:digest] (lower-case repository path)"
             )
+        self.image_pull_secrets = _secret_names(self.image_pull_secrets)
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise SpecError(
                 f"invalid image pull policy {self.image_pull_policy!r}: expected one of "
@@ -372,21 +519,27 @@ class JobSpec:
 
     def _check_placement(self) -> None:
         """Node selector, tolerations and resources: where the pods may run."""
-        self.node_selector = (
-            {} if self.node_selector is None else _node_selector(self.node_selector)
-        )
+        self.node_selector = _node_selector(self.node_selector)
         self._check_accelerator()
         self.tolerations = (
             ([dict(t) for t in GPU_TOLERATIONS] if self.gpus else [])
             if self.tolerations is None
             else _tolerations(self.tolerations)
         )
-        self.cpu_request = _quantity("cpu request", self.cpu_request)
-        self.cpu_limit = _quantity("cpu limit", self.cpu_limit)
-        self.memory_request = _quantity("memory request", self.memory_request)
-        self.memory_limit = _quantity("memory limit", self.memory_limit)
-        self.tmp_size_limit = _quantity("tmp size limit", self.tmp_size_limit)
-        self.cache_size_limit = _quantity("cache size limit", self.cache_size_limit)
+        for field in ("cpu", "cpu_limit", "memory", "memory_limit", "ephemeral_storage",
+                      "tmp_size_limit", "cache_size_limit", "shm_size_limit"):  # fmt: skip
+            setattr(self, field, _quantity(field.replace("_", " "), getattr(self, field)))
+        self.pod_annotations = _string_map("pod annotations", self.pod_annotations, label=False)
+        self.pod_labels = _string_map("pod labels", self.pod_labels, label=True)
+        self.priority_class_name = str(self.priority_class_name or "")
+        self.kueue_priority_class = str(self.kueue_priority_class or "")
+        for field in ("priority_class_name", "kueue_priority_class"):
+            value = getattr(self, field)
+            if value and (not _DNS_SUBDOMAIN.match(value) or len(value) > 253):
+                raise SpecError(
+                    f"invalid {field.replace('_', ' ')} {value!r}: expected a DNS subdomain "
+                    "(lower-case letters, digits, '-' and '.')"
+                )
 
     def _check_accelerator(self) -> None:
         """A GPU Job names its GPU type; it becomes the node selector GKE requires."""
@@ -425,6 +578,12 @@ class JobSpec:
         self.termination_grace_period_seconds = to_int(
             "termination grace period seconds", self.termination_grace_period_seconds, 0
         )
+        self.runtime = str(self.runtime or RUNTIME_JOB)
+        if self.runtime not in RUNTIMES:
+            raise SpecError(
+                f"invalid runtime {self.runtime!r}: expected {' or '.join(RUNTIMES)} (jobset "
+                "needs the JobSet controller installed; docs/kubernetes.md)"
+            )
         self.queue = "" if self.queue in (None, "") else str(self.queue)
         if self.queue and (not _DNS_LABEL.match(self.queue) or len(self.queue) > MAX_NAME):
             raise SpecError(
@@ -435,6 +594,17 @@ class JobSpec:
     @property
     def job_name(self) -> str:
         return f"{self.name}-{self.model}-{self.run_id}"
+
+    @property
+    def pod_job_name(self) -> str:
+        """The Job whose pods run the trainer: this one, or the JobSet's child Job."""
+        if self.runtime == RUNTIME_JOBSET:
+            return f"{self.job_name}-{JOBSET_REPLICATED_JOB}-0"
+        return self.job_name
+
+    @property
+    def kind(self) -> str:
+        return "jobset" if self.runtime == RUNTIME_JOBSET else "job.batch"
 
     @property
     def service_name(self) -> str:
@@ -448,7 +618,8 @@ class JobSpec:
     def worker_hosts(self) -> list[str]:
         """`host:port` of every worker, the contract the trainer turns into TF_CONFIG."""
         return [
-            f"{self.job_name}-{i}.{self.service_name}:{WORKER_PORT}" for i in range(self.workers)
+            f"{self.pod_job_name}-{i}.{self.service_name}:{WORKER_PORT}"
+            for i in range(self.workers)
         ]
 
     def trainer_args(self, run_id: str | None = None) -> list[str]:

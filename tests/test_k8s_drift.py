@@ -112,15 +112,36 @@ def submitted_pod(job):
              "--node-selector", "cloud.google.com/gke-accelerator=nvidia-l4"],
             id="training-flags",
         ),
-        pytest.param(["queue=team-a"], ["--model", "lstm", "--queue", "team-a"], id="kueue"),
+        pytest.param(["queue=team-a", "kueuePriorityClass=nightly"],
+                     ["--model", "lstm", "--queue", "team-a", "--kueue-priority-class", "nightly"],
+                     id="kueue"),
+        pytest.param(
+            ["priorityClassName=batch-low", "podAnnotations.team=nlp", "podLabels.cost=ml",
+             "imagePullSecrets[0].name=regcred", "image.pullPolicy=Always",
+             "terminationGracePeriodSeconds=60", "tmpSizeLimit=2Gi", "cacheSizeLimit=3Gi",
+             "shmSizeLimit=2Gi", "resources.requests.ephemeral-storage=20Gi",
+             "activeDeadlineSeconds=3600", "backoffLimit=1"],
+            ["--model", "lstm", "--priority-class-name", "batch-low", "--pod-annotations",
+             "team=nlp", "--pod-labels", "cost=ml", "--image-pull-secrets", "regcred",
+             "--image-pull-policy", "Always", "--termination-grace-period-seconds", "60",
+             "--tmp-size-limit", "2Gi", "--cache-size-limit", "3Gi", "--shm-size-limit", "2Gi",
+             "--ephemeral-storage", "20Gi", "--active-deadline-seconds", "3600",
+             "--backoff-limit", "1"],
+            id="pod-and-job-settings",
+        ),
     ],
 )  # fmt: skip
 def test_chart_cronjob_and_submit_make_the_same_pod(capsys, helm_values, submit_flags):
     (cron,) = [d for d in helm_template(*EXAMPLE, *helm_values) if d["kind"] == "CronJob"]
     (job,) = dry_run(capsys, *submit_flags, "--run-id", "r1")
     assert normalize(scheduled_pod(cron)) == normalize(submitted_pod(job))
+    # The Job's own settings too (a scheduled Job has no TTL: the history limits prune it).
+    scheduled = {k: v for k, v in cron["spec"]["jobTemplate"]["spec"].items() if k != "template"}
+    submitted = {k: v for k, v in job["spec"].items()
+                 if k not in ("template", "ttlSecondsAfterFinished")}  # fmt: skip
+    assert scheduled == submitted
     # Kueue: the same queue label and suspension on the chart's scheduled Jobs and submit's.
     template = cron["spec"]["jobTemplate"]
-    for key in ("kueue.x-k8s.io/queue-name",):
+    for key in ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class"):
         assert template["metadata"]["labels"].get(key) == job["metadata"]["labels"].get(key)
     assert template["spec"].get("suspend") == job["spec"].get("suspend")

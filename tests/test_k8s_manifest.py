@@ -68,7 +68,7 @@ def test_spec_rejects_bad_values_naming_them(fields, message):
         ({"run_id": 123}, "run_id", "123"),  # fire reads --run-id 123 as an int
         ({"epochs": "7"}, "epochs", 7),
         ({"batch_size": 128.0}, "batch_size", 128),
-        ({"cpu_request": 2}, "cpu_request", "2"),
+        ({"cpu": 2}, "cpu", "2"),
         ({"node_selector": "a=b,c=d", "gpus": 0}, "node_selector", {"a": "b", "c": "d"}),
         ({"node_selector": '{"a": "b"}', "gpus": 0}, "node_selector", {"a": "b"}),
         ({"node_selector": "a=b"}, "node_selector", {"a": "b", ACC: "nvidia-l4"}),
