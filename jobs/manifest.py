@@ -560,6 +560,32 @@ def build_service_account(
     )
 
 
+def build_network_policy(
+    name: str, namespace: str, *, instance: str, egress: bool = False
+) -> client.V1NetworkPolicy:
+    """Trainer pods may reach each other on the workers' port where a namespace denies
+    traffic by default; only their ingress is isolated (egress too if asked, for namespaces
+    that deny egress by default and allow DNS and Cloud Storage already)."""
+    trainers = client.V1LabelSelector(
+        match_labels={LABEL_NAME: APP_NAME, LABEL_COMPONENT: "trainer"}
+    )
+    peers = [client.V1NetworkPolicyPeer(pod_selector=trainers)]
+    port = [client.V1NetworkPolicyPort(port=WORKER_PORT, protocol="TCP")]
+    return client.V1NetworkPolicy(
+        api_version="networking.k8s.io/v1",
+        kind="NetworkPolicy",
+        metadata=client.V1ObjectMeta(
+            name=f"{name}-workers", namespace=namespace, labels=_base_labels(instance, "network")
+        ),
+        spec=client.V1NetworkPolicySpec(
+            pod_selector=trainers,
+            policy_types=["Ingress", "Egress"] if egress else ["Ingress"],
+            ingress=[client.V1NetworkPolicyIngressRule(_from=peers, ports=port)],
+            egress=[client.V1NetworkPolicyEgressRule(to=peers, ports=port)] if egress else None,
+        ),
+    )
+
+
 def build_role(name: str, namespace: str, *, instance: str) -> client.V1Role:
     """Only what jobs.submit/status/logs/cancel need, in one namespace."""
     return client.V1Role(

@@ -13,6 +13,7 @@ from pathlib import Path
 from jobs import _cli
 from jobs.manifest import (
     build_cronjob,
+    build_network_policy,
     build_objects,
     build_role,
     build_role_binding,
@@ -53,6 +54,7 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, run_id: str = DEFAULT_RUN_ID) 
             build_role(submitter, namespace, instance=name),
             build_role_binding(submitter, namespace, instance=name, service_account=submitter),
         ],
+        "networkpolicy.yaml": [build_network_policy(name, namespace, instance=name)],
     }
 
     def example(model: str) -> JobSpec:

@@ -74,6 +74,10 @@ def test_lint_strict_is_clean():
                 ".nodeSelectorTerms[0].matchExpressions[0].key=cloud.google.com/gke-spot",
                 "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
                 ".nodeSelectorTerms[0].matchExpressions[0].operator=DoesNotExist",
+                "networkPolicy.egress=true",
+                "kueuePriorityClass=nightly",
+                "queue=team-a",
+                "resources.requests.ephemeral-storage=20Gi",
             ),
             id="extras",
         ),
@@ -85,6 +89,23 @@ def test_every_rendered_object_is_valid_and_restricted(values, k8s_version):
     for doc in docs:
         validate(doc, k8s_version)
         assert restricted_violations(doc) == [], doc["metadata"]["name"]
+
+
+def test_workers_reach_each_other_where_namespaces_deny_by_default():
+    from trainer.contract import WORKER_PORT
+
+    (policy,) = by_kind(render())["NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: DNS, GCS
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": WORKER_PORT, "protocol": "TCP"}]
+    selector = {"app.kubernetes.io/name": "imdb-train", "app.kubernetes.io/component": "trainer"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector
+    (cron,) = by_kind(render())["CronJob"]
+    pod_labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    (policy,) = by_kind(render("networkPolicy.egress=true"))["NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "NetworkPolicy" not in by_kind(render("networkPolicy.enabled=false"))
 
 
 def test_chart_owns_long_lived_objects_only():
@@ -198,10 +219,29 @@ def test_the_trainer_service_account_has_one_name_whatever_the_release():
 
 def test_an_image_pinned_by_digest_renders_repo_at_digest():
     digest = "sha256:" + "ab" * 32
+    cpu_digest = "sha256:" + "cd" * 32
     for tag in (digest, "@" + digest):
-        docs = render(f"image.tag={tag}")
+        docs = render(f"image.tag={tag}", f"tests.image.tag={cpu_digest}")
         (cron,) = by_kind(docs)["CronJob"]
         assert pod_of(cron)["containers"][0]["image"].endswith(f"/imdb-train@{digest}")
+        (probe,) = by_kind(docs)["Pod"]
+        assert probe["spec"]["containers"][0]["image"].endswith(f"/imdb-train@{cpu_digest}")
+    # The CPU image's digest cannot be derived from the GPU image's: it must be given.
+    result = helm("template", "imdb-train", str(CHART), "--set", f"image.tag={digest}",
+                  *(a for v in REQUIRED for a in ("--set", v)), check=False)  # fmt: skip
+    assert "tests.image.tag is required when image.tag is a digest" in result.stderr
+
+
+def test_helm_test_pulls_the_cpu_image_not_the_gpu_one():
+    """The test pod writes one object: the CPU variant (tag + -cpu) serves, a fraction of the
+    GPU image's size; a registry of its own can be named."""
+    (probe,) = by_kind(render("image.tag=1.2.3"))["Pod"]
+    assert probe["spec"]["containers"][0]["image"] == (
+        "europe-docker.pkg.dev/p/imdb/imdb-train:1.2.3-cpu"
+    )
+    (probe,) = by_kind(render("tests.image.repository=mirror/t", "tests.image.tag=v1"))["Pod"]
+    assert probe["spec"]["containers"][0]["image"] == "mirror/t:v1"
+    assert "nvidia.com/gpu" not in str(probe["spec"]["containers"][0]["resources"])
 
 
 def test_long_release_names_are_truncated_to_63():

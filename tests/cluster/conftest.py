@@ -124,6 +124,8 @@ def install_chart(namespace: str, *values: str) -> subprocess.CompletedProcess:
         "install", RELEASE, str(ROOT / "helm" / "imdb-train"), "-n", namespace,
         "--set", "image.repository=" + os.environ[IMAGE_ENV].rsplit(":", 1)[0],
         "--set", "image.tag=" + os.environ[IMAGE_ENV].rsplit(":", 1)[1],
+        # The image here is the CPU one already (the helm test pod's default adds -cpu).
+        "--set", "tests.image.tag=" + os.environ[IMAGE_ENV].rsplit(":", 1)[1],
         "--set", f"output=gs://{BUCKET}/{namespace}",
         "--set", f"data=gs://{BUCKET}/{SMALL}", "--set", f"accelerator={local.ACCELERATOR}",
         *values,

@@ -69,6 +69,28 @@ Workload Identity principal in the docs all name the same account.
 {{- end }}
 {{- end }}
 
+{{/*
+The `helm test` pod's image: the trainer image's CPU variant (its tag + "-cpu") unless set.
+*/}}
+{{- define "imdb-train.testImage" -}}
+{{- $_ := include "imdb-train.image" . }}{{/* image.repository is required here too */}}
+{{- $t := .Values.tests.image | default dict }}
+{{- $repo := $t.repository | default .Values.image.repository }}
+{{- $tag := $t.tag | trimPrefix "@" }}
+{{- if not $tag }}
+{{- $base := default .Chart.AppVersion .Values.image.tag | trimPrefix "@" }}
+{{- if hasPrefix "sha256:" $base }}
+{{- fail "tests.image.tag is required when image.tag is a digest: the digest of the CPU image (make image-cpu), or --set tests.enabled=false" }}
+{{- end }}
+{{- $tag = printf "%s-cpu" $base }}
+{{- end }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" $repo $tag }}
+{{- else }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
+{{- end }}
+
 {{- define "imdb-train.output" -}}
 {{- $out := required "output is required: --set output=gs://YOUR-BUCKET/imdb (a bucket the trainer's Workload Identity can write)" .Values.output }}
 {{- if not (hasPrefix "gs://" $out) }}
