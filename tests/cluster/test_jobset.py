@@ -105,3 +105,40 @@ def test_bad_input_fails_the_jobset_at_once(jobset, namespace):
     js = get_jobset(namespace, f"imdb-train-lstm-{run_id}")
     assert condition(js, "Failed")["status"] == "True"
     assert js["status"].get("restarts", 0) == 0
+
+
+def test_kueue_admits_a_jobset_whole_or_not_at_all(jobset, namespace, tmp_path):
+    """With 1 GPU of quota a 2-GPU group is not admitted at all (no pod starts); with 2 it
+    is admitted as one Workload and trains."""
+    from tests.cluster.test_kueue import queues
+
+    addons.start_kueue(jobset)  # after JobSet: Kueue then manages JobSets too
+    install_chart(namespace)
+    (tmp_path / "queues.yaml").write_text(queues(namespace, gpus=1))
+    kubectl("apply", "-f", str(tmp_path / "queues.yaml"))
+    run_id = f"jk{uuid.uuid4().hex[:5]}"
+    name = f"imdb-train-lstm-{run_id}"
+    args = submit_args(namespace, "--model", "lstm", "--run-id", run_id, "--gpus", "1",
+                       "--workers", "2", "--runtime", "jobset", "--queue", "imdb-train")  # fmt: skip
+    done = cli("jobs.submit", *args)
+    assert done.returncode == 0, done.stderr
+
+    def workload() -> dict | None:
+        found = json.loads(kubectl("get", "workloads.kueue.x-k8s.io", "-n", namespace,
+                                   "-o", "json").stdout)["items"]  # fmt: skip
+        return found[0] if found and found[0].get("status", {}).get("conditions") else None
+
+    pending = wait_for("Kueue's Workload for the JobSet", workload, 120)
+    assert pending["metadata"]["ownerReferences"][0]["kind"] == "JobSet"
+    reserved = condition(pending, "QuotaReserved")
+    assert reserved["status"] == "False" and "insufficient" in reserved["message"].lower()
+    assert get_jobset(namespace, name)["spec"]["suspend"] is True
+    assert group_pods(namespace, name) == []  # not one member started
+    (tmp_path / "queues.yaml").write_text(queues(namespace, gpus=2))
+    kubectl("apply", "-f", str(tmp_path / "queues.yaml"))
+    js = ended(namespace, name)
+    assert condition(js, "Completed"), js["status"]
+    admitted = wait_for("admitted Workload", workload, 30)
+    assert condition(admitted, "Admitted")["status"] == "True"
+    nodes = {p["spec"]["nodeName"] for p in group_pods(namespace, name)}
+    assert len(nodes) == 2  # one GPU each: the two GPU nodes
