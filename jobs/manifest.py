@@ -12,10 +12,10 @@ from trainer.config import SEED_FROM_RUN_ID
 from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
-    EXIT_BAD_INPUT,
     EXIT_GROUP_STOPPED,
     IMAGE_REF_ENV,
     PEER_TIMEOUT_ENV,
+    PERMANENT_EXITS,
     RUN_ID_ENV,
     WORKER_HOSTS_ENV,
     WORKER_PORT,
@@ -273,11 +273,11 @@ def build_pod_template(spec: JobSpec, *, scheduled: bool = False) -> client.V1Po
     )
 
 
-def _exit_code_rule(action: str, code: int) -> client.V1PodFailurePolicyRule:
+def _exit_code_rule(action: str, *codes: int) -> client.V1PodFailurePolicyRule:
     return client.V1PodFailurePolicyRule(
         action=action,
         on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-            container_name=CONTAINER_NAME, operator="In", values=[code]
+            container_name=CONTAINER_NAME, operator="In", values=list(codes)
         ),
     )
 
@@ -298,8 +298,8 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
             # A worker stopped because a peer was preempted: the preemption is not counted,
             # and neither is its consequence (activeDeadlineSeconds bounds the retries).
             _exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
-            # Exit 2 = bad input: the same pod would fail the same way again.
-            _exit_code_rule("FailJob", EXIT_BAD_INPUT),
+            # Exit 2 = bad input, 3 = diverged: the same pod would fail the same way again.
+            _exit_code_rule("FailJob", *PERMANENT_EXITS),
         ]
     )
 
@@ -366,7 +366,9 @@ def build_jobset_failure_policy(spec: JobSpec) -> dict[str, Any]:
                 "name": "badInput",
                 "action": "FailJobSet",
                 "onJobFailureReasons": ["PodFailurePolicy"],
-                "onJobFailureMessagePatterns": [_FAILJOB_BY_EXIT_CODE.format(EXIT_BAD_INPUT)],
+                "onJobFailureMessagePatterns": [
+                    _FAILJOB_BY_EXIT_CODE.format(code) for code in PERMANENT_EXITS
+                ],
             },
             # The deadline bounds one attempt of the group; restarting would start it again.
             {
@@ -394,7 +396,7 @@ def build_jobset(spec: JobSpec) -> dict[str, Any]:
         {"action": "FailJob",
          "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         to_dict(_exit_code_rule("FailJob", EXIT_GROUP_STOPPED)),
-        to_dict(_exit_code_rule("FailJob", EXIT_BAD_INPUT)),
+        to_dict(_exit_code_rule("FailJob", *PERMANENT_EXITS)),
     ]}  # fmt: skip
     body: dict[str, Any] = {
         "apiVersion": f"{JOBSET_GROUP}/{JOBSET_VERSION}",

@@ -416,3 +416,105 @@ def test_a_signal_during_a_store_call_is_not_a_store_error():
 
     signal = PreemptedError("stopped by signal 15 while loading data")
     assert GCSStore("bucket-x")._wrap("read", "k", signal) is signal
+
+
+# ---------------------------------------------------------------- directory datasets (class 3)
+
+
+def test_a_symlink_out_of_the_dataset_is_not_read(tmp_path, capsys):
+    """A *.txt link to a file elsewhere (or a dangling one) is skipped and counted: its
+    words never reach word_index.json or the serving vocabulary."""
+    from tests.helpers import write_tree
+
+    root = write_tree(tmp_path / "d")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"zebrapassword " * 50)
+    (root / "train" / "pos" / "99_9.txt").symlink_to(secret)
+    (root / "train" / "neg" / "98_1.txt").symlink_to(tmp_path / "missing.txt")
+    splits = data.read_reviews(root)
+    words = b" ".join(text for s in splits.values() for _, text, _ in s)
+    assert b"zebrapassword" not in words
+    assert len(splits["train"]) == 4  # the TINY reviews only
+    assert "skipped 2 entries" in capsys.readouterr().err
+
+
+def test_special_files_are_skipped_not_read(tmp_path, capsys):
+    """A FIFO would hang a reader and a device has no end: neither is opened."""
+    from tests.helpers import write_tree
+
+    root = write_tree(tmp_path / "d")
+    os.mkfifo(root / "train" / "pos" / "50_9.txt")
+    (root / "train" / "neg" / "51_1.txt").symlink_to("/dev/zero")
+    (root / "test" / "pos" / "x.txt").mkdir()  # a directory named like a review
+    splits = data.read_reviews(root)
+    assert len(splits["train"]) == 4 and len(splits["test"]) == 2
+    assert "skipped 2 entries" in capsys.readouterr().err
+
+
+def test_the_directory_ceiling_counts_bytes_read(tmp_path, monkeypatch):
+    from tests.helpers import write_tree
+
+    root = write_tree(tmp_path / "d")
+    (root / "train" / "pos" / "7_9.txt").write_bytes(b"big " * 100)
+    monkeypatch.setenv(MAX_DATA_BYTES_ENV, "200")
+    with pytest.raises(data.DataError, match="ceiling of 200 bytes"):
+        data.read_reviews(root)
+
+
+def test_an_unreadable_file_is_refused_with_its_name(tmp_path, monkeypatch):
+    from tests.helpers import write_tree
+
+    root = write_tree(tmp_path / "d")
+    locked = root / "train" / "pos" / "0_7.txt"
+    locked.chmod(0)
+    real_open = os.open
+
+    def denying_open(path, flags, *a):  # root reads anything: the kernel's answer to others
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", denying_open)
+    with pytest.raises(data.DataError, match="cannot read .*0_7.txt: Permission denied"):
+        data.read_reviews(root)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "empty"])
+def test_data_naming_a_special_file_or_nothing_is_bad_input(tmp_path, kind):
+    """--data naming a FIFO or a device, or '', is refused at once (not a hang, not a read
+    of the current directory)."""
+    if kind == "fifo":
+        source = str(tmp_path / "pipe")
+        os.mkfifo(source)
+    else:
+        source = "/dev/zero" if kind == "device" else ""
+    with pytest.raises(data.DataError, match="not a regular file|does not exist"):
+        data.resolve_source(source, tmp_path / "cache")
+
+
+def test_trainer_refuses_empty_data_before_any_work():
+    from trainer.cli import config_from_args
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid data ''"):
+        config_from_args(["--data", ""])
+
+
+# ------------------------------------------------------------ integer edge cases (class 8)
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
+def test_ranks_near_the_top_of_the_integer_range_are_out_of_vocabulary(tmp_path, dtype):
+    """A rank of 2**64-1, 2**63 or int64's max minus the index offset is OOV, never wrapped
+    to a word id or to the start mark."""
+    top = np.iinfo(dtype).max
+    huge = [top, top - 1, top - 2, top - 3, np.iinfo(np.int64).max - 2]
+    huge = [min(v, top) for v in huge]
+    x = np.array([huge, [1, 1, 1, 1, 1]], dtype=dtype)
+    path = tmp_path / "imdb.npz"
+    np.savez(path, x_train=x, y_train=np.array([1, 0]), x_test=x, y_test=np.array([1, 0]))
+    arrays, _, _ = data.encode_npz(path, num_words=100, maxlen=6)
+    for split in ("x_train", "x_test"):
+        rows = {tuple(r) for r in arrays[split].tolist()}
+        assert (1, 2, 2, 2, 2, 2) in rows, rows  # start mark, then five OOV
+        assert (1, 4, 4, 4, 4, 4) in rows  # rank 1 is still word id 4

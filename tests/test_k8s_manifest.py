@@ -201,7 +201,11 @@ def test_pod_failure_policy_ignores_disruption_and_fails_on_bad_input():
         "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [76]},
     }  # a peer stopped with a preempted worker: not counted either
     assert rules[2]["action"] == "FailJob"
-    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert rules[2]["onExitCodes"] == {
+        "containerName": "trainer",
+        "operator": "In",
+        "values": [2, 3],
+    }  # bad input, a diverged loss
     assert len(rules) == 3  # exit 75 (preempted/transient) has no rule: it counts normally
     assert job["backoffLimit"] == 4
     assert job["podReplacementPolicy"] == "Failed"
@@ -336,3 +340,49 @@ def test_valid_references_and_keys_pass():
                    tolerations='[{"key": "cloud.google.com/gke-spot", "operator": "Equal", '
                                '"value": "true", "effect": "NoSchedule"}]')  # fmt: skip
     assert spec.node_selector["cloud.google.com/gke-spot"] == "true"
+
+
+def test_jobset_restarts_the_group_and_ignores_preemptions():
+    """--runtime jobset: one JobSet whose child Job fails at once on any member's failure,
+    saying why in its message; the JobSet restarts the group for free on a preemption (or a
+    peer's exit 76), fails at once on bad input or the deadline, else counts the restart."""
+    from jobs.manifest import build_objects
+    from trainer.contract import EXIT_BAD_INPUT, EXIT_GROUP_STOPPED, WORKER_HOSTS_ENV
+
+    spec = spec_of(model="lstm", run_id="r1", workers=3, gpus=0, runtime="jobset", batch_size=63,
+                   backoff_limit=2, queue="team-a")  # fmt: skip
+    (js,) = build_objects(spec)
+    assert js["kind"] == "JobSet" and js["spec"]["suspend"] is True
+    assert js["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    policy = js["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] == 2 and policy["restartStrategy"] == "BlockingRecreate"
+    rules = {r["name"]: r for r in policy["rules"]}
+    assert rules["preempted"]["action"] == "RestartJobSetAndIgnoreMaxRestarts"
+    assert rules["badInput"]["action"] == "FailJobSet"
+    assert rules["deadline"]["action"] == "FailJobSet"
+    # The Job controller's words (pkg/controller/job/pod_failure_policy.go).
+    assert any("has condition DisruptionTarget" in p
+               for p in rules["preempted"]["onJobFailureMessagePatterns"])  # fmt: skip
+    assert any(f"exit code {EXIT_GROUP_STOPPED} matching" in p
+               for p in rules["preempted"]["onJobFailureMessagePatterns"])  # fmt: skip
+    assert rules["badInput"]["onJobFailureMessagePatterns"] == [
+        f"failed with exit code {code} matching FailJob rule" for code in (EXIT_BAD_INPUT, 3)
+    ]
+    (rjob,) = js["spec"]["replicatedJobs"]
+    job = rjob["template"]["spec"]
+    assert job["backoffLimit"] == 0 and job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] == 3
+    assert "suspend" not in job and "ttlSecondsAfterFinished" not in job
+    actions = [r["action"] for r in job["podFailurePolicy"]["rules"]]
+    assert actions == ["FailJob", "FailJob", "FailJob"]
+    (container,) = job["template"]["spec"]["containers"]
+    hosts = next(e["value"] for e in container["env"] if e["name"] == WORKER_HOSTS_ENV)
+    assert hosts.split(",") == [f"imdb-train-lstm-r1-worker-0-{i}.imdb-train-lstm-r1:2222"
+                                for i in range(3)]  # fmt: skip
+
+
+def test_jobset_names_must_leave_room_for_its_pods():
+    with pytest.raises(SpecError, match="longer than"):
+        spec_of(model="lstm", run_id="r" * 40, workers=2, gpus=0, runtime="jobset")
+    with pytest.raises(SpecError, match="invalid runtime 'kubeflow'"):
+        spec_of(model="lstm", run_id="r1", runtime="kubeflow")

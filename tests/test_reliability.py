@@ -367,6 +367,48 @@ def test_quality_gate(model_store):
     assert latest["run_id"] == "d" and latest["previous_run_id"] == "b"
 
 
+def test_the_floor_is_exact_and_no_tolerance_softens_it(model_store):
+    """--min-accuracy is "at least": exactly at the floor is promoted; just below it is not,
+    whatever the tolerance (which only compares with the current latest)."""
+    at = _promote(model_store, "at", 0.80, min_accuracy=0.80)
+    assert at["promoted"], at
+    below = _promote(model_store, "below", 0.7999, min_accuracy=0.80)
+    assert not below["promoted"] and "below the floor 0.8000" in below["reason"]
+    for tolerance in (0.005, 0.5):  # the default, and a loose one
+        soft = _promote(model_store, f"t{int(tolerance * 1000)}", 0.7999, min_accuracy=0.80,
+                        tolerance=tolerance)  # fmt: skip
+        assert not soft["promoted"] and "below the floor" in soft["reason"]
+
+
+def test_the_tolerance_boundary_against_the_latest(model_store):
+    """Worse than the latest by exactly the tolerance is refused ("or more"); by less, kept."""
+    assert _promote(model_store, "base", 0.850)["promoted"]
+    edge = _promote(model_store, "edge", 0.845, tolerance=0.005)
+    assert not edge["promoted"] and "by the tolerance 0.0050 or more" in edge["reason"]
+    assert _promote(model_store, "inside", 0.8451, tolerance=0.005)["promoted"]
+
+
+def test_a_diverged_loss_stops_with_its_own_exit_never_checkpointed_or_promoted(tmp_path):
+    """A learning rate the model cannot take: the loss becomes NaN. The run stops after that
+    epoch with one line and exit 3 (FailJob, never a crash loop), checkpoints and promotes
+    nothing, and a rerun of the run id ends the same way, not in a traceback."""
+    from trainer.contract import CHECKPOINT_DIR, EXIT_DIVERGED
+
+    out = tmp_path / "out"
+    args = ["--model", "mean", "--data", str(write_tarball(tmp_path / "ok.tar.gz")),
+            "--output", str(out), "--run-id", "nan", "--epochs", "2",
+            "--learning-rate", "1e30", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    for attempt in ("first", "rerun"):
+        proc = run_trainer(args, timeout=180)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == EXIT_DIVERGED, (attempt, proc.stderr[-2000:])
+        assert len(errors) == 1 and "training diverged" in errors[0], proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        run = out / "mean" / "nan"
+        assert not (run / CHECKPOINT_DIR).exists() or not any((run / CHECKPOINT_DIR).iterdir())
+        assert not (run / SUCCESS).exists() and not (out / "mean" / LATEST).exists()
+
+
 def test_concurrent_publishers_lose_no_update(model_store):
     """Twelve publishers race with distinct accuracies and tolerance 0: the best ends
     up latest, and every publisher told it won is on the pointer's history chain."""

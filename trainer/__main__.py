@@ -15,6 +15,7 @@ last completed epoch. Set IMDB_TRAIN_VERBOSE=1 to see TensorFlow's own start-up 
 
 EXIT_CODES = (
     f"exit codes: {contract.EXIT_OK} done, {contract.EXIT_BAD_INPUT} bad input (permanent), "
+    f"{contract.EXIT_DIVERGED} the loss diverged (permanent), "
     f"{contract.EXIT_PREEMPTED} preempted or store outage (rerun to resume), "
     f"{contract.EXIT_GROUP_STOPPED} stopped with a preempted worker of its group, "
     f"{contract.EXIT_CRASH} unexpected error."
@@ -63,8 +64,11 @@ def run(argv: Sequence[str]) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return contract.EXIT_BAD_INPUT
     except Exception as e:
-        from trainer.termination import GroupStoppedError, RetryableError
+        from trainer.termination import DivergedError, GroupStoppedError, RetryableError
 
+        if isinstance(e, DivergedError):
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return contract.EXIT_DIVERGED
         if isinstance(e, GroupStoppedError):
             print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
             return contract.EXIT_GROUP_STOPPED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,18 @@ class EpochEnd(tf.keras.callbacks.Callback):
             # must not be checkpointed as complete.
             return
         logs = logs or {}
+        diverged = sorted(k for k in ("loss", "val_loss")
+                          if k in logs and not math.isfinite(float(logs[k])))  # fmt: skip
+        if diverged:
+            # Never checkpointed, never promoted: the last finite epoch stays the resume point.
+            from trainer.termination import DivergedError
+
+            raise DivergedError(
+                f"training diverged: {diverged[0]} is {float(logs[diverged[0]])} after epoch "
+                f"{epoch + 1}, which is not checkpointed"
+                f"{f' (epoch {epoch} is)' if epoch else ''}; lower --learning-rate and start a "
+                "new run id"
+            )
         self.state.add_epoch(seconds, logs)
         self._scalars(epoch, logs)
         if self.log is not None:

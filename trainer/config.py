@@ -186,6 +186,11 @@ class TrainConfig:
         if not isinstance(self.promote, bool):
             raise ConfigError(f"invalid promote {self.promote!r}: expected true or false")
         self.data = str(self.data)
+        if not self.data.strip():
+            raise ConfigError(
+                "invalid data '': expected keras, a path to imdb.npz or an aclImdb tarball or "
+                "directory, or gs://bucket/path"
+            )
         self.output = str(self.output)
 
     def resolve_seed(self) -> None:

@@ -22,6 +22,11 @@ NEIGHBOURS_MODEL = "mean"
 EXIT_OK = 0
 EXIT_CRASH = 1  # unexpected error: the Job's backoffLimit decides
 EXIT_BAD_INPUT = 2  # permanent: retrying cannot help, the Job fails at once
+# The loss became NaN or infinite (a learning rate the model cannot take): as permanent as
+# bad input (a rerun resumes the last finite checkpoint and diverges again), told apart.
+EXIT_DIVERGED = 3
+# Exit codes that fail a Job at once (podFailurePolicy FailJob, a JobSet's FailJobSet).
+PERMANENT_EXITS = (EXIT_BAD_INPUT, EXIT_DIVERGED)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM or a transient store fault; rerun to resume
 # A worker that stopped only because another member of its group was signalled (preempted):
 # not this pod's failure, so the Job's podFailurePolicy ignores it (bounded by the deadline),

@@ -19,12 +19,14 @@ and no source may expand beyond a configurable ceiling (gzip bombs).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import pickle
 import re
+import stat
 import sys
 import tarfile
 import tempfile
@@ -197,10 +199,15 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
             raise DataError(f"cannot read data source {source}: {e}") from e
         return local
     path = Path(source[len("file://") :] if source.startswith("file://") else source)
-    if not path.exists():
+    if not source.strip() or not path.exists():
         raise DataError(
             f"data source {source!r} does not exist: expected 'keras', a path to imdb.npz, "
             "an aclImdb tarball or directory, or a gs:// URI"
+        )
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block or never end
+        raise DataError(
+            f"data source {source!r} is not a regular file or a directory: expected "
+            "imdb.npz, an aclImdb tarball or directory"
         )
     return path
 
@@ -274,6 +281,48 @@ def _gunzip(data: bytes, path: Path, limit: int) -> bytes:
     return b"".join(out)
 
 
+def _read_directory(root: Path, limit: int) -> list[tuple[bytes, bytes]]:
+    """(relative name, content) of the regular *.txt files under root, links not followed.
+
+    Symlinks (to files outside the dataset, to devices, dangling), FIFOs, sockets and
+    devices are skipped and counted; a file that cannot be read is refused with its name.
+    The ceiling counts the bytes actually read, so nothing can read past it.
+    """
+    members: list[tuple[bytes, bytes]] = []
+    total, skipped = 0, 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".txt"):
+                continue
+            full = os.path.join(dirpath, name)
+            try:
+                if not stat.S_ISREG(os.lstat(full).st_mode):  # never opened: links, devices
+                    skipped += 1
+                    continue
+                # O_NOFOLLOW: a link is never opened; O_NONBLOCK: neither is a FIFO's writer
+                # awaited; fstat then says what was opened.
+                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENXIO):  # a symlink; a FIFO/socket/device
+                    skipped += 1
+                    continue
+                raise DataError(f"cannot read {full}: {e.strerror}") from None
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    skipped += 1
+                    continue
+                content = f.read(limit - total + 1)
+            total += len(content)
+            if total > limit:
+                raise _too_big(f"directory {root}", limit)
+            members.append((os.path.relpath(full, root).replace(os.sep, "/").encode(), content))
+    if skipped:
+        _warn(f"skipped {skipped} entries of {root} that are not regular files "
+              "(symlinks, FIFOs, devices): only the dataset's own files are read")  # fmt: skip
+    return members
+
+
 def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
     """Read raw reviews from an aclImdb tarball or directory.
 
@@ -283,10 +332,7 @@ def read_reviews(path: Path) -> dict[str, list[tuple[str, bytes, int]]]:
     members: list[tuple[bytes, bytes]]
     limit = max_data_bytes()
     if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if sum(p.stat().st_size for p in files) > limit:
-            raise _too_big(f"directory {path}", limit)
-        members = [(p.relative_to(path).as_posix().encode(), p.read_bytes()) for p in files]
+        members = _read_directory(path, limit)
     else:
         if path.stat().st_size > limit:
             raise _too_big(f"data source {path}", limit)
@@ -426,7 +472,10 @@ def encode(
     Returns:
         int32 array (n_reviews, maxlen).
     """
-    ids = ranks.astype(np.int64) + index_from
+    # Ranks at or beyond the vocabulary are OOV whatever their size: clipped before the
+    # cast and the shift, a uint64 or int64 rank near the top cannot wrap to a real id.
+    ceiling = max(num_words - index_from, 0)
+    ids = np.minimum(ranks, ceiling).astype(np.int64) + index_from
     ids[ids >= num_words] = OOV_CHAR
     n = len(row_splits) - 1
     starts = row_splits[:-1]
@@ -637,7 +686,8 @@ def _npz_reviews(raw: dict[str, np.ndarray], path: Path, split: str) -> list[np.
                 f"npz {path}: {_describe(f'x_{split}[{i}]', seq)} is not a list of "
                 "non-negative integer word ranks"
             )
-        seqs.append(seq.astype(np.int64))
+        # Ranks beyond int64 are as out of vocabulary as any rank past num_words.
+        seqs.append(np.minimum(seq, np.iinfo(np.int64).max).astype(np.int64))
     return seqs
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,12 +170,20 @@ def load_run(run: str) -> LoadedRun:
             f"version {ENCODER_VERSION}; predict with the trainer version that made the run"
         )
     word_index = _read_json(store, contract.WORD_INDEX)
+    if not isinstance(word_index, dict):
+        raise PredictError(
+            f"{store.uri}/{contract.WORD_INDEX} is a JSON {type(word_index).__name__}: "
+            "expected an object of word -> rank; the run's files are damaged"
+        )
     if not word_index:
         raise PredictError(
             f"run {store.uri} has an empty {contract.WORD_INDEX}: it was trained on ids "
             "without their words (an imdb.npz without imdb_word_index.json), so raw text "
             "cannot be encoded for it"
         )
+    # Checked before the model is fetched: one line naming the file, never a traceback.
+    ranks = word_ranks(store.uri, word_index)
+    sizes = run_encoding(store.uri, cfg, encoding)
     # A run of several workers trains with tf-keras, whose files Keras 3 does not load;
     # this must be decided before TensorFlow is imported.
     if doc.get("keras") == "tf-keras" and "tensorflow" not in sys.modules:
@@ -190,16 +199,79 @@ def load_run(run: str) -> LoadedRun:
         metrics = json.loads(store.read_bytes(contract.METRICS))
     except (NotFoundError, ValueError):
         metrics = {}
+    _check_model(store.uri, model, *sizes[:2])
     return LoadedRun(
         store=store,
         model=model,
-        word_index={str(k): int(v) for k, v in word_index.items()},
-        vocab_size=int(cfg.get("vocab_size", 5000)),
-        max_review_length=int(cfg.get("max_review_length", 100)),
-        index_from=int(encoding.get("index_from", INDEX_FROM)),
+        word_index=ranks,
+        vocab_size=sizes[0],
+        max_review_length=sizes[1],
+        index_from=sizes[2],
         config=doc,
         metrics=metrics,
     )
+
+
+_MAX_RANK = 2**31 - 1  # ranks become int32 ids
+
+
+def word_ranks(uri: str, word_index: dict) -> dict[str, int]:
+    """word_index.json's words and ranks, each rank a positive integer, or one line naming
+    the file and the first bad entry (a rank that is text, negative or huge would be
+    another word's id, or no id at all)."""
+    out = {}
+    for word, rank in word_index.items():
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= _MAX_RANK:
+            raise PredictError(
+                f"{uri}/{contract.WORD_INDEX}: the rank of {str(word)[:40]!r} is {rank!r}: "
+                f"expected an integer from 1 to {_MAX_RANK}; the run's files are damaged"
+            )
+        out[str(word)] = rank
+    return out
+
+
+def run_encoding(uri: str, cfg: Any, encoding: Any) -> tuple[int, int, int]:
+    """(vocab_size, max_review_length, index_from) from config.json, each checked."""
+    from trainer.config import MAXIMA
+
+    if not isinstance(cfg, dict) or not isinstance(encoding, dict):
+        raise PredictError(
+            f"{uri}/{contract.CONFIG}: 'config' and 'encoding' must be JSON objects; the "
+            "run's files are damaged"
+        )
+    values = []
+    for key, source, default, lo, hi in (
+        ("vocab_size", cfg, 5000, 1, MAXIMA["vocab_size"]),
+        ("max_review_length", cfg, 100, 1, MAXIMA["max_review_length"]),
+        ("index_from", encoding, INDEX_FROM, 0, 1000),
+    ):
+        value = source.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise PredictError(
+                f"{uri}/{contract.CONFIG}: {key} is {value!r}: expected an integer from {lo} "
+                f"to {hi}; the run's files are damaged"
+            )
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _check_model(uri: str, model: Any, vocab_size: int, max_review_length: int) -> None:
+    """The model takes what config.json says it was trained on, or one line saying not."""
+    try:
+        rows = int(model.get_layer("embedding").input_dim)
+    except (ValueError, AttributeError):
+        rows = None
+    width = (model.input_shape or (None, None))[-1] if hasattr(model, "input_shape") else None
+    if rows is not None and rows != vocab_size:
+        raise PredictError(
+            f"{uri}/{contract.CONFIG}: vocab_size {vocab_size} disagrees with the model's "
+            f"embedding of {rows} rows; the run's files are damaged or mixed"
+        )
+    if width is not None and width != max_review_length:
+        raise PredictError(
+            f"{uri}/{contract.CONFIG}: max_review_length {max_review_length} disagrees with "
+            f"the model's input of {width} words; the run's files are damaged or mixed"
+        )
 
 
 # ----------------------------------------------------------------------------- input

@@ -8,6 +8,10 @@ import sys
 import threading
 
 
+class DivergedError(Exception):
+    """The training loss became NaN or infinite: the run stops before checkpointing it."""
+
+
 class RetryableError(Exception):
     """The run stopped at its last checkpoint and resumes when started again (exit 75)."""
 

@@ -119,7 +119,8 @@ def test_kueue_admits_a_jobset_whole_or_not_at_all(jobset, namespace, tmp_path):
     run_id = f"jk{uuid.uuid4().hex[:5]}"
     name = f"imdb-train-lstm-{run_id}"
     args = submit_args(namespace, "--model", "lstm", "--run-id", run_id, "--gpus", "1",
-                       "--workers", "2", "--runtime", "jobset", "--queue", "imdb-train")  # fmt: skip
+                       "--workers", "2", "--runtime", "jobset",
+                       "--queue", "imdb-train")  # fmt: skip
     done = cli("jobs.submit", *args)
     assert done.returncode == 0, done.stderr
 

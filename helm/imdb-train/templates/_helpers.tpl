@@ -270,12 +270,13 @@ podFailurePolicy:
         containerName: trainer
         operator: In
         values: [76]
-    # Exit 2 = bad input: permanent, retrying cannot help. Exit 75 (preempted) counts normally.
+    # Exit 2 = bad input, 3 = the loss diverged: permanent, retrying cannot help.
+    # Exit 75 (preempted) counts normally.
     - action: FailJob
       onExitCodes:
         containerName: trainer
         operator: In
-        values: [2]
+        values: [2, 3]
 # Never two pods for one index: the old one may still be writing its checkpoint.
 podReplacementPolicy: Failed
 {{- with $v.activeDeadlineSeconds }}
