@@ -210,9 +210,11 @@ MUTANTS = [
            "links, devices",
            "                if not stat.S_ISREG(os.stat(full).st_mode):",
            ("tests/test_data_safety.py::test_a_symlink_out_of_the_dataset_is_not_read",)),
-    Mutant("dataset-ceiling-from-stat-not-reads", "trainer/data.py",
-           "                content = f.read(limit - total + 1)",
-           "                content = f.read()",
+    Mutant("dataset-ceiling-not-checked", "trainer/data.py",
+           "            if total > limit:\n"
+           "                raise _too_big(f\"directory {root}\", limit)",
+           "            if False:\n"
+           "                raise _too_big(f\"directory {root}\", limit)",
            ("tests/test_data_safety.py::test_the_directory_ceiling_counts_bytes_read",)),
     Mutant("data-special-file-opened", "trainer/data.py",
            "    if not (path.is_file() or path.is_dir()):",
