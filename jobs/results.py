@@ -29,6 +29,21 @@ def _read_json(store, key: str) -> Any:
     return json.loads(store.read_bytes(key))
 
 
+def _read_doc(store, key: str) -> dict[str, Any]:
+    """A run's JSON object, or one line naming the file when it is not one (damaged,
+    nested past the parser's depth, a list)."""
+    try:
+        doc = _read_json(store, key)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else f"not JSON ({e})"
+        raise _cli.CommandFailedError(f"{store.uri}/{key} is corrupt: {reason}") from None
+    if not isinstance(doc, dict):
+        raise _cli.CommandFailedError(
+            f"{store.uri}/{key} is corrupt: a JSON {type(doc).__name__}, expected an object"
+        )
+    return doc
+
+
 def _runs(store, model: str) -> dict[str, set[str]]:
     """run id -> the file names directly in it (enough to tell complete runs apart).
 
@@ -49,7 +64,7 @@ def _latest(store, model: str) -> dict[str, Any] | None:
     except NotFoundError:
         return None
     try:
-        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}")
+        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}", model)
     except PointerError as e:
         raise _cli.CommandFailedError(str(e)) from None
 
@@ -115,7 +130,7 @@ def list_runs(output: str | None = None, model: str | None = None) -> None:
             if METRICS in files:
                 try:
                     metrics = _read_json(store, run_key(m, run_id, METRICS))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                     state = "corrupt"  # one damaged run must not hide the others
                 if not isinstance(metrics, dict):
                     metrics, state = {}, "corrupt"
@@ -172,11 +187,11 @@ def show(
     store = open_store(output)
     run_id = _resolve(store, model, run_id)
     _finished(store, model, run_id)
-    metrics = _read_json(store, run_key(model, run_id, METRICS))
-    neighbours = _read_json(store, run_key(model, run_id, NEIGHBOURS))
+    metrics = _read_doc(store, run_key(model, run_id, METRICS))
+    neighbours = _read_doc(store, run_key(model, run_id, NEIGHBOURS))
     try:
-        config = _read_json(store, run_key(model, run_id, CONFIG))
-    except (NotFoundError, ValueError):
+        config = _read_doc(store, run_key(model, run_id, CONFIG))
+    except (NotFoundError, _cli.CommandFailedError):
         config = None
     build = config.get("build") if isinstance(config, dict) else None
     if json_output:
@@ -220,8 +235,8 @@ def compare(*runs: str, output: str | None = None, k: int = 3) -> None:
         _finished(store, model, run_id)
         loaded.append((
             f"{model}/{run_id}",
-            _read_json(store, run_key(model, run_id, METRICS)),
-            _read_json(store, run_key(model, run_id, NEIGHBOURS)),
+            _read_doc(store, run_key(model, run_id, METRICS)),
+            _read_doc(store, run_key(model, run_id, NEIGHBOURS)),
         ))  # fmt: skip
     rows = [("", *(name for name, _, _ in loaded))]
     for key in ("test_accuracy", "test_loss", "epochs_completed", "replicas"):
@@ -258,6 +273,8 @@ def pull(
         dest: local directory.
         checkpoints: also pull checkpoints/ (large; only needed to resume).
     """
+    if Path(dest).exists() and not Path(dest).is_dir():
+        raise SpecError(f"invalid dest {dest!r}: it is a file; expected a directory")
     store = open_store(output)
     run_id = _resolve(store, model, run_id)
     _finished(store, model, run_id)
@@ -302,7 +319,7 @@ def summary(output: str | None = None, word: str = "great", k: int = 10) -> None
     latest = _latest(store, NEIGHBOURS_MODEL)
     if latest is None:
         return
-    neighbours = _read_json(store, run_key(NEIGHBOURS_MODEL, str(latest["run_id"]), NEIGHBOURS))
+    neighbours = _read_doc(store, run_key(NEIGHBOURS_MODEL, str(latest["run_id"]), NEIGHBOURS))
     hits = neighbours.get("queries", {}).get(word)
     if hits is None:
         print(

@@ -243,6 +243,19 @@ MUTANTS = [
            "    if accuracy < cfg.min_accuracy:",
            "    if accuracy < cfg.min_accuracy - cfg.tolerance:",
            ("tests/test_reliability.py::test_the_floor_is_exact_and_no_tolerance_softens_it",)),
+    Mutant("results-deep-metrics-fails-list", "jobs/results.py",
+           "                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):",
+           "                except (UnicodeDecodeError, json.JSONDecodeError):",
+           ("tests/test_results_safety.py::test_a_damaged_metrics_file_is_one_corrupt_run_the_others_unharmed",)),
+    Mutant("pointer-of-another-model-trusted", "trainer/promotion.py",
+           '    elif model is not None and doc.get("model", model) != model:',
+           "    elif False:",
+           ("tests/test_results_safety.py::test_bad_latest_pointer_is_one_line_naming_the_file",)),
+    Mutant("damaged-config-on-resume-crashes", "trainer/train.py",
+           "    except (ValueError, RecursionError) as e:  # truncated, not UTF-8, nested past "
+           "the parser",
+           "    except ZeroDivisionError as e:",
+           ("tests/test_reliability.py::test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

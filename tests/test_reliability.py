@@ -256,6 +256,23 @@ def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
     assert "embedding_dim: 32 -> 8" in proc.stderr and "pass another --run-id" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"config": {"model": "me', b"[1, 2]", b'{"config": [1]}', b"\xff\xfe", b"[" * 100_000],
+    ids=["truncated", "a-list", "config-not-an-object", "not-utf8", "nested-100k-deep"],
+)
+def test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback(tmp_path, damage):
+    from trainer.config import ConfigError
+    from trainer.train import check_resumable
+
+    store = open_store(str(tmp_path / "out")).child("mean").child("r1")
+    store.write_bytes("config.json", damage)
+    with pytest.raises(
+        ConfigError, match=r"config.json is (damaged|not a run config).*another --run-id"
+    ):
+        check_resumable(store, TrainConfig(model="mean", run_id="r1"))
+
+
 # ----------------------------------------------------------------------------- kills
 
 

@@ -41,6 +41,11 @@ POINTERS = {
     ),
     "malformed": (b'{"run_id": "r1"', "is not valid JSON"),
     "not-utf8": (b"\xff\xfe{}", "is not valid JSON"),
+    "other-models-pointer": (
+        b'{"run_id": "r1", "model": "mean", "test_accuracy": 0.9}',
+        "is not a run pointer: it names a run of model 'mean', not 'lstm'",
+    ),
+    "nested-too-deep": (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply to be a pointer"),
 }
 
 
@@ -95,6 +100,44 @@ def test_truncated_metrics_marks_one_run_corrupt(tmp_path, capsys):
     assert ["lstm", "r1", "complete", "0.8600", "2"] in rows
     assert ["lstm", "r2", "corrupt", "-", "-"] in rows
     assert ["lstm", "r3", "complete", "0.8800", "2", "*"] in rows
+
+
+@pytest.mark.parametrize(
+    ("damage", "state"),
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "corrupt", id="nested-100k-deep"),
+        pytest.param(b"[0.86, 2]", "corrupt", id="a-list"),
+        pytest.param(b'"text"', "corrupt", id="a-string"),
+    ],
+)
+def test_a_damaged_metrics_file_is_one_corrupt_run_the_others_unharmed(
+    tmp_path, capsys, damage, state
+):
+    store = open_store(str(tmp_path / "store"))
+    for run_id, acc in (("r1", 0.86), ("r2", 0.87)):
+        write_run(store, "lstm", run_id, acc)
+    store.write_bytes(f"lstm/r2/{METRICS}", damage)
+    code, out, err = cli(capsys, "list", "--output", store.uri)
+    rows = [line.split() for line in out.splitlines()]
+    assert code == 0 and ["lstm", "r1", "complete", "0.8600", "2"] in rows
+    assert ["lstm", "r2", state, "-", "-"] in rows
+    code, out, err = cli(capsys, "show", "--output", store.uri, "--model", "lstm", "--run-id", "r2")
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"lstm/r2/{METRICS} is corrupt" in line
+    code, _, err = cli(capsys, "compare", "lstm/r1", "lstm/r2", "--output", store.uri)
+    assert code == 1 and f"lstm/r2/{METRICS} is corrupt" in err
+
+
+def test_pull_to_a_file_is_refused_naming_it(tmp_path, capsys):
+    store = open_store(str(tmp_path / "store"))
+    write_run(store, "lstm", "r1", 0.86)
+    dest = tmp_path / "a-file"
+    dest.write_text("keep me")
+    code, _, err = cli(capsys, "pull", "--output", store.uri, "--model", "lstm",
+                       "--run-id", "r1", "--dest", str(dest))  # fmt: skip
+    assert code == 2 and f"invalid dest {str(dest)!r}: it is a file" in err
+    assert dest.read_text() == "keep me"
 
 
 def test_checkpoints_are_pulled_only_when_asked(tmp_path, capsys):

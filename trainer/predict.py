@@ -59,7 +59,10 @@ def _through_latest(model_store: Store, shown: str) -> Store:
             "model was promoted there; pass a run directory <output>/<model>/<run-id>"
         ) from None
     try:
-        pointer = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}")
+        model = model_store.uri.rstrip("/").rsplit("/", 1)[-1]
+        pointer = parse_pointer(
+            raw, f"{model_store.uri}/{contract.LATEST}", model if model in contract.MODELS else None
+        )
     except PointerError as e:
         raise PredictError(str(e)) from None
     return model_store.child(pointer["run_id"])

@@ -16,7 +16,7 @@ class PointerError(ConfigError):
     """latest.json is not a pointer this project wrote: bad input, named, never overwritten."""
 
 
-def parse_pointer(raw: bytes | None, where: str) -> dict | None:
+def parse_pointer(raw: bytes | None, where: str, model: str | None = None) -> dict | None:
     """latest.json's content, checked: a dict with a valid run id and a test accuracy.
 
     The one reader of latest.json: the trainer's promotion, `jobs.results` and
@@ -31,6 +31,10 @@ def parse_pointer(raw: bytes | None, where: str) -> dict | None:
         doc = json.loads(raw)
     except ValueError as e:  # UnicodeDecodeError included
         raise PointerError(f"{where} is not valid JSON ({e}); fix or remove it") from None
+    except RecursionError:
+        raise PointerError(
+            f"{where} is nested too deeply to be a pointer; fix or remove it"
+        ) from None
     if not isinstance(doc, dict):
         kind = type(doc).__name__
         problem = f"expected a JSON object with run_id and test_accuracy, found a JSON {kind}"
@@ -40,6 +44,10 @@ def parse_pointer(raw: bytes | None, where: str) -> dict | None:
         doc.get("test_accuracy"), bool
     ):
         problem = f"test_accuracy {doc.get('test_accuracy')!r} is not a number"
+    elif model is not None and doc.get("model", model) != model:
+        # A pointer copied from the other model's directory: its run (and accuracy) is not
+        # one of this model's, so no gate or summary may compare against it.
+        problem = f"it names a run of model {doc.get('model')!r}, not {model!r}"
     else:
         return doc
     raise PointerError(f"{where} is not a run pointer: {problem}; fix or remove it")
@@ -87,7 +95,7 @@ def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int =
     acc = float(metrics["test_accuracy"])
     for _ in range(attempts):
         raw, version = model_store.read_versioned(contract.LATEST)
-        current = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}")
+        current = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}", cfg.model)
         if current and current.get("run_id") == cfg.run_id:
             return {"promoted": True, "reason": "already the latest run", "previous": current}
         refused = gate(cfg, acc, current)

@@ -87,6 +87,16 @@ def check_resumable(store: Store, cfg: TrainConfig) -> None:
         doc = json.loads(store.read_bytes(contract.CONFIG))
     except NotFoundError:
         return
+    except (ValueError, RecursionError) as e:  # truncated, not UTF-8, nested past the parser
+        raise ConfigError(
+            f"{store.uri}/{contract.CONFIG} is damaged ({type(e).__name__}), so run "
+            f"{cfg.run_id!r} cannot be resumed safely: pass another --run-id"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ConfigError(
+            f"{store.uri}/{contract.CONFIG} is not a run config this trainer wrote, so run "
+            f"{cfg.run_id!r} cannot be resumed safely: pass another --run-id"
+        )
     previous, now = doc["config"], cfg.to_dict()
     keys = [k for k in resume_keys() if previous.get(k) != now[k]]
     diffs = [f"{k}: {previous.get(k)!r} -> {now[k]!r}" for k in keys]
