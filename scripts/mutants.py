@@ -197,11 +197,11 @@ MUTANTS = [
            ("tests/test_multiworker.py::test_a_group_that_does_not_form_exits_resumable",)),
     # --- jobs.results ------------------------------------------------------------------
     Mutant("results-pointer-not-checked", "jobs/results.py",
-           '        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}")',
+           '        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}", model)',
            "        return json.loads(raw)",
            ("tests/test_results_safety.py::test_bad_latest_pointer_is_one_line_naming_the_file",)),
     Mutant("results-corrupt-metrics-fails-list", "jobs/results.py",
-           "                except (UnicodeDecodeError, json.JSONDecodeError):",
+           "                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):",
            "                except ZeroDivisionError:",
            ("tests/test_results_safety.py::test_truncated_metrics_marks_one_run_corrupt",)),
     # --- hostile inputs, third audit (docs/reliability.md) ------------------------------
