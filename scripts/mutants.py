@@ -256,6 +256,15 @@ MUTANTS = [
            "the parser",
            "    except ZeroDivisionError as e:",
            ("tests/test_reliability.py::test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback",)),
+    Mutant("signal-at-a-phase-is-bad-input", "trainer/__main__.py",
+           "        if isinstance(e, RetryableError):\n"
+           '            print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)\n'
+           "            return contract.EXIT_PREEMPTED",
+           "        if isinstance(e, RetryableError):\n"
+           '            print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)\n'
+           "            return contract.EXIT_BAD_INPUT",
+           ("tests/test_reliability.py::test_a_signal_at_every_phase_is_a_preemption_and_the"
+            "_rerun_completes[model_ready]",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

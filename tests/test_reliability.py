@@ -594,3 +594,32 @@ def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
     trained = [line.split()[1] for line in again.stdout.splitlines() if line.startswith("epoch ")]
     assert trained == ["2/3", "3/3"], again.stdout
     assert json.loads(run.read_bytes(METRICS))["epochs_completed"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", [p for p in __import__("trainer.phases").phases.ORDER
+                                   if p != "started"])  # fmt: skip
+def test_a_signal_at_every_phase_is_a_preemption_and_the_rerun_completes(phase, tmp_path):
+    """A SIGTERM as each phase of the trainer ends (trainer.phases: TensorFlow imported, data
+    loaded, strategy ready, model ready, trained, tested, i.e. publishing starts) is a
+    preemption: exit 75 and no _SUCCESS (or, once only publishing is left, a whole run),
+    never 2 or a traceback; the same run id then completes."""
+    from trainer.contract import SIGNAL_AT_ENV
+
+    out = tmp_path / "out"
+    args = ["--model", "mean", "--data", str(write_tarball(tmp_path / "ok.tar.gz")),
+            "--output", str(out), "--run-id", "sig", "--epochs", "1",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    proc = run_trainer(args, timeout=180, **{SIGNAL_AT_ENV: phase})
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr, proc.stderr[-2000:]
+    if phase in ("trained", "tested"):
+        # Nothing is left but publishing, which finishes within the grace period: the run
+        # completes whole (exit 0), or stops resumable before _SUCCESS (75).
+        assert proc.returncode in (0, EXIT_PREEMPTED), (phase, proc.stderr[-2000:])
+        assert (out / "mean" / "sig" / SUCCESS).exists() == (proc.returncode == 0)
+    else:
+        assert proc.returncode == EXIT_PREEMPTED, (phase, proc.stderr[-2000:])
+        assert not (out / "mean" / "sig" / SUCCESS).exists()
+    again = run_trainer(args, timeout=180)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "mean" / "sig" / SUCCESS).exists()

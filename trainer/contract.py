@@ -60,6 +60,9 @@ COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Jo
 # a gzip bomb stops with an error instead of exhausting memory. The IMDB tarball expands
 # to about 100 MiB.
 MAX_DATA_BYTES_ENV = "IMDB_TRAIN_MAX_DATA_BYTES"
+# A fault point for tests: the trainer sends itself SIGTERM as the named phase ends
+# (trainer.phases.ORDER), as a preemption landing there would.
+SIGNAL_AT_ENV = "IMDB_TRAIN_FAULT_SIGNAL_AT"
 MAX_DATA_BYTES_DEFAULT = 1 << 30
 
 # --- ports -------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+
+from trainer.contract import SIGNAL_AT_ENV
 
 # The marks, in order, each the unix time a phase ended: "started" is this module's import
 # (the first thing the entrypoint does); "strategy_ready" includes a worker group's meeting,
@@ -24,3 +28,5 @@ def mark(name: str) -> None:
     if name not in ORDER:
         raise ValueError(f"unknown phase {name!r}: expected one of {', '.join(ORDER)}")
     marks[name] = time.time()
+    if os.environ.get(SIGNAL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGTERM)
