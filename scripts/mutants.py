@@ -265,6 +265,11 @@ MUTANTS = [
            "            return contract.EXIT_BAD_INPUT",
            ("tests/test_reliability.py::test_a_signal_at_every_phase_is_a_preemption_and_the"
             "_rerun_completes[model_ready]",)),
+    Mutant("gs-data-cache-keyed-by-name", "trainer/data.py",
+           '            local = cache_dir / "downloads" / key / store.version(name) / name',
+           '            local = cache_dir / "downloads" / key / name',
+           ("tests/test_data_safety.py::test_a_gs_data_object_replaced_under_its_name_is_downloaded"
+            "_again",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

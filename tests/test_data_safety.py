@@ -518,3 +518,23 @@ def test_ranks_near_the_top_of_the_integer_range_are_out_of_vocabulary(tmp_path,
         rows = {tuple(r) for r in arrays[split].tolist()}
         assert (1, 2, 2, 2, 2, 2) in rows, rows  # start mark, then five OOV
         assert (1, 4, 4, 4, 4, 4) in rows  # rank 1 is still word id 4
+
+
+def test_a_gs_data_object_replaced_under_its_name_is_downloaded_again(gcs_bucket, tmp_path):
+    """The download cache is keyed by the object's generation: new data under the same name
+    (a retraining pointer overwritten) is read, never the stale copy."""
+    from tests.helpers import TINY
+    from trainer.storage import open_store
+
+    store = open_store(f"gs://{gcs_bucket}/data")
+    first = write_tarball(tmp_path / "a.tar.gz")
+    store.upload_file(first, "current.tar.gz")
+    cache = tmp_path / "cache"
+    a = data.resolve_source(f"gs://{gcs_bucket}/data/current.tar.gz", cache)
+    assert a.read_bytes() == first.read_bytes()
+    assert data.resolve_source(f"gs://{gcs_bucket}/data/current.tar.gz", cache) == a  # cached
+    more = [*TINY, ("train", "pos", 9, b"A brand new great review")]
+    second = write_tarball(tmp_path / "b.tar.gz", more)
+    store.upload_file(second, "current.tar.gz")
+    b = data.resolve_source(f"gs://{gcs_bucket}/data/current.tar.gz", cache)
+    assert b != a and b.read_bytes() == second.read_bytes()

@@ -183,9 +183,11 @@ def resolve_source(source: str, cache_dir: Path) -> Path:
         if not name or not parent:
             raise DataError(f"invalid data URI {source!r}: expected gs://bucket/path/to/file")
         key = hashlib.sha256(source.encode()).hexdigest()[:16]
-        local = cache_dir / "downloads" / key / name
         try:
             store = open_store("gs://" + parent)
+            # Keyed by the object's generation, not only its name: an object replaced under
+            # the same name is downloaded again, never read stale from the cache.
+            local = cache_dir / "downloads" / key / store.version(name) / name
             if not local.exists():
                 store.download_file(name, local)
             if name.endswith(".npz"):

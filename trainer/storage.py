@@ -64,6 +64,7 @@ class Store(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
     def upload_file(self, local: Path, key: str) -> None: ...
     def download_file(self, key: str, local: Path) -> None: ...
+    def version(self, key: str) -> str: ...
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]: ...
     def write_versioned(self, key: str, data: bytes, version: str | None) -> bool: ...
 
@@ -215,6 +216,14 @@ class LocalStore:
 
     def upload_file(self, local: Path, key: str) -> None:
         self.write_bytes(key, Path(local).read_bytes())
+
+    def version(self, key: str) -> str:
+        """What changes when the object is replaced: its size and modification time."""
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.uri}/{key} does not exist") from None
+        return f"{st.st_size}-{st.st_mtime_ns}"
 
     def download_file(self, key: str, local: Path) -> None:
         local = Path(local)
@@ -486,6 +495,15 @@ class GCSStore:
             tmp.unlink(missing_ok=True)
             raise self._wrap("download", key, e) from e
         os.replace(tmp, local)
+
+    def version(self, key: str) -> str:
+        """The object's generation: a new one whenever the object is replaced."""
+        blob = self.bucket.blob(self._name(key))
+        try:
+            blob.reload(retry=self._retry())
+        except Exception as e:
+            raise self._wrap("stat", key, e) from e
+        return str(blob.generation)
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         from google.api_core import exceptions as gexc
