@@ -270,6 +270,16 @@ MUTANTS = [
            '            local = cache_dir / "downloads" / key / name',
            ("tests/test_data_safety.py::test_a_gs_data_object_replaced_under_its_name_is_downloaded"
             "_again",)),
+    Mutant("run-folder-not-probed", "trainer/__main__.py",
+           "                store.child(cfg.model, cfg.run_id).check_writable()",
+           "                pass",
+           ("tests/test_storage_safety.py::test_a_read_only_run_folder_is_refused_before_the_data"
+            "_is_read",)),
+    Mutant("symlink-loop-passes-probe", "trainer/storage.py",
+           "            if existing.is_symlink():  # exists() is False through a loop or a lost "
+           "target",
+           "            if False:",
+           ("tests/test_storage_safety.py::test_a_symlink_loop_on_the_output_path_is_refused_first",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

@@ -197,3 +197,27 @@ def test_disk_full_mid_run_is_one_line_and_keeps_earlier_checkpoints(tmp_path):
         assert not list(vol.rglob(".*.tmp"))
         after = snapshot(vol / "runs")
         assert {k: v for k, v in after.items() if not k.startswith("mean/full/")} == before
+
+
+def test_a_symlink_loop_on_the_output_path_is_refused_first(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    line = _cli(tmp_path, str(tmp_path / "loop" / "runs"))
+    assert f"{tmp_path}/loop is a symbolic link that leads nowhere" in line, line
+
+
+def test_a_symlink_loop_inside_the_output_is_refused_first(tmp_path):
+    """The output is fine, the run's own path is not (its model folder loops)."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mean").symlink_to(tmp_path / "runs" / "mean")
+    line = _cli(tmp_path, str(tmp_path / "runs"))
+    assert f"cannot write to {tmp_path}/runs/mean/r2" in line and "leads nowhere" in line, line
+
+
+def test_a_read_only_run_folder_is_refused_before_the_data_is_read(tmp_path):
+    """A resumed run whose folder cannot be written (here a read-only mount): one line at
+    start-up, not a crash after the data load."""
+    run = tmp_path / "runs" / "mean" / "r2"
+    run.mkdir(parents=True)
+    with tmpfs(run, 64, read_only=True):
+        line = _cli(tmp_path, str(tmp_path / "runs"))
+    assert line == f"error: cannot write to {run}: Read-only file system ({run})", line

@@ -31,7 +31,7 @@ def run(argv: Sequence[str]) -> int:
     from trainer import cli, distribute
     from trainer.config import ConfigError
     from trainer.data import DataError
-    from trainer.storage import StoreError, StoreUnavailableError, open_store
+    from trainer.storage import LocalStore, StoreError, StoreUnavailableError, open_store
     from trainer.termination import Termination
 
     # Before the data is read: a SIGTERM while encoding also ends in a resumable exit 75.
@@ -41,7 +41,12 @@ def run(argv: Sequence[str]) -> int:
         cfg = cli.config_from_args(argv)
         store = open_store(cfg.output)  # validates the scheme and bucket name
         if distribute.is_chief():  # only the chief writes; a probe of every worker would stay
-            store.check_writable()  # before the data is read: "cannot write to ..." at once
+            # Before the data is read: "cannot write to ..." at once. On a filesystem the
+            # run's own folder too (a resumed run's read-only folder, a symlink loop on the
+            # way); a bucket's permissions are the same everywhere in it.
+            store.check_writable()
+            if isinstance(store, LocalStore):
+                store.child(cfg.model, cfg.run_id).check_writable()
         if distribute.is_multi_worker():
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.

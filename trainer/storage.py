@@ -143,6 +143,11 @@ class LocalStore:
         """Fail now, with the reason, if runs cannot be written here (nothing is left behind)."""
         existing = self.root
         while not existing.exists() and existing != existing.parent:
+            if existing.is_symlink():  # exists() is False through a loop or a lost target
+                raise StoreError(
+                    f"cannot write to {self.uri}: {existing} is a symbolic link that leads "
+                    "nowhere (a loop, or a missing target)"
+                )
             existing = existing.parent
         if not existing.is_dir():
             raise StoreError(f"cannot write to {self.uri}: {existing} is not a directory")
