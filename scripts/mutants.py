@@ -280,6 +280,9 @@ MUTANTS = [
            "target",
            "            if False:",
            ("tests/test_storage_safety.py::test_a_symlink_loop_on_the_output_path_is_refused_first",)),
+    Mutant("gcs-request-timeout-unbounded", "trainer/storage.py",
+           "        return min(60.0, self.deadline)", "        return 60.0",
+           ("tests/test_storage.py::test_a_frozen_store_is_given_up_on_within_about_the_deadline",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

@@ -114,3 +114,41 @@ def test_a_bad_gcs_deadline_is_one_line_naming_it(value, monkeypatch):
     with pytest.raises(StoreError) as info:
         open_store("gs://bucket-x/imdb")
     assert f"invalid IMDB_TRAIN_GCS_DEADLINE {value!r}: expected seconds" in str(info.value)
+
+
+def test_a_frozen_store_is_given_up_on_within_about_the_deadline(monkeypatch):
+    """A store that accepts connections and never answers: each request's timeout is
+    within IMDB_TRAIN_GCS_DEADLINE, so the call ends in about the deadline (it took
+    minutes with the client's 60 s per request) as an outage (exit 75 for the trainer)."""
+    import socket
+    import threading
+    import time
+
+    from trainer.storage import GCSStore, StoreUnavailableError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept_and_say_nothing():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.delenv("GCE_METADATA_HOST", raising=False)
+    store = GCSStore("frozen-bucket", "imdb", deadline=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailableError):
+            store.read_bytes("mean/latest.json")
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert time.monotonic() - started < 15

@@ -321,6 +321,12 @@ class GCSStore:
             initial=0.2, maximum=5.0, multiplier=2.0
         )
 
+    def _timeout(self) -> float:
+        """Each HTTP request's connect and read timeout: within the deadline, so a store that
+        accepts connections and never answers is given up on in about the deadline (the
+        client's default of 60 s a request, times its retries, took minutes)."""
+        return min(60.0, self.deadline)
+
     def _name(self, key: str) -> str:
         return _join(self.prefix, key)
 
@@ -369,7 +375,9 @@ class GCSStore:
         key = f".write-probe-{uuid4().hex}"
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.upload_from_string(b"", if_generation_match=0, retry=self._retry())
+            blob.upload_from_string(
+                b"", if_generation_match=0, retry=self._retry(), timeout=self._timeout()
+            )
         except gexc.NotFound as e:
             raise StoreError(
                 f"cannot write to {self.uri}: bucket not found: gs://{self.bucket_name}"
@@ -381,7 +389,7 @@ class GCSStore:
         except Exception as e:
             raise self._wrap("write", key, e) from e
         with contextlib.suppress(Exception):
-            blob.delete(retry=self._retry())
+            blob.delete(retry=self._retry(), timeout=self._timeout())
 
     def _wrap(self, op: str, key: str, e: Exception) -> Exception:
         from google.api_core import exceptions as gexc
@@ -406,7 +414,9 @@ class GCSStore:
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            return self.bucket.blob(self._name(key)).download_as_bytes(retry=self._retry())
+            return self.bucket.blob(self._name(key)).download_as_bytes(
+                retry=self._retry(), timeout=self._timeout()
+            )
         except Exception as e:
             raise self._wrap("read", key, e) from e
 
@@ -418,7 +428,9 @@ class GCSStore:
                 )
             return
         try:
-            self.bucket.blob(self._name(key)).upload_from_string(data, retry=self._retry())
+            self.bucket.blob(self._name(key)).upload_from_string(
+                data, retry=self._retry(), timeout=self._timeout()
+            )
         except Exception as e:
             raise self._wrap("write", key, e) from e
 
@@ -453,7 +465,9 @@ class GCSStore:
 
     def exists(self, key: str) -> bool:
         try:
-            return self.bucket.blob(self._name(key)).exists(retry=self._retry())
+            return self.bucket.blob(self._name(key)).exists(
+                retry=self._retry(), timeout=self._timeout()
+            )
         except Exception as e:
             raise self._wrap("stat", key, e) from e
 
@@ -465,7 +479,10 @@ class GCSStore:
             names = [
                 b.name
                 for b in self.client.list_blobs(
-                    self.bucket_name, prefix=full or None, retry=self._retry()
+                    self.bucket_name,
+                    prefix=full or None,
+                    retry=self._retry(),
+                    timeout=self._timeout(),
                 )
             ]
         except Exception as e:
@@ -477,7 +494,9 @@ class GCSStore:
         keys = self.list(prefix)
         for key in keys:
             try:
-                self.bucket.blob(self._name(key)).delete(retry=self._retry())
+                self.bucket.blob(self._name(key)).delete(
+                    retry=self._retry(), timeout=self._timeout()
+                )
             except Exception as e:
                 err = self._wrap("delete", key, e)
                 if not isinstance(err, NotFoundError):
@@ -486,7 +505,9 @@ class GCSStore:
 
     def upload_file(self, local: Path, key: str) -> None:
         try:
-            self.bucket.blob(self._name(key)).upload_from_filename(str(local), retry=self._retry())
+            self.bucket.blob(self._name(key)).upload_from_filename(
+                str(local), retry=self._retry(), timeout=self._timeout()
+            )
         except Exception as e:
             raise self._wrap("upload", key, e) from e
 
@@ -495,7 +516,9 @@ class GCSStore:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         try:
-            self.bucket.blob(self._name(key)).download_to_filename(str(tmp), retry=self._retry())
+            self.bucket.blob(self._name(key)).download_to_filename(
+                str(tmp), retry=self._retry(), timeout=self._timeout()
+            )
         except Exception as e:
             tmp.unlink(missing_ok=True)
             raise self._wrap("download", key, e) from e
@@ -505,7 +528,7 @@ class GCSStore:
         """The object's generation: a new one whenever the object is replaced."""
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.reload(retry=self._retry())
+            blob.reload(retry=self._retry(), timeout=self._timeout())
         except Exception as e:
             raise self._wrap("stat", key, e) from e
         return str(blob.generation)
@@ -515,9 +538,11 @@ class GCSStore:
 
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.reload(retry=self._retry())
+            blob.reload(retry=self._retry(), timeout=self._timeout())
             generation = blob.generation
-            data = blob.download_as_bytes(if_generation_match=generation, retry=self._retry())
+            data = blob.download_as_bytes(
+                if_generation_match=generation, retry=self._retry(), timeout=self._timeout()
+            )
         except gexc.NotFound:
             return None, None
         except gexc.PreconditionFailed:
