@@ -283,6 +283,10 @@ MUTANTS = [
     Mutant("gcs-request-timeout-unbounded", "trainer/storage.py",
            "        return min(60.0, self.deadline)", "        return 60.0",
            ("tests/test_storage.py::test_a_frozen_store_is_given_up_on_within_about_the_deadline",)),
+    Mutant("latest-dir-is-no-latest", "trainer/storage.py",
+           "        except IsADirectoryError:\n",
+           "        except ZeroDivisionError:\n",
+           ("tests/test_reliability.py::test_a_latest_json_that_is_a_directory_is_named_every_time",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

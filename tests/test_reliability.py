@@ -397,6 +397,18 @@ def test_the_floor_is_exact_and_no_tolerance_softens_it(model_store):
         assert not soft["promoted"] and "below the floor" in soft["reason"]
 
 
+def test_a_latest_json_that_is_a_directory_is_named_every_time(tmp_path):
+    """Not "no latest" (the gate would promote, then fail to write: exit 75, then 2 on the
+    rerun): the same one line, a permanent StoreError (exit 2), on every attempt."""
+    from trainer.storage import StoreError
+
+    store = open_store(str(tmp_path / "runs")).child("lstm")
+    (tmp_path / "runs" / "lstm" / LATEST).mkdir(parents=True)
+    for _ in range(2):
+        with pytest.raises(StoreError, match="latest.json is a directory, not a file"):
+            _promote(store, "a", 0.84)
+
+
 def test_the_tolerance_boundary_against_the_latest(model_store):
     """Worse than the latest by exactly the tolerance is refused ("or more"); by less, kept."""
     assert _promote(model_store, "base", 0.850)["promoted"]

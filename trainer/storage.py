@@ -166,7 +166,12 @@ class LocalStore:
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        except IsADirectoryError:
+            # Not absent: something else holds the name, and writing it would fail too.
+            raise StoreError(
+                f"{self.uri}/{key} is a directory, not a file: remove or rename it"
+            ) from None
+        except (FileNotFoundError, NotADirectoryError) as e:
             raise NotFoundError(f"{self.uri}/{key} does not exist") from e
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
