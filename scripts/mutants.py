@@ -287,6 +287,11 @@ MUTANTS = [
            "        except IsADirectoryError:\n",
            "        except ZeroDivisionError:\n",
            ("tests/test_reliability.py::test_a_latest_json_that_is_a_directory_is_named_every_time",)),
+    Mutant("stray-temp-files-kept", "trainer/train.py",
+           "                stray = self.store.remove_stray_temp()",
+           "                stray = 0",
+           ("tests/test_storage_safety.py::test_temp_files_a_killed_publisher_left_are_removed_by"
+            "_the_next_attempt",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '

@@ -221,3 +221,20 @@ def test_a_read_only_run_folder_is_refused_before_the_data_is_read(tmp_path):
     with tmpfs(run, 64, read_only=True):
         line = _cli(tmp_path, str(tmp_path / "runs"))
     assert line == f"error: cannot write to {run}: Read-only file system ({run})", line
+
+
+def test_temp_files_a_killed_publisher_left_are_removed_by_the_next_attempt(tmp_path):
+    """SIGKILL between a temp file's write and its rename leaves `.NAME.*.tmp` in the run;
+    the next attempt (holding the run's lease) removes them, and the run completes."""
+    run = tmp_path / "runs" / "mean" / "r2"
+    (run / "checkpoints").mkdir(parents=True)
+    for stray in (run / ".metrics.json.k3j2.tmp", run / "checkpoints" / ".epoch-0001.keras.x.tmp"):
+        stray.write_bytes(b"half")
+    src = write_tarball(tmp_path / "tiny.tar.gz")
+    proc = run_trainer(["--model", "mean", "--data", str(src), "--output", str(tmp_path / "runs"),
+                        "--run-id", "r2", "--epochs", "1",
+                        "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "removed 2 temp files an interrupted attempt left" in proc.stdout + proc.stderr
+    assert not list(run.rglob("*.tmp"))
+    assert (run / "_SUCCESS").exists()

@@ -65,6 +65,7 @@ class Store(Protocol):
     def upload_file(self, local: Path, key: str) -> None: ...
     def download_file(self, key: str, local: Path) -> None: ...
     def version(self, key: str) -> str: ...
+    def remove_stray_temp(self) -> int: ...
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]: ...
     def write_versioned(self, key: str, data: bytes, version: str | None) -> bool: ...
 
@@ -226,6 +227,20 @@ class LocalStore:
 
     def upload_file(self, local: Path, key: str) -> None:
         self.write_bytes(key, Path(local).read_bytes())
+
+    def remove_stray_temp(self) -> int:
+        """Delete the temp files (write_new_file's `.NAME.*.tmp`) a killed writer left in
+        this store; call only while holding the run's lease (whose own renewals are left
+        alone). Returns how many."""
+        removed = 0
+        if self.root.is_dir():
+            for path in self.root.rglob(".*.tmp"):
+                if path.name.startswith(f".{contract.LEASE}."):
+                    continue
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def version(self, key: str) -> str:
         """What changes when the object is replaced: its size and modification time."""
@@ -528,6 +543,9 @@ class GCSStore:
             tmp.unlink(missing_ok=True)
             raise self._wrap("download", key, e) from e
         os.replace(tmp, local)
+
+    def remove_stray_temp(self) -> int:
+        return 0  # an object appears whole or not at all: nothing half-written to remove
 
     def version(self, key: str) -> str:
         """The object's generation: a new one whenever the object is replaced."""

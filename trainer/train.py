@@ -142,6 +142,10 @@ class Trainer:
         try:
             if lease is not None:
                 lease.acquire()
+                # A writer killed mid-write (SIGKILL while publishing) leaves its temp file.
+                stray = self.store.remove_stray_temp()
+                if stray:
+                    self.log(f"removed {stray} temp files an interrupted attempt left")
         except LeaseHeldError as e:
             raise RetryableError(str(e)) from e
         try:
