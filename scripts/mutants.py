@@ -292,6 +292,16 @@ MUTANTS = [
            "                stray = 0",
            ("tests/test_storage_safety.py::test_temp_files_a_killed_publisher_left_are_removed_by"
             "_the_next_attempt",)),
+    Mutant("k8s-label-keys-unchecked", "jobs/spec.py",
+           "        if not _label_key(key):\n",
+           "        if False:\n",
+           ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
+            "_created",)),
+    Mutant("k8s-toleration-operator-unchecked", "jobs/spec.py",
+           "        if operator not in _TOLERATION_OPERATORS:",
+           "        if False:",
+           ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
+            "_created",)),
     # --- one definition of a Job's settings; JobSet ------------------------------------
     Mutant("submit-flag-dropped", "jobs/spec.py",
            '        "", "the pods\' PriorityClass (empty: the cluster default)", '
