@@ -124,7 +124,7 @@ def run() -> dict:
             subprocess.run([str(ROOT / ".tools" / "bin" / "helm"), "install", "imdb-train",
                             str(ROOT / "helm" / "imdb-train"), "-n", ns, "--set",
                             f"image.repository={repo}", "--set", f"image.tag={tag}", "--set",
-                            "output=gs://bench/imdb", "--set",
+                            f"tests.image.tag={tag}", "--set", "output=gs://bench/imdb", "--set",
                             f"accelerator={local.ACCELERATOR}"],
                            check=True, capture_output=True)  # fmt: skip
             common = ["--namespace", ns, "--image", IMAGE, "--output", "gs://bench/imdb",

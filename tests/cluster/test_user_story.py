@@ -159,6 +159,9 @@ def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespac
     repo = os.environ[IMAGE_ENV].rsplit(":", 1)[0]
     helm("install", "nightly", str(ROOT / "helm" / "imdb-train"), "-n", namespace,
          "--set", f"image.repository={repo}", "--set", f"image.tag={digest}",
+         # A release pinned by digest names its helm test image's digest too (the CPU
+         # image's; here the trainer image is the CPU image already).
+         "--set", f"tests.image.tag={digest}",
          "--set", f"output=gs://{BUCKET}/{namespace}",
          "--set", "accelerator=nvidia-l4")  # fmt: skip
     notes = helm("get", "notes", "nightly", "-n", namespace).stdout
