@@ -26,13 +26,7 @@ def cancel(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import (
-        Cluster,
-        ClusterError,
-        load_api_client,
-        owning_jobset,
-        resolve_namespace,
-    )
+    from jobs.cluster import Cluster, load_api_client, owning_jobset, resolve_namespace
     from jobs.manifest import selector
 
     by_label = run_id not in (None, "") or model not in (None, "")
@@ -52,16 +46,7 @@ def cancel(
         # A JobSet's Jobs would be made again: the JobSet is what goes.
         names += [owning_jobset(j) or j.metadata.name for j in found]
     for name in dict.fromkeys(names):
-        try:
-            jobset = owning_jobset(cluster.get_job(namespace, name))
-        except ClusterError as e:
-            if "not found" not in str(e):
-                raise
-            jobset = name  # no Job of that name: a JobSet, or nothing (said by its delete)
-            try:
-                cluster.get_jobset(namespace, name)
-            except ClusterError:
-                raise e from None
+        _, jobset = cluster.find_run(namespace, name)
         if jobset:
             cluster.delete_jobset(namespace, jobset)
             print(f"jobset/{jobset} deleted from namespace {namespace} (its Jobs and pods too)")

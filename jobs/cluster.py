@@ -24,6 +24,7 @@ from jobs.manifest import (
     LABEL_JOB_NAME,
     LABEL_JOBSET_NAME,
 )
+from jobs.spec import jobset_child_job
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -43,6 +44,10 @@ def _print_progress(line: str) -> None:
 
 class ClusterError(Exception):
     """An API call failed; the message names the object and the fix."""
+
+
+class ClusterNotFoundError(ClusterError):
+    """The object named is not there (the API answered 404 NotFound for it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +171,7 @@ def _translate(
     if e.status == 404 and (details.get("kind") == "namespaces" or "namespaces" in message):
         return ClusterError(f"namespace {namespace} does not exist; create it or pass --namespace")
     if e.status == 404:
-        return ClusterError(f"{what} not found in namespace {namespace}")
+        return ClusterNotFoundError(f"{what} not found in namespace {namespace}")
     if e.status == 401:
         return ClusterError(
             f"cannot {verb} {what} in namespace {namespace}: the cluster rejected your "
@@ -185,33 +190,27 @@ def _translate(
 PERMANENT_REASONS = frozenset({"PodFailurePolicy", "DeadlineExceeded"})
 
 
+def _outcome(name: str, conditions: list[dict[str, Any]], done: str) -> JobOutcome | None:
+    """The first true terminal condition (`done`, the kind's success type, or Failed) as an
+    outcome, or None while none is."""
+    for cond in conditions:
+        if cond.get("status") == "True" and cond.get("type") in (done, "Failed"):
+            kind = cond["type"]
+            return JobOutcome(name, kind == done, cond.get("reason") or kind,
+                              cond.get("message") or "")  # fmt: skip
+    return None
+
+
 def job_outcome(job: client.V1Job) -> JobOutcome | None:
     """The Job's terminal condition, or None while it is still running."""
-    for cond in (job.status and job.status.conditions) or []:
-        if cond.status != "True":
-            continue
-        if cond.type == "Complete":
-            return JobOutcome(
-                job.metadata.name, True, cond.reason or "Complete", cond.message or ""
-            )
-        if cond.type == "Failed":
-            return JobOutcome(job.metadata.name, False, cond.reason or "Failed", cond.message or "")
-    return None
+    conditions = [c.to_dict() for c in (job.status and job.status.conditions) or []]
+    return _outcome(job.metadata.name, conditions, "Complete")
 
 
 def jobset_outcome(jobset: dict[str, Any]) -> JobOutcome | None:
     """The JobSet's terminal condition (Completed or Failed), or None while it runs."""
-    name = jobset["metadata"]["name"]
-    for cond in jobset.get("status", {}).get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Completed":
-            return JobOutcome(
-                name, True, cond.get("reason") or "Completed", cond.get("message", "")
-            )
-        if cond.get("type") == "Failed":
-            return JobOutcome(name, False, cond.get("reason") or "Failed", cond.get("message", ""))
-    return None
+    conditions = (jobset.get("status") or {}).get("conditions") or []
+    return _outcome(jobset["metadata"]["name"], conditions, "Completed")
 
 
 def owning_jobset(job: client.V1Job) -> str | None:
@@ -249,6 +248,21 @@ class Cluster:
         return self._jobset_call("get", namespace, name, self.custom.get_namespaced_custom_object,
                                  name)  # fmt: skip
 
+    def find_run(self, namespace: str, name: str) -> tuple[str, str | None]:
+        """(the Job whose pods run it, its JobSet or None) for a Job or a JobSet's name.
+
+        Raises:
+            ClusterNotFoundError: neither a Job nor a JobSet has that name (as the Job's).
+        """
+        try:
+            return name, owning_jobset(self.get_job(namespace, name))
+        except ClusterNotFoundError as missing:
+            try:
+                self.get_jobset(namespace, name)
+            except ClusterError:
+                raise missing from None
+            return jobset_child_job(name), name
+
     def delete_jobset(self, namespace: str, name: str) -> None:
         """Delete a JobSet; its Jobs, pods and Service go with it."""
         self._jobset_call("delete", namespace, name,
@@ -274,12 +288,10 @@ class Cluster:
         while True:
             try:
                 jobset = self.get_jobset(namespace, name)
-            except ClusterError as e:
-                if "not found" in str(e):
-                    raise ClusterError(
-                        f"jobset {name} in namespace {namespace} was deleted before it finished"
-                    ) from e
-                raise
+            except ClusterNotFoundError as e:
+                raise ClusterError(
+                    f"jobset {name} in namespace {namespace} was deleted before it finished"
+                ) from e
             outcome = jobset_outcome(jobset)
             if outcome:
                 return outcome

@@ -47,7 +47,7 @@ def logs(
             )
         job = found[0].metadata.name
     else:
-        job = _pod_job(cluster, namespace, str(job))
+        job = cluster.find_run(namespace, str(job))[0]  # a JobSet's name: its Job
     if follow:
         for line in cluster.follow_job(namespace, job, worker=worker):
             print(line, flush=True)
@@ -72,24 +72,6 @@ def logs(
 
 
 _INDEX = "batch.kubernetes.io/job-completion-index"
-
-
-def _pod_job(cluster, namespace: str, name: str) -> str:
-    """The Job whose pods to read: `name`, or the child Job of a JobSet called `name`."""
-    from jobs.cluster import ClusterError
-    from jobs.spec import JOBSET_REPLICATED_JOB
-
-    try:
-        cluster.get_job(namespace, name)
-        return name
-    except ClusterError as e:
-        if "not found" not in str(e):
-            raise
-        try:
-            cluster.get_jobset(namespace, name)
-        except ClusterError:
-            raise e from None
-        return f"{name}-{JOBSET_REPLICATED_JOB}-0"
 
 
 def _worker_pod(cluster, namespace: str, job: str, worker: int):

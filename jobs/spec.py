@@ -76,6 +76,11 @@ _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
+def jobset_child_job(jobset: str) -> str:
+    """The Job a JobSet of ours makes (its pods: <job>-<index>)."""
+    return f"{jobset}-{JOBSET_REPLICATED_JOB}-0"
+
+
 class SpecError(Exception):
     """Bad input to a Job spec: the message names the flag, the value and what is valid."""
 
@@ -448,7 +453,7 @@ class JobSpec:
         # that must stay a DNS label.
         suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
         if self.runtime == RUNTIME_JOBSET:
-            suffix = len(f"-{JOBSET_REPLICATED_JOB}-0-{self.workers - 1}")
+            suffix = len(jobset_child_job("") + f"-{self.workers - 1}")
         if len(self.job_name) + suffix > MAX_NAME:
             raise SpecError(
                 f"invalid run id {self.run_id!r}: job name {self.job_name!r} is longer than "
@@ -599,7 +604,7 @@ class JobSpec:
     def pod_job_name(self) -> str:
         """The Job whose pods run the trainer: this one, or the JobSet's child Job."""
         if self.runtime == RUNTIME_JOBSET:
-            return f"{self.job_name}-{JOBSET_REPLICATED_JOB}-0"
+            return jobset_child_job(self.job_name)
         return self.job_name
 
     @property
