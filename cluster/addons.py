@@ -54,10 +54,6 @@ def addon_release(addon: Addon) -> str:
     return cp.release(addon.source, addon.module)
 
 
-def kueue_release() -> str:
-    return addon_release(KUEUE)
-
-
 def module_dir(addon: Addon = KUEUE) -> Path:
     def where() -> subprocess.CompletedProcess:
         return subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", addon.module],
@@ -233,5 +229,5 @@ def start_kueue(state: cp.State, log=print) -> int:
     cp.wait_until("Kueue", _healthy(health_port), 120, [pid], state.path / "logs")
     _register_webhooks(state, KUEUE, src, webhook_port, cert.read_bytes(),
                        skip=() if with_jobset else ("-jobset-x-k8s-io-",))  # fmt: skip
-    log(f"Kueue {kueue_release()} running (webhooks on 127.0.0.1:{webhook_port})")
+    log(f"Kueue {addon_release(KUEUE)} running (webhooks on 127.0.0.1:{webhook_port})")
     return pid

@@ -282,19 +282,22 @@ def _exit_code_rule(action: str, *codes: int) -> client.V1PodFailurePolicyRule:
     )
 
 
+def _disruption_rule(action: str) -> client.V1PodFailurePolicyRule:
+    """Preemption, node drain, eviction: the pod's DisruptionTarget condition."""
+    return client.V1PodFailurePolicyRule(
+        action=action,
+        on_pod_conditions=[
+            client.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
+        ],
+    )
+
+
 def build_pod_failure_policy() -> client.V1PodFailurePolicy:
     """Disruptions are free, bad input is final, everything else (incl. 75) is a retry."""
     return client.V1PodFailurePolicy(
         rules=[
             # Preemption, node drain, eviction: not the trainer's fault; do not count it.
-            client.V1PodFailurePolicyRule(
-                action="Ignore",
-                on_pod_conditions=[
-                    client.V1PodFailurePolicyOnPodConditionsPattern(
-                        type="DisruptionTarget", status="True"
-                    )
-                ],
-            ),
+            _disruption_rule("Ignore"),
             # A worker stopped because a peer was preempted: the preemption is not counted,
             # and neither is its consequence (activeDeadlineSeconds bounds the retries).
             _exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
@@ -393,8 +396,7 @@ def build_jobset(spec: JobSpec) -> dict[str, Any]:
     job["completionMode"] = "Indexed"
     job["completions"] = job["parallelism"] = spec.workers
     job["podFailurePolicy"] = {"rules": [
-        {"action": "FailJob",
-         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        to_dict(_disruption_rule("FailJob")),
         to_dict(_exit_code_rule("FailJob", EXIT_GROUP_STOPPED)),
         to_dict(_exit_code_rule("FailJob", *PERMANENT_EXITS)),
     ]}  # fmt: skip

@@ -9,6 +9,7 @@ data, so training and prediction cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -235,8 +236,9 @@ def word_ranks(uri: str, word_index: dict) -> dict[str, int]:
 
 def run_encoding(uri: str, cfg: Any, encoding: Any) -> tuple[int, int, int]:
     """(vocab_size, max_review_length, index_from) from config.json, each checked."""
-    from trainer.config import MAXIMA
+    from trainer.config import MAXIMA, TrainConfig
 
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     if not isinstance(cfg, dict) or not isinstance(encoding, dict):
         raise PredictError(
             f"{uri}/{contract.CONFIG}: 'config' and 'encoding' must be JSON objects; the "
@@ -244,8 +246,8 @@ def run_encoding(uri: str, cfg: Any, encoding: Any) -> tuple[int, int, int]:
         )
     values = []
     for key, source, default, lo, hi in (
-        ("vocab_size", cfg, 5000, 1, MAXIMA["vocab_size"]),
-        ("max_review_length", cfg, 100, 1, MAXIMA["max_review_length"]),
+        ("vocab_size", cfg, defaults["vocab_size"], 1, MAXIMA["vocab_size"]),
+        ("max_review_length", cfg, defaults["max_review_length"], 1, MAXIMA["max_review_length"]),
         ("index_from", encoding, INDEX_FROM, 0, 1000),
     ):
         value = source.get(key, default)

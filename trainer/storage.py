@@ -347,6 +347,10 @@ class GCSStore:
         client's default of 60 s a request, times its retries, took minutes)."""
         return min(60.0, self.deadline)
 
+    def _bounds(self) -> dict:
+        """What bounds every call to the client: its retries and each request's timeout."""
+        return {"retry": self._retry(), "timeout": self._timeout()}
+
     def _name(self, key: str) -> str:
         return _join(self.prefix, key)
 
@@ -395,9 +399,7 @@ class GCSStore:
         key = f".write-probe-{uuid4().hex}"
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.upload_from_string(
-                b"", if_generation_match=0, retry=self._retry(), timeout=self._timeout()
-            )
+            blob.upload_from_string(b"", if_generation_match=0, **self._bounds())
         except gexc.NotFound as e:
             raise StoreError(
                 f"cannot write to {self.uri}: bucket not found: gs://{self.bucket_name}"
@@ -409,7 +411,7 @@ class GCSStore:
         except Exception as e:
             raise self._wrap("write", key, e) from e
         with contextlib.suppress(Exception):
-            blob.delete(retry=self._retry(), timeout=self._timeout())
+            blob.delete(**self._bounds())
 
     def _wrap(self, op: str, key: str, e: Exception) -> Exception:
         from google.api_core import exceptions as gexc
@@ -434,9 +436,7 @@ class GCSStore:
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            return self.bucket.blob(self._name(key)).download_as_bytes(
-                retry=self._retry(), timeout=self._timeout()
-            )
+            return self.bucket.blob(self._name(key)).download_as_bytes(**self._bounds())
         except Exception as e:
             raise self._wrap("read", key, e) from e
 
@@ -448,9 +448,7 @@ class GCSStore:
                 )
             return
         try:
-            self.bucket.blob(self._name(key)).upload_from_string(
-                data, retry=self._retry(), timeout=self._timeout()
-            )
+            self.bucket.blob(self._name(key)).upload_from_string(data, **self._bounds())
         except Exception as e:
             raise self._wrap("write", key, e) from e
 
@@ -485,9 +483,7 @@ class GCSStore:
 
     def exists(self, key: str) -> bool:
         try:
-            return self.bucket.blob(self._name(key)).exists(
-                retry=self._retry(), timeout=self._timeout()
-            )
+            return self.bucket.blob(self._name(key)).exists(**self._bounds())
         except Exception as e:
             raise self._wrap("stat", key, e) from e
 
@@ -501,8 +497,7 @@ class GCSStore:
                 for b in self.client.list_blobs(
                     self.bucket_name,
                     prefix=full or None,
-                    retry=self._retry(),
-                    timeout=self._timeout(),
+                    **self._bounds(),
                 )
             ]
         except Exception as e:
@@ -514,9 +509,7 @@ class GCSStore:
         keys = self.list(prefix)
         for key in keys:
             try:
-                self.bucket.blob(self._name(key)).delete(
-                    retry=self._retry(), timeout=self._timeout()
-                )
+                self.bucket.blob(self._name(key)).delete(**self._bounds())
             except Exception as e:
                 err = self._wrap("delete", key, e)
                 if not isinstance(err, NotFoundError):
@@ -525,9 +518,7 @@ class GCSStore:
 
     def upload_file(self, local: Path, key: str) -> None:
         try:
-            self.bucket.blob(self._name(key)).upload_from_filename(
-                str(local), retry=self._retry(), timeout=self._timeout()
-            )
+            self.bucket.blob(self._name(key)).upload_from_filename(str(local), **self._bounds())
         except Exception as e:
             raise self._wrap("upload", key, e) from e
 
@@ -536,9 +527,7 @@ class GCSStore:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         try:
-            self.bucket.blob(self._name(key)).download_to_filename(
-                str(tmp), retry=self._retry(), timeout=self._timeout()
-            )
+            self.bucket.blob(self._name(key)).download_to_filename(str(tmp), **self._bounds())
         except Exception as e:
             tmp.unlink(missing_ok=True)
             raise self._wrap("download", key, e) from e
@@ -551,7 +540,7 @@ class GCSStore:
         """The object's generation: a new one whenever the object is replaced."""
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.reload(retry=self._retry(), timeout=self._timeout())
+            blob.reload(**self._bounds())
         except Exception as e:
             raise self._wrap("stat", key, e) from e
         return str(blob.generation)
@@ -561,11 +550,9 @@ class GCSStore:
 
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.reload(retry=self._retry(), timeout=self._timeout())
+            blob.reload(**self._bounds())
             generation = blob.generation
-            data = blob.download_as_bytes(
-                if_generation_match=generation, retry=self._retry(), timeout=self._timeout()
-            )
+            data = blob.download_as_bytes(if_generation_match=generation, **self._bounds())
         except gexc.NotFound:
             return None, None
         except gexc.PreconditionFailed:
