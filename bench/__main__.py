@@ -78,7 +78,7 @@ def run(
         raise SystemExit(
             f"error: unknown models {bad or chosen!r}: expected some of {', '.join(MODELS)}"
         )
-    source = Path(data) if data else runner.DEFAULT_DATA
+    source = Path(data) if data else runner.SHARED_TARBALL
     if not source.exists():
         raise SystemExit(f"error: data {source} does not exist: expected an aclImdb tarball")
     result = runner.benchmark(

@@ -18,10 +18,10 @@ from trainer.contract import PROGRESS_ENV
 
 def export(out: str, data: str = "", sample: int = 0, cache_dir: str = "") -> Path:
     """Encode (or read from the cache) and write the four arrays to `out`."""
-    from bench.runner import DEFAULT_DATA
+    from bench.runner import SHARED_TARBALL
     from trainer import data as data_mod
 
-    ds = data_mod.load(data or str(DEFAULT_DATA), 5000, 100, int(sample), cache_dir or None)
+    ds = data_mod.load(data or str(SHARED_TARBALL), 5000, 100, int(sample), cache_dir or None)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(

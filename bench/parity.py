@@ -1,7 +1,7 @@
 """`python -m bench.parity --run RUN`: training, prediction and serving agree on a run's test split.
 
 On the raw test reviews the run was evaluated on (all 25,000 for a full-data run) it
-prints: the rows where the Python encoder (`trainer.data.encode_texts`, what
+prints: the rows where the Python encoder (`trainer.data.ids_from_texts`, what
 `trainer.predict` uses) differs from the arrays the trainer tested on; the rows where the
 SavedModel's in-graph tokeniser differs from the Python encoder; the test accuracy
 `trainer.predict`'s scores give against the one recorded in metrics.json; the largest

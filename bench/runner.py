@@ -26,7 +26,7 @@ from trainer import phases
 from trainer.contract import MODELS, PROGRESS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
+SHARED_TARBALL = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
 IMPLS = ("reference", "ours")
 FAST = "fast"  # our trainer with --profile fast, one seed per repeat
 # Seeds of the fast recipe's runs, one per repeat (the reference and `ours` keep 113).

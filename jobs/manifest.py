@@ -8,7 +8,6 @@ import yaml
 from kubernetes import client
 
 from jobs.spec import JOBSET_REPLICATED_JOB, RUNTIME_JOBSET, VERSION, JobSpec, SpecError
-from trainer.config import SEED_FROM_RUN_ID
 from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
@@ -17,6 +16,7 @@ from trainer.contract import (
     PEER_TIMEOUT_ENV,
     PERMANENT_EXITS,
     RUN_ID_ENV,
+    SEED_FROM_RUN_ID,
     WORKER_HOSTS_ENV,
     WORKER_PORT,
     WORKER_PORT_NAME,

@@ -13,6 +13,7 @@ from trainer.contract import (
     CHECKPOINT_DIR,
     CONFIG,
     LATEST,
+    LATEST_ALIAS,
     METRICS,
     NEIGHBOURS,
     NEIGHBOURS_MODEL,
@@ -21,7 +22,7 @@ from trainer.contract import (
     is_run_id,
     run_key,
 )
-from trainer.promotion import PointerError, parse_pointer
+from trainer.promotion import PointerError, read_latest
 from trainer.storage import NotFoundError, open_store
 
 
@@ -58,13 +59,9 @@ def _runs(store, model: str) -> dict[str, set[str]]:
 
 
 def _latest(store, model: str) -> dict[str, Any] | None:
-    """The promoted run's pointer, checked (promotion.parse_pointer)."""
+    """The promoted run's pointer, checked (promotion.read_latest)."""
     try:
-        raw = store.read_bytes(f"{model}/{LATEST}")
-    except NotFoundError:
-        return None
-    try:
-        return parse_pointer(raw, f"{store.uri}/{model}/{LATEST}", model)
+        return read_latest(store.child(model), model)
     except PointerError as e:
         raise _cli.CommandFailedError(str(e)) from None
 
@@ -73,7 +70,7 @@ def _resolve(store, model: str, run_id: Any) -> str:
     if model not in MODELS:
         raise SpecError(f"invalid model {model!r}: expected one of {', '.join(MODELS)}")
     run_id = str(run_id)
-    if run_id != "latest":
+    if run_id != LATEST_ALIAS:
         if not is_run_id(run_id):
             raise SpecError(f"invalid run id {run_id!r}: expected {RUN_ID_HELP}")
         return run_id
@@ -170,7 +167,7 @@ def _neighbours_lines(neighbours: dict[str, Any], k: int) -> list[str]:
 def show(
     output: str | None = None,
     model: str = "lstm",
-    run_id: str = "latest",
+    run_id: str = LATEST_ALIAS,
     k: int = 5,
     json_output: bool = False,
 ) -> None:
@@ -259,7 +256,7 @@ def compare(*runs: str, output: str | None = None, k: int = 3) -> None:
 def pull(
     output: str | None = None,
     model: str = "lstm",
-    run_id: str = "latest",
+    run_id: str = LATEST_ALIAS,
     dest: str = ".",
     checkpoints: bool = False,
 ) -> None:

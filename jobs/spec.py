@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainer import contract
-from trainer.contract import MODELS, WORKER_PORT, new_run_id
+from trainer.contract import DEFAULT_DATA, MODELS, WORKER_PORT, new_run_id
 
 VERSION = "0.1.0"
 """The app version: chart appVersion, the image tag and the `app.kubernetes.io/version` label."""
@@ -21,7 +21,6 @@ DEFAULT_NAME = "imdb-train"
 EXAMPLE_IMAGE = f"imdb-train:{VERSION}"
 DEFAULT_NAMESPACE = "default"
 EXAMPLE_OUTPUT = "gs://imdb-train-runs/imdb"
-DEFAULT_DATA = "keras"
 DEFAULT_SERVICE_ACCOUNT = "imdb-train"
 # The GPU type of a GPU Job, as the node selector GKE reads: Autopilot refuses GPU pods
 # without it, and on Standard with several GPU pools it picks the pool. Required with GPUs.

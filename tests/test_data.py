@@ -30,7 +30,7 @@ def test_tokenize_ranks_by_frequency_then_first_occurrence():
 
 
 @pytest.mark.parametrize(
-    ("ranks", "lengths", "num_words", "maxlen", "expected"),
+    ("ranks", "lengths", "vocab_size", "max_review_length", "expected"),
     [
         pytest.param([1, 2], [2], 10, 4, [[0, 1, 4, 5]], id="pad-front-with-start-char"),
         pytest.param([1, 2, 3, 4, 5], [5], 100, 3, [[6, 7, 8]], id="truncate-front"),
@@ -40,10 +40,12 @@ def test_tokenize_ranks_by_frequency_then_first_occurrence():
     ],
 )
 def test_encode_matches_keras_load_data_and_pad_sequences(
-    ranks, lengths, num_words, maxlen, expected
+    ranks, lengths, vocab_size, max_review_length, expected
 ):
     splits = np.append(0, np.cumsum(lengths))
-    out = data.encode(np.array(ranks, dtype=np.int64), splits, num_words, maxlen)
+    out = data.ids_from_ranks(
+        np.array(ranks, dtype=np.int64), splits, vocab_size, max_review_length
+    )
     assert out.dtype == np.int32
     assert out.tolist() == expected
 
@@ -54,7 +56,7 @@ def test_raw_sources_encode_the_same(tmp_path, kind):
         src = write_tree(tmp_path / "tree")
     else:
         src = write_tarball(tmp_path / f"tiny.{kind}", compress=kind == "tar.gz")
-    ds = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "cache")
+    ds = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "cache")
     assert list(ds.word_index)[:9] == EXPECTED_TOP
     assert ds.word_index["great"] == 2
     assert ds.x_train.shape == (4, 6) and ds.x_test.shape == (2, 6)
@@ -74,8 +76,8 @@ def test_pax_and_gnu_tarballs_with_long_names_read_like_ustar(tmp_path, fmt):
     src = write_tarball(tmp_path / "long.tar.gz", reviews, fmt=fmt)
     raw = gzip.decompress(src.read_bytes())
     assert (b"././@LongLink" if fmt == tarfile.GNU_FORMAT else b"path=") in raw
-    ours = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "a")
-    plain = data.load(str(tree), num_words=10, maxlen=6, cache_dir=tmp_path / "b")
+    ours = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "a")
+    plain = data.load(str(tree), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "b")
     assert ours.word_index == plain.word_index
     np.testing.assert_array_equal(np.sort(ours.x_train, axis=0), np.sort(plain.x_train, axis=0))
     np.testing.assert_array_equal(ours.y_test, plain.y_test)
@@ -83,9 +85,9 @@ def test_pax_and_gnu_tarballs_with_long_names_read_like_ustar(tmp_path, fmt):
 
 def test_cache_is_used_the_second_time(tmp_path):
     src = write_tarball(tmp_path / "tiny.tar.gz")
-    first = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
-    second = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
-    other = data.load(str(src), num_words=10, maxlen=7, cache_dir=tmp_path / "c")
+    first = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c")
+    second = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c")
+    other = data.load(str(src), vocab_size=10, max_review_length=7, cache_dir=tmp_path / "c")
     assert (first.from_cache, second.from_cache, other.from_cache) == (False, True, False)
     np.testing.assert_array_equal(first.x_train, second.x_train)
     assert first.word_index == second.word_index
@@ -102,7 +104,7 @@ def test_keras_npz_source(tmp_path):
         },
         {"the": 1, "and": 2, "a": 3, "of": 4, "rare": 9},
     )
-    ds = data.load(str(npz), num_words=8, maxlen=4, cache_dir=tmp_path / "c")
+    ds = data.load(str(npz), vocab_size=8, max_review_length=4, cache_dir=tmp_path / "c")
     rows = {tuple(r) for r in ds.x_train.tolist()}
     # rank + 3, start char 1, rank 9 -> id 12 >= 8 -> OOV 2.
     assert rows == {(0, 1, 4, 5), (1, 6, 2, 4)}
@@ -114,7 +116,7 @@ def test_undecodable_bytes_are_replaced_and_counted(tmp_path):
 
     reviews = [*TINY, ("train", "pos", 9, b"great \xff\xfe movie")]
     src = write_tarball(tmp_path / "bad-bytes.tar.gz", reviews)
-    ds = data.load(str(src), num_words=10, maxlen=6, cache_dir=tmp_path / "c")
+    ds = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c")
     assert ds.stats["undecodable_reviews"] == 1
     assert len(ds.y_train) == 5
 

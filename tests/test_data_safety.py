@@ -145,7 +145,7 @@ def test_npz_with_wrong_arrays_is_refused(tmp_path, override, message):
 
 def test_npz_with_2d_integer_reviews_is_accepted(tmp_path):
     npz = write_npz(tmp_path / "dense.npz", x_train=np.array([[1, 2], [3, 4]]))
-    ds = data.load(npz, num_words=10, maxlen=4, cache_dir=tmp_path / "c")
+    ds = data.load(npz, vocab_size=10, max_review_length=4, cache_dir=tmp_path / "c")
     assert {tuple(r) for r in ds.x_train.tolist()} == {(0, 1, 4, 5), (0, 1, 6, 7)}
 
 
@@ -170,7 +170,7 @@ def test_npz_pickled_by_older_numpy_loads(tmp_path):
         for key, value in VALID.items():
             z.writestr(f"{key}.npy", npy(_obj(value) if key.startswith("x_") else np.array(value)))
     assert b"_codecs" in (tmp_path / "old.npz").read_bytes()
-    ds = data.load(str(npz), num_words=10, maxlen=4, cache_dir=tmp_path / "c")
+    ds = data.load(str(npz), vocab_size=10, max_review_length=4, cache_dir=tmp_path / "c")
     assert {tuple(r) for r in ds.x_train.tolist()} == {(0, 1, 4, 5), (1, 6, 7, 8)}
 
 
@@ -250,17 +250,17 @@ CORRUPTIONS = {
 def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, capsys, corruption):
     src = str(write_tarball(tmp_path / "tiny.tar.gz"))
     cache = tmp_path / "cache"
-    fresh = data.load(src, num_words=10, maxlen=6, cache_dir=cache)
+    fresh = data.load(src, vocab_size=10, max_review_length=6, cache_dir=cache)
     CORRUPTIONS[corruption](_cache_file(cache))
     capsys.readouterr()
-    rebuilt = data.load(src, num_words=10, maxlen=6, cache_dir=cache)
+    rebuilt = data.load(src, vocab_size=10, max_review_length=6, cache_dir=cache)
     err = capsys.readouterr().err.strip().splitlines()
     assert not rebuilt.from_cache
     assert len(err) == 1 and err[0].startswith("warning: encoded-data cache "), err
     assert " is corrupt (" in err[0] and err[0].endswith("); rebuilding it"), err
     for key in data.NPZ_ARRAYS:
         np.testing.assert_array_equal(getattr(rebuilt, key), getattr(fresh, key))
-    again = data.load(src, num_words=10, maxlen=6, cache_dir=cache)
+    again = data.load(src, vocab_size=10, max_review_length=6, cache_dir=cache)
     assert again.from_cache and capsys.readouterr().err == ""
 
 
@@ -275,7 +275,9 @@ def _race_worker(src, root, rounds, barrier, results):
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                ds = data_mod.load(src, num_words=50, maxlen=200, cache_dir=f"{root}/round-{r}")
+                ds = data_mod.load(
+                    src, vocab_size=50, max_review_length=200, cache_dir=f"{root}/round-{r}"
+                )
             digest = hashlib.sha256(ds.x_train.tobytes()).hexdigest()
             # A warning (cache unwritable, or found corrupt) is a lost race too.
             results.put((r, "ok" if not err.getvalue() else err.getvalue(), digest))
@@ -322,7 +324,7 @@ def test_full_cache_volume_costs_only_the_cache(tmp_path, capsys):
         (vol / "encoded").mkdir()
         fill(vol, leave=8 << 10)
         capsys.readouterr()
-        ds = data.load(src, num_words=10, maxlen=2000, cache_dir=vol)
+        ds = data.load(src, vocab_size=10, max_review_length=2000, cache_dir=vol)
         err = capsys.readouterr().err.strip().splitlines()
         assert not ds.from_cache and ds.x_train.shape == (4, 2000)
         assert err == [f"warning: cannot write the encoded-data cache in {vol / 'encoded'} "
@@ -378,7 +380,7 @@ def test_a_signal_while_reading_an_npz_is_a_preemption_not_bad_data(tmp_path, mo
     unpickler, which a broad `except` turned into bad data (exit 2: the Job failed for
     good). A signal is never data corruption."""
     from tests.helpers import write_keras_npz
-    from trainer import data
+    from trainer.data import npz
     from trainer.termination import PreemptedError
 
     path = write_keras_npz(tmp_path / "imdb.npz", {"x_train": [[1, 2, 3]], "y_train": [1],
@@ -387,15 +389,15 @@ def test_a_signal_while_reading_an_npz_is_a_preemption_not_bad_data(tmp_path, mo
     def preempted(self):
         raise PreemptedError("stopped by signal 15 while loading data")
 
-    monkeypatch.setattr(data._ArrayUnpickler, "load", preempted)
+    monkeypatch.setattr(npz._ArrayUnpickler, "load", preempted)
     with pytest.raises(PreemptedError):
-        data._read_npz(path)
+        npz.read_npz(path)
 
 
 def test_a_signal_while_reading_the_cache_keeps_the_cache(tmp_path, monkeypatch):
     """A valid encoded cache read when SIGTERM arrived was taken for corrupt, deleted and
     rebuilt by the next pod; now the signal goes through and the cache stays."""
-    from trainer import data
+    from trainer.data import cache as cache_mod
     from trainer.termination import PreemptedError
 
     cache = tmp_path / "entry.npz"
@@ -404,9 +406,9 @@ def test_a_signal_while_reading_the_cache_keeps_the_cache(tmp_path, monkeypatch)
     def preempted(*args, **kwargs):
         raise PreemptedError("stopped by signal 15 while loading data")
 
-    monkeypatch.setattr(data.np, "load", preempted)
+    monkeypatch.setattr(cache_mod.np, "load", preempted)
     with pytest.raises(PreemptedError):
-        data._read_cache(cache)
+        cache_mod.read(cache)
     assert cache.exists()
 
 
@@ -513,7 +515,7 @@ def test_ranks_near_the_top_of_the_integer_range_are_out_of_vocabulary(tmp_path,
     x = np.array([huge, [1, 1, 1, 1, 1]], dtype=dtype)
     path = tmp_path / "imdb.npz"
     np.savez(path, x_train=x, y_train=np.array([1, 0]), x_test=x, y_test=np.array([1, 0]))
-    arrays, _, _ = data.encode_npz(path, num_words=100, maxlen=6)
+    arrays, _, _ = data.encode_keras_npz(path, vocab_size=100, max_review_length=6)
     for split in ("x_train", "x_test"):
         rows = {tuple(r) for r in arrays[split].tolist()}
         assert (1, 2, 2, 2, 2, 2) in rows, rows  # start mark, then five OOV

@@ -42,15 +42,15 @@ VOCAB, MAXLEN = 9, 6
         pytest.param("#great#", [0, 0, 0, 0, 1, 4], id="marker-character"),
     ],
 )
-def test_encode_texts_cases(text, expected):
-    assert data.encode_texts([text], INDEX, VOCAB, MAXLEN).tolist() == [expected]
+def test_ids_from_texts_cases(text, expected):
+    assert data.ids_from_texts([text], INDEX, VOCAB, MAXLEN).tolist() == [expected]
 
 
-def test_encode_texts_batch_and_empty_batch():
-    out = data.encode_texts(["great", "", "film"], INDEX, VOCAB, MAXLEN)
+def test_ids_from_texts_batch_and_empty_batch():
+    out = data.ids_from_texts(["great", "", "film"], INDEX, VOCAB, MAXLEN)
     assert out.dtype == np.int32 and out.shape == (3, MAXLEN)
     assert out[:, -1].tolist() == [4, 1, 5]
-    assert data.encode_texts([], INDEX, VOCAB, MAXLEN).shape == (0, MAXLEN)
+    assert data.ids_from_texts([], INDEX, VOCAB, MAXLEN).shape == (0, MAXLEN)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,14 @@ def full_data(shared_tarball, tmp_path_factory):
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_encode_texts_reproduces_the_training_arrays(full_data, shared_tarball, split):
+def test_ids_from_texts_reproduces_the_training_arrays(full_data, shared_tarball, split):
     """The encoder prediction uses gives, from the raw reviews and the word index alone,
     exactly the arrays the trainer trained and tested on (a sample of each split here;
     all of the test split in `python -m bench.parity`)."""
     ds, cache = full_data
     texts, labels = data.raw_split(str(shared_tarball), split, cache_dir=cache)
     n = 4000
-    x = data.encode_texts(texts[:n], ds.word_index, 5000, 100)
+    x = data.ids_from_texts(texts[:n], ds.word_index, 5000, 100)
     expected = getattr(ds, f"x_{split}")[:n]
     assert int((x != expected).any(axis=1).sum()) == 0
     np.testing.assert_array_equal(labels[:n], getattr(ds, f"y_{split}")[:n])

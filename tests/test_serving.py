@@ -174,7 +174,7 @@ def test_tokeniser_of_a_tiny_vocabulary(tmp_path):
         b"\xc3Film",
     ]
     ids = loaded.signatures["tokenize"](reviews=tf.constant(texts))["ids"].numpy()
-    np.testing.assert_array_equal(ids, data.encode_texts(texts, index, 9, 6))
+    np.testing.assert_array_equal(ids, data.ids_from_texts(texts, index, 9, 6))
     assert ids.tolist()[:2] == [[0, 0, 0, 1, 4, 5], [0, 0, 1, 6, 7, 2]]
     scores = loaded.signatures["serving_default"](reviews=tf.constant(texts))["probability"]
     assert scores.numpy().tolist() == [5.0, 2.0, 2.0, 1.0, 5.0, 5.0, 5.0]

@@ -50,7 +50,7 @@ def run(argv: Sequence[str]) -> int:
         if distribute.is_multi_worker():
             # Keras 3 model.fit fails under MultiWorkerMirroredStrategy on TF 2.21
             # (keras-team/keras#20585); tf-keras runs it. Must be set before TF loads.
-            os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+            os.environ.setdefault(contract.LEGACY_KERAS_ENV, "1")
             distribute.collective_timeout_from_env()  # a bad value is bad input, fail early
             distribute.peer_timeout_from_env()
         from trainer.quiet import import_tensorflow

@@ -2,7 +2,7 @@
 
 The trainer's command line is generated from these fields (trainer/cli.py), so a flag, its
 default and its help exist once. Fields marked `resume=True` must match when a run id is
-started again (see trainer/run.py); the others may differ between attempts.
+started again (trainer/train.py checks them); the others may differ between attempts.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from trainer import contract
 METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
 DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
-DEFAULT_DATA = "keras"
 MIN_REVIEW_LENGTH = 5  # words kept per review; fewer cannot carry a review's sentiment
-SEED_FROM_RUN_ID = -1  # --seed -1: a seed derived from the run id (scheduled retraining)
 
 
 class ConfigError(Exception):
@@ -42,7 +40,7 @@ class TrainConfig:
 
     model: str = opt("lstm", f"the model: {' or '.join(contract.MODELS)}", resume=True)
     data: str = opt(
-        DEFAULT_DATA,
+        contract.DEFAULT_DATA,
         "keras (official imdb.npz, downloaded and cached), a path or gs:// URI of imdb.npz, "
         "or an aclImdb tarball / directory (train|test/pos|neg/*.txt)",
         resume=True,
@@ -62,10 +60,14 @@ class TrainConfig:
         64, "GLOBAL batch size: examples per optimizer step over all replicas", resume=True
     )
     vocab_size: int = opt(
-        5000, "the most frequent words kept (others become out-of-vocabulary)", resume=True
+        contract.VOCAB_SIZE,
+        "the most frequent words kept (others become out-of-vocabulary)",
+        resume=True,
     )
     max_review_length: int = opt(
-        100, "reviews are truncated / zero-padded at the front to this many words", resume=True
+        contract.MAX_REVIEW_LENGTH,
+        "reviews are truncated / zero-padded at the front to this many words",
+        resume=True,
     )
     embedding_dim: int = opt(32, "word vector size", resume=True)
     lstm_units: int = opt(128, "LSTM width (lstm model only)", resume=True)
@@ -144,7 +146,7 @@ class TrainConfig:
             setattr(self, name, _int(name, getattr(self, name), minimum=1))
         for name in ("sample", "cpu_devices"):
             setattr(self, name, _int(name, getattr(self, name), minimum=0))
-        self.seed = _int("seed", self.seed, minimum=SEED_FROM_RUN_ID)
+        self.seed = _int("seed", self.seed, minimum=contract.SEED_FROM_RUN_ID)
         for name in ("learning_rate", "min_accuracy", "tolerance"):
             setattr(self, name, _float(name, getattr(self, name)))
         if not self.learning_rate > 0:
@@ -196,7 +198,7 @@ class TrainConfig:
     def resolve_seed(self) -> None:
         """Replace --seed -1 by a seed derived from the run id (same id, same seed: a
         resumed run keeps its seed)."""
-        if self.seed == SEED_FROM_RUN_ID and self.run_id:
+        if self.seed == contract.SEED_FROM_RUN_ID and self.run_id:
             digest = hashlib.sha256(self.run_id.encode()).hexdigest()
             self.seed = int(digest[:8], 16) % 2**31
 

@@ -18,6 +18,21 @@ MODELS: tuple[str, ...] = ("mean", "lstm")
 # sentiment directly, the LSTM's embedding is only its input layer.
 NEIGHBOURS_MODEL = "mean"
 
+# --- the encoding (keras.datasets.imdb's) and the reference recipe's sizes --------------------
+PAD_ID = 0  # padding
+START_CHAR = 1  # marks the start of every review
+OOV_CHAR = 2  # a word outside the vocabulary
+INDEX_FROM = 3  # a word of frequency rank r has id r + INDEX_FROM
+VOCAB_SIZE = 5000  # ids kept: the most frequent VOCAB_SIZE - INDEX_FROM words
+MAX_REVIEW_LENGTH = 100  # words per review after padding / truncating at the front
+# The data a run reads when none is named: Keras's imdb.npz, downloaded and verified.
+DEFAULT_DATA = "keras"
+SEED_FROM_RUN_ID = -1  # --seed -1: a seed derived from the run id (scheduled retraining)
+# `<model>/latest` names the promoted run of a model (through <model>/latest.json).
+LATEST_ALIAS = "latest"
+# Keras 3 (default) or tf-keras ("1": multi-worker runs); read by TensorFlow at import.
+LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
+
 # --- exit codes (the Kubernetes podFailurePolicy reads these) ------------------------------
 EXIT_OK = 0
 EXIT_CRASH = 1  # unexpected error: the Job's backoffLimit decides

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from trainer import contract
 from trainer.config import TrainConfig
 
 # Honours TF_USE_LEGACY_KERAS: Keras 3 by default, tf-keras for multi-worker runs.
@@ -90,7 +91,7 @@ def steps_per_execution(cfg: TrainConfig) -> int:
     """cfg.steps_per_execution where Keras can run it: Keras 3's multi-step loop fails under
     a MirroredStrategy of several replicas on TF 2.21 ("while/cond/Placeholder"), so there
     it is 1. Call inside the strategy's scope."""
-    legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+    legacy = os.environ.get(contract.LEGACY_KERAS_ENV) == "1"
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return cfg.steps_per_execution if legacy or replicas == 1 else 1
 

@@ -1,7 +1,7 @@
 """`python -m trainer.predict --run RUN "review" ...`: score raw reviews with a trained run.
 
 Prints one JSON line per review: {"text": shortened review, "score": P(positive),
-"label": "positive" | "negative"}. Reviews are encoded by `trainer.data.encode_texts` with
+"label": "positive" | "negative"}. Reviews are encoded by `trainer.data.ids_from_texts` with
 the run's own `word_index.json` and `config.json`, the function that encoded its training
 data, so training and prediction cannot drift apart.
 """
@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from trainer import contract, quiet
-from trainer.data import ENCODER_VERSION, INDEX_FROM, DataError, encode_texts
+from trainer.contract import INDEX_FROM
+from trainer.data import DataError
+from trainer.data.tokenizer import ENCODER_VERSION, ids_from_texts
 from trainer.storage import NotFoundError, Store, StoreError, open_store
 
 TEXT_CHARS = 80  # the `text` field of an output line is shortened to this many characters
@@ -32,7 +34,6 @@ POSITIVE, NEGATIVE = "positive", "negative"
 # Keras's binary accuracy counts score > 0.5 as positive: the same threshold reproduces
 # the accuracy a run recorded.
 THRESHOLD = 0.5
-LATEST_NAME = "latest"  # `<model>/latest` in --run resolves through `<model>/latest.json`
 
 
 class PredictError(ValueError):
@@ -50,22 +51,18 @@ def _parent_uri(uri: str) -> tuple[str, str]:
 
 
 def _through_latest(model_store: Store, shown: str) -> Store:
-    from trainer.promotion import PointerError, parse_pointer
+    from trainer.promotion import PointerError, read_latest
 
+    model = model_store.uri.rstrip("/").rsplit("/", 1)[-1]
     try:
-        raw = model_store.read_bytes(contract.LATEST)
-    except NotFoundError:
+        pointer = read_latest(model_store, model if model in contract.MODELS else None)
+    except PointerError as e:
+        raise PredictError(str(e)) from None
+    if pointer is None:
         raise PredictError(
             f"no {contract.LATEST} in {model_store.uri} for run {shown!r}: no run of this "
             "model was promoted there; pass a run directory <output>/<model>/<run-id>"
-        ) from None
-    try:
-        model = model_store.uri.rstrip("/").rsplit("/", 1)[-1]
-        pointer = parse_pointer(
-            raw, f"{model_store.uri}/{contract.LATEST}", model if model in contract.MODELS else None
         )
-    except PointerError as e:
-        raise PredictError(str(e)) from None
     return model_store.child(pointer["run_id"])
 
 
@@ -86,7 +83,7 @@ def resolve_run(run: str) -> Store:
     if store.exists(contract.SUCCESS):
         return store
     parent, name = _parent_uri(run)
-    if name == LATEST_NAME and parent and not store.exists(contract.CONFIG):
+    if name == contract.LATEST_ALIAS and parent and not store.exists(contract.CONFIG):
         store = _through_latest(open_store(parent), run)
     elif store.exists(contract.LATEST) and not store.exists(contract.CONFIG):
         store = _through_latest(store, run)  # a model directory: its promoted run
@@ -124,7 +121,7 @@ class LoadedRun:
 
     def encode(self, texts: Sequence[str | bytes]) -> np.ndarray:
         """The model input of `texts`, by the encoder the run's training data went through."""
-        return encode_texts(
+        return ids_from_texts(
             texts, self.word_index, self.vocab_size, self.max_review_length, self.index_from
         )
 
@@ -191,7 +188,7 @@ def load_run(run: str) -> LoadedRun:
     # A run of several workers trains with tf-keras, whose files Keras 3 does not load;
     # this must be decided before TensorFlow is imported.
     if doc.get("keras") == "tf-keras" and "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        os.environ[contract.LEGACY_KERAS_ENV] = "1"
     with tempfile.TemporaryDirectory(prefix="imdb-predict-") as tmp:
         local = Path(tmp) / contract.MODEL_FILE
         store.download_file(contract.MODEL_FILE, local)

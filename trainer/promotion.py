@@ -9,7 +9,7 @@ import time
 
 from trainer import contract
 from trainer.config import ConfigError, TrainConfig
-from trainer.storage import Store
+from trainer.storage import NotFoundError, Store
 
 
 class PointerError(ConfigError):
@@ -51,6 +51,22 @@ def parse_pointer(raw: bytes | None, where: str, model: str | None = None) -> di
     else:
         return doc
     raise PointerError(f"{where} is not a run pointer: {problem}; fix or remove it")
+
+
+def read_latest(model_store: Store, model: str | None) -> dict | None:
+    """The promoted run's pointer in a model's folder (`<output>/<model>/latest.json`),
+    checked; None when no run of the model was promoted there.
+
+    The one way to find a run through `latest`: `jobs.results` and `trainer.predict`.
+
+    Raises:
+        PointerError: latest.json is malformed, foreign, or names another model's run.
+    """
+    try:
+        raw = model_store.read_bytes(contract.LATEST)
+    except NotFoundError:
+        return None
+    return parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}", model)
 
 
 def to_json(obj) -> bytes:

@@ -1,7 +1,7 @@
 """Export a run as a TensorFlow SavedModel: a batch of raw review strings in, probabilities out.
 
 The SavedModel carries its own tokeniser (tf.strings ops and a static lookup table built
-from the run's vocabulary), a graph-mode copy of `trainer.data.encode_texts`, so TF Serving,
+from the run's vocabulary), a graph-mode copy of `trainer.data.ids_from_texts`, so TF Serving,
 KServe and Vertex AI serve it without any code of this project. Layout:
 `<run>/serving/<version>/saved_model.pb`: TF Serving and KServe's TensorFlow runtime take
 `<run>/serving` as the model base path (one numeric version directory); Vertex AI takes the
@@ -16,16 +16,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from trainer.contract import SERVING_DIR, SERVING_VERSION
-from trainer.data import INDEX_FROM, OOV_CHAR, START_CHAR
+from trainer.contract import INDEX_FROM, OOV_CHAR, SERVING_DIR, SERVING_VERSION, START_CHAR
+from trainer.data.tokenizer import NON_WORD_PATTERN
 
 INPUT_KEY = "reviews"  # the signature's one input: tf.string [batch]
 OUTPUT_KEY = "probability"  # serving_default's output: float32 [batch], P(positive)
 IDS_KEY = "ids"  # the "tokenize" signature's output: int32 [batch, max_review_length]
 TOKENIZE_SIGNATURE = "tokenize"
 DEFAULT_SIGNATURE = "serving_default"
-# Bytes outside [a-z0-9'] separate words (after ASCII lower-casing), as in trainer.data.
-_NON_WORD = "[^a-z0-9']+"
 
 
 def vocabulary(
@@ -75,7 +73,7 @@ def _module(
                 replacement_char=0xFFFD,
                 replace_control_characters=False,
             )
-            text = tf.strings.regex_replace(text, _NON_WORD, " ")
+            text = tf.strings.regex_replace(text, NON_WORD_PATTERN, " ")
             tokens = tf.strings.split(text)
             word_ids = tf.ragged.map_flat_values(self.table.lookup, tokens)
             n = tf.shape(reviews, out_type=tf.int64)[0]

@@ -78,7 +78,7 @@ def checkpoint_epochs(store: Store) -> list[int]:
 
 
 def keras_flavour() -> str:
-    return "tf-keras" if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else "keras3"
+    return "tf-keras" if os.environ.get(contract.LEGACY_KERAS_ENV) == "1" else "keras3"
 
 
 def check_resumable(store: Store, cfg: TrainConfig) -> None:

@@ -1,0 +1,80 @@
+"""Encoded arrays and the word index cached on disk, one self-verifying file per entry.
+
+A cache entry is published by atomic rename and verified by its own sha256 on every read:
+a corrupt entry is rebuilt, and a cache that cannot be written (disk full) only costs the
+next run time."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data.common import warn
+from trainer.data.npz import NPZ_ARRAYS
+from trainer.termination import RetryableError
+
+_CACHE_META = "meta"  # JSON (word index, stats) as uint8
+
+
+_CACHE_SUM = "sha256"  # digest of the arrays and the meta, as uint8
+
+
+def _cache_digest(members: dict[str, np.ndarray]) -> np.ndarray:
+    h = hashlib.sha256()
+    for name in (*NPZ_ARRAYS, _CACHE_META):
+        arr = np.ascontiguousarray(members[name])
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def read(path: Path) -> tuple[dict, dict[str, int], dict] | None:
+    """A verified cache entry, or None (absent; or corrupt: then warned about and removed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            members = {k: f[k] for k in (*NPZ_ARRAYS, _CACHE_META, _CACHE_SUM)}
+        if not np.array_equal(members[_CACHE_SUM], _cache_digest(members)):
+            raise ValueError("checksum mismatch")
+        meta = json.loads(members[_CACHE_META].tobytes())
+        arrays = {k: members[k] for k in NPZ_ARRAYS}
+        return arrays, meta["word_index"], meta["stats"]
+    except RetryableError:
+        raise  # a signal (preemption) while reading is never corruption: keep the cache
+    except Exception as e:  # a damaged file can fail in any layer: zip, npy, JSON
+        warn(f"encoded-data cache {path} is corrupt ({type(e).__name__}: {e}); rebuilding it")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def write(path: Path, arrays: dict, word_index: dict, stats: dict) -> None:
+    """Publish one self-verifying cache file by atomic rename; on failure, warn and go on."""
+    from trainer.storage import write_new_file
+
+    meta = json.dumps({"word_index": word_index, "stats": stats}).encode()
+    members = {**arrays, _CACHE_META: np.frombuffer(meta, dtype=np.uint8)}
+    members[_CACHE_SUM] = _cache_digest(members)
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temp name per writer: concurrent cold loads each publish a whole file.
+        tmp = write_new_file(path.parent, path.name, buf.getbuffer())
+        try:
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    except OSError as e:
+        warn(
+            f"cannot write the encoded-data cache in {path.parent} "
+            f"({e.strerror or e}); continuing without it"
+        )
