@@ -55,10 +55,10 @@ def _batches(n: int, size: int, desc: str):
 def parity(run: str, data: str = "", batch_size: int = 1024, cache_dir: str = "") -> dict:
     """Measure the four parities of one run (see the module docstring)."""
     from trainer import data as data_mod
-    from trainer import predict, quiet
+    from trainer import predict, quiet, runs
 
     with quiet.quietly():
-        loaded = predict.load_run(run)
+        loaded = runs.load_run(run)
         import tensorflow as tf
     cfg = loaded.config.get("config", {})
     source = data or cfg.get("data", "")
@@ -115,7 +115,7 @@ def parity(run: str, data: str = "", batch_size: int = 1024, cache_dir: str = ""
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from trainer import predict
+    from trainer.commandline import run_fire
 
     result: dict = {}
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("parity: " + json.dumps(f))
 
-    code = predict.cli(run, argv, name="bench.parity")
+    code = run_fire(run, argv, "bench.parity", string_flags=("--run", "--data", "--cache-dir"))
     if code == 0 and not result.get("ok", False):
         return 1
     return code

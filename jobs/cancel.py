@@ -26,14 +26,13 @@ def cancel(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client, owning_jobset, resolve_namespace
+    from jobs.cluster import connect, owning_jobset
     from jobs.manifest import selector
 
     by_label = run_id not in (None, "") or model not in (None, "")
     if not jobs and not by_label:
         raise SpecError("missing job: pass Job names, or --model and/or --run-id")
-    cluster = Cluster(load_api_client(kubeconfig, context))
-    namespace = resolve_namespace(namespace, kubeconfig, context)
+    cluster, namespace = connect(namespace, kubeconfig, context)
     names = [str(j) for j in jobs]
     if by_label:
         rid = None if run_id in (None, "") else str(run_id)

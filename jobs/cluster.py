@@ -85,6 +85,15 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         ) from e
 
 
+def connect(
+    namespace: str | None, kubeconfig: str | None = None, context: str | None = None
+) -> tuple[Cluster, str]:
+    """(the cluster, the namespace to use): the one set-up of the jobs.* commands, from
+    --kubeconfig and --context (or the pod's own service account) and --namespace."""
+    cluster = Cluster(load_api_client(kubeconfig, context))
+    return cluster, resolve_namespace(namespace, kubeconfig, context)
+
+
 def resolve_namespace(
     namespace: str | None, kubeconfig: str | None = None, context: str | None = None
 ) -> str:

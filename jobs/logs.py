@@ -32,11 +32,10 @@ def logs(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, load_api_client, pod_reason, resolve_namespace
+    from jobs.cluster import connect, pod_reason
     from jobs.manifest import selector
 
-    cluster = Cluster(load_api_client(kubeconfig, context))
-    namespace = resolve_namespace(namespace, kubeconfig, context)
+    cluster, namespace = connect(namespace, kubeconfig, context)
     if not job:
         if not (model and run_id not in (None, "")):
             raise SpecError("missing job: pass a Job name, or --model and --run-id")

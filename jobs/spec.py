@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trainer import contract
+from trainer import commandline, contract
 from trainer.contract import DEFAULT_DATA, MODELS, WORKER_PORT, new_run_id
 
 VERSION = "0.1.0"
@@ -105,15 +105,10 @@ def resolve_models(model: Any) -> list[str]:
 def to_int(field: str, value: Any, minimum: int) -> int:
     """`value` as an int >= minimum, whatever fire made of the flag; else a SpecError naming it."""
     # fire hands over whatever the flag looked like: 10, "10", 10.0 or True.
-    if isinstance(value, bool):
+    as_int = commandline.as_int(value)
+    if as_int is None or as_int < minimum:
         raise SpecError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        value = int(value)
-    if not isinstance(value, int) or value < minimum:
-        raise SpecError(f"invalid {field} {value!r}: expected an integer >= {minimum}")
-    return value
+    return as_int
 
 
 def _optional_int(field: str, value: Any, minimum: int) -> int | None:

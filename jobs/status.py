@@ -65,10 +65,9 @@ def status(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import Cluster, ClusterError, load_api_client, pod_line, resolve_namespace
+    from jobs.cluster import ClusterError, connect, pod_line
 
-    cluster = Cluster(load_api_client(kubeconfig, context))
-    namespace = resolve_namespace(namespace, kubeconfig, context)
+    cluster, namespace = connect(namespace, kubeconfig, context)
     run_id = None if run_id is None else str(run_id)
     jobs = cluster.list_jobs(namespace, selector(model, run_id))
     if not jobs:

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from trainer import contract
-from trainer.predict import PredictError, load_run
+from trainer.runs import RunError, load_run
 
 WORDS = {"great": 1, "bad": 2, "film": 3}
 
@@ -61,7 +61,7 @@ def write_run(root, model_path, *, word_index=WORDS, vocab=16, length=8, index_f
 )  # fmt: skip
 def test_a_damaged_run_file_is_one_line_naming_it(tmp_path, tiny_model, change, message):
     run = write_run(tmp_path, tiny_model, **change)
-    with pytest.raises(PredictError) as e:
+    with pytest.raises(RunError) as e:
         load_run(str(run))
     assert message in str(e.value) and "\n" not in str(e.value)
 
@@ -76,7 +76,7 @@ def test_the_encoder_uses_the_runs_index_from(tmp_path, tiny_model):
 
 
 def test_a_damaged_word_index_on_the_command_line_exits_2(tmp_path, tiny_model, capsys):
-    from trainer.predict import main
+    from trainer.predict.__main__ import main
 
     run = write_run(tmp_path, tiny_model, word_index={"great": "x"})
     assert main(["--run", str(run), "a great film"]) == contract.EXIT_BAD_INPUT

@@ -96,7 +96,7 @@ def clean_load(serving_dir, texts: list[bytes], tmp_path) -> tuple[dict, np.ndar
 def served(sample_run, shared_tarball, tmp_path_factory):
     """The run's SavedModel evaluated, without project code, on raw test reviews + tricky
     strings; and the same texts through trainer.predict's encoder and model."""
-    from trainer import predict
+    from trainer import runs
 
     raw, _ = data.raw_split(str(shared_tarball), "test", cache_dir=sample_run.cache)
     texts = raw[:3000] + [t.encode() for t in TRICKY] + TRICKY_BYTES
@@ -104,7 +104,7 @@ def served(sample_run, shared_tarball, tmp_path_factory):
     info, ids, scores = clean_load(
         sample_run.run_dir / contract.SERVING_DIR / contract.SERVING_VERSION, texts, tmp
     )
-    loaded = predict.load_run(str(sample_run.run_dir))
+    loaded = runs.load_run(str(sample_run.run_dir))
     return {
         "info": info,
         "ids": ids,

@@ -13,6 +13,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from trainer.commandline import flag
 from trainer.config import ConfigError, TrainConfig
 
 _TRUE = ("true", "yes", "1", "on")
@@ -22,11 +23,6 @@ _TYPES = typing.get_type_hints(TrainConfig)
 
 def fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def flag(name: str) -> str:
-    """`run_id` -> `--run-id`."""
-    return "--" + name.replace("_", "-")
 
 
 def _convert(name: str, raw: str) -> Any:

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer import contract
+from trainer import commandline, contract
 
 METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
@@ -219,10 +219,6 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
 # What the math and the machine can take: a larger value fails after the data load (numpy
 # seeds are 32-bit; a review of a billion words or a vocabulary of a billion rows does not
 # fit any accelerator), so it is bad input, refused before any work.
@@ -242,20 +238,17 @@ MAXIMA = {
 
 def _int(name: str, value: Any, minimum: int) -> int:
     # fire and JSON hand over 10, "10" or 10.0; a bool or 10.5 is a mistake.
-    as_int = None
-    if not isinstance(value, bool):
-        try:
-            as_int = int(value)
-            if as_int != float(value):
-                as_int = None
-        except (TypeError, ValueError):
-            as_int = None
+    as_int = commandline.as_int(value)
     if as_int is None or as_int < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected {what}")
+        raise ConfigError(
+            f"invalid {commandline.option_name(name)} {_show(value)}: expected {what}"
+        )
     maximum = MAXIMA.get(name)
     if maximum is not None and as_int > maximum:
-        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected at most {maximum}")
+        raise ConfigError(
+            f"invalid {commandline.option_name(name)} {_show(value)}: expected at most {maximum}"
+        )
     return as_int
 
 
@@ -265,7 +258,9 @@ def _float(name: str, value: Any) -> float:
             raise ValueError
         return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"invalid {_flag(name)} {_show(value)}: expected a number") from None
+        raise ConfigError(
+            f"invalid {commandline.option_name(name)} {_show(value)}: expected a number"
+        ) from None
 
 
 def _show(value: Any) -> str:

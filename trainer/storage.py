@@ -120,6 +120,19 @@ def write_new_file(directory: Path, name: str, data: bytes) -> Path:
     return Path(tmp)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Publish `data` at `path` through a new temp file and an atomic rename: a reader sees
+    the old file or the new one, never part of one, and the temp file never outlives the
+    call (a concurrent writer has its own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = write_new_file(path.parent, path.name, data)
+    try:
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _os_reason(e: OSError) -> str:
     return e.strerror or str(e)
 
@@ -251,15 +264,7 @@ class LocalStore:
         return f"{st.st_size}-{st.st_mtime_ns}"
 
     def download_file(self, key: str, local: Path) -> None:
-        local = Path(local)
-        data = self.read_bytes(key)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = write_new_file(local.parent, local.name, data)
-        try:
-            os.replace(tmp, local)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        replace_file(Path(local), self.read_bytes(key))
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ def read(path: Path) -> tuple[dict, dict[str, int], dict] | None:
 
 def write(path: Path, arrays: dict, word_index: dict, stats: dict) -> None:
     """Publish one self-verifying cache file by atomic rename; on failure, warn and go on."""
-    from trainer.storage import write_new_file
+    from trainer.storage import replace_file
 
     meta = json.dumps({"word_index": word_index, "stats": stats}).encode()
     members = {**arrays, _CACHE_META: np.frombuffer(meta, dtype=np.uint8)}
@@ -65,14 +64,8 @@ def write(path: Path, arrays: dict, word_index: dict, stats: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, **members)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         # A unique temp name per writer: concurrent cold loads each publish a whole file.
-        tmp = write_new_file(path.parent, path.name, buf.getbuffer())
-        try:
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        replace_file(path, buf.getbuffer())
     except OSError as e:
         warn(
             f"cannot write the encoded-data cache in {path.parent} "

@@ -7,7 +7,8 @@ KServe and Vertex AI serve it without any code of this project. Layout:
 `<run>/serving` as the model base path (one numeric version directory); Vertex AI takes the
 version directory itself.
 
-`python -m trainer.serving --run RUN` exports a run trained before runs wrote `serving/`.
+`python -m trainer.serving --run RUN` (trainer/serving/__main__.py) exports a run trained
+before runs wrote `serving/`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from trainer.contract import INDEX_FROM, OOV_CHAR, SERVING_DIR, SERVING_VERSION, START_CHAR
+from trainer.contract import INDEX_FROM, OOV_CHAR, SERVING_VERSION, START_CHAR
 from trainer.data.tokenizer import NON_WORD_PATTERN
 
 INPUT_KEY = "reviews"  # the signature's one input: tf.string [batch]
@@ -153,32 +154,3 @@ def export(
         signatures={DEFAULT_SIGNATURE: module.serve, TOKENIZE_SIGNATURE: module.tokenize},
     )
     return version_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer.serving --run RUN`: write `serving/` for an existing run."""
-    from trainer import predict, quiet
-
-    def run(run: str = "") -> None:
-        """Export the serving SavedModel of a finished run into the run's `serving/`.
-
-        Args:
-            run: a run directory or URI (local path, file://, gs://); `<model>/latest`
-                resolves through `<model>/latest.json`.
-        """
-        with quiet.quietly():
-            loaded = predict.load_run(run)
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="imdb-serving-") as tmp:
-                export(loaded.model, loaded.word_index, loaded, Path(tmp), loaded.index_from)
-                for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
-                    key = f"{SERVING_DIR}/{path.relative_to(tmp).as_posix()}"
-                    loaded.store.upload_file(path, key)
-        print(f"serving: {loaded.store.uri}/{SERVING_DIR}/{SERVING_VERSION}")
-
-    return predict.cli(run, argv, name="trainer.serving")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

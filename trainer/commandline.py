@@ -1,0 +1,233 @@
+"""What every command line of the project shares: flag names, integers as typed, the one
+table from errors to exit codes and messages, and running a fire command.
+
+Used by `python -m trainer`, `trainer.predict`, `trainer.serving`, `bench.parity` and
+every `jobs.*` command. TensorFlow-free; fire is imported only to run a command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from trainer import contract
+
+EXIT_FAILED = 1  # a client command: the cluster or store refused, or a watched Job failed
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+_INT = re.compile(r"\s*[+-]?\d+(_\d+)*\s*\Z")
+
+
+def option_name(field: str) -> str:
+    """`run_id` -> `run-id`: how a setting is spelled on the command line and in errors."""
+    return field.replace("_", "-")
+
+
+def flag(field: str) -> str:
+    """`run_id` -> `--run-id`."""
+    return "--" + option_name(field)
+
+
+def as_int(value: Any) -> int | None:
+    """`value` as an integer, whatever a parser made of what was typed (10, "10", 10.0),
+    or None when it is not one (a bool, 10.5, "ten", "1e3")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return int(value) if _INT.match(value) else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    try:
+        as_integer = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return as_integer if as_integer == value else None
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+# The one table from errors to exit codes and the word that starts their line: first match
+# wins (subclasses above their bases). A class is named by module and name, and only
+# looked up when its module is loaded: an error of a module never imported was never
+# raised, and the trainer's image carries no jobs/ package.
+_BAD_INPUT = (contract.EXIT_BAD_INPUT, "error")
+_RESUMABLE = (contract.EXIT_PREEMPTED, "stopped, resumable")
+_FAILED = (EXIT_FAILED, "error")
+ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
+    ("trainer.storage.StoreUnavailableError", _RESUMABLE),
+    ("trainer.termination.GroupStoppedError", (contract.EXIT_GROUP_STOPPED, _RESUMABLE[1])),
+    ("trainer.termination.DivergedError", (contract.EXIT_DIVERGED, "error")),
+    ("trainer.termination.RetryableError", _RESUMABLE),
+    # A store that does not exist or refuses us: retrying cannot help.
+    ("trainer.storage.StoreError", _BAD_INPUT),
+    ("trainer.config.ConfigError", _BAD_INPUT),
+    ("trainer.data.common.DataError", _BAD_INPUT),
+    ("trainer.distribute.DistributeError", _BAD_INPUT),
+    ("trainer.runs.RunError", _BAD_INPUT),
+    ("trainer.predict.PredictError", _BAD_INPUT),
+    ("jobs.spec.SpecError", _BAD_INPUT),
+    ("jobs.cluster.ClusterError", _FAILED),
+    ("jobs._cli.CommandFailedError", _FAILED),
+)
+
+
+def outcome(
+    e: BaseException, resumable: bool = False, store_refused: int = contract.EXIT_BAD_INPUT
+) -> tuple[int, str] | None:
+    """(exit code, line) for a known error, or None for an unexpected one.
+
+    `resumable`: the program is the trainer, which a Job reruns to resume (exits 75, 76).
+    A command a person runs is not resumed: there a store outage or a signal is a
+    failure, exit 1. `store_refused`: the exit code of a store that refuses (no such
+    bucket, forbidden): bad input for the trainer and prediction; the jobs.* commands
+    document 1 ("the cluster or the store refused").
+    """
+    for dotted, (code, word) in ERRORS:
+        module, _, name = dotted.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is None or not isinstance(e, cls):
+            continue
+        if not resumable and code in (contract.EXIT_PREEMPTED, contract.EXIT_GROUP_STOPPED):
+            code, word = _FAILED
+        elif dotted == "trainer.storage.StoreError":
+            code = store_refused
+        message = one_line(e)
+        return code, f"{word}: {message}" if message else ""
+    return None
+
+
+def _help(component: Any, argv: Sequence[str], name: str) -> bool:
+    """Print fire's help for `argv` on stdout, without its INFO line or a pager.
+
+    Returns False when `argv` does not ask for help.
+    """
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    from fire import helptext
+    from fire.trace import FireTrace
+
+    trace = FireTrace(component, name=name)
+    if isinstance(component, dict) and argv and argv[0] in component:
+        component = component[argv[0]]
+        trace.AddAccessedProperty(component, argv[0], [argv[0]], None, None)
+    sys.stdout.write(helptext.HelpText(component, trace=trace) + "\n")
+    return True
+
+
+def strings_as_typed(argv: Sequence[str], string_flags: Collection[str]) -> list[str]:
+    """argv with every value of `string_flags` quoted as a Python string literal, which fire
+    reads back as exactly that string (not `--run-id 0x10` as 16)."""
+    out: list[str] = []
+    quote_next = False
+    for arg in argv:
+        if quote_next:
+            out.append(repr(arg))
+            quote_next = False
+            continue
+        name, eq, value = arg.partition("=")
+        if name in string_flags:
+            if eq:
+                out.append(f"{name}={value!r}")
+            else:
+                out.append(arg)
+                quote_next = True
+            continue
+        out.append(arg)
+    return out
+
+
+def split_reviews(fn: Callable, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(flags for fire, positional arguments): fire would parse a review like "10/10" or
+    "(great)" as a Python value, so positional arguments never go through it."""
+    from trainer.config import ConfigError
+
+    names = list(inspect.signature(fn).parameters)
+    params = {option_name(n) for n in names} | set(names)
+    # fire's short forms: -r for --run where no other flag starts with the same letter.
+    firsts = [n[0] for n in names]
+    short = {f"-{n[0]}" for n in names if firsts.count(n[0]) == 1}
+    flags: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i + 1 :])
+            break
+        if arg in ("-h", "--help"):
+            flags.append(arg)
+        elif arg in short:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"flag {arg} needs a value")
+            long = next(n for n in names if n[0] == arg[1])
+            flags.append(f"--{long}={argv[i + 1]}")
+            i += 1
+        elif arg.startswith("--") and len(arg) > 2:
+            name = arg[2:].split("=", 1)[0]
+            if name not in params:
+                valid = ", ".join(flag(p) for p in names)
+                raise ConfigError(f"unknown flag --{name}: expected one of {valid}")
+            if "=" not in arg:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"flag --{name} needs a value")
+                # One token: fire reads a lone "-" as its command separator, not a value.
+                arg = f"{arg}={argv[i + 1]}"
+                i += 1
+            flags.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return flags, rest
+
+
+def run_fire(
+    component: Any,
+    argv: Sequence[str] | None,
+    name: str,
+    *,
+    store_refused: int = contract.EXIT_BAD_INPUT,
+    string_flags: Collection[str] = (),
+    positional: Callable[[list[str]], Callable[..., Any]] | None = None,
+) -> int:
+    """Run a fire command; known errors become one line on stderr and their exit code
+    (`outcome`), never a traceback.
+
+    With `positional`, `positional(args)` makes the command from the positional arguments,
+    which are passed as they are, not parsed by fire.
+    """
+    import fire
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if positional is not None:
+            flags, rest = split_reviews(positional([]), argv)
+            command = positional(rest)
+        else:
+            flags, command = argv, component
+        if _help(command, flags, name):
+            return contract.EXIT_OK
+        fire.Fire(command, command=strings_as_typed(flags, string_flags), name=name)
+    except fire.core.FireExit as e:  # fire's usage errors
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return contract.EXIT_OK
+    except Exception as e:
+        known = outcome(e, store_refused=store_refused)
+        if known is None:
+            raise
+        code, line = known
+        if line:
+            print(line, file=sys.stderr)
+        return code
+    return contract.EXIT_OK
