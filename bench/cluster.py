@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 from cluster import local
+from trainer.phases import ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("IMDB_TRAIN_TEST_IMAGE", "")
-PHASES = ("tensorflow_imported", "data_loaded", "strategy_ready", "model_ready")
+PHASES = ORDER[1 : ORDER.index("model_ready") + 1]  # the trainer's, to its first step
 
 
 def _ts(text: str) -> float:

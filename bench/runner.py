@@ -117,21 +117,16 @@ def run_ours(model: str, data: str, cache: Path, work: Path, opts: dict) -> dict
 
 
 # What each phase of our process covers, by the trainer's marks (trainer/phases.py).
-PHASES = dict(
-    zip(
-        phases.ORDER,
-        (
-            "interpreter start",
-            "TensorFlow import",
-            "data (cache)",
-            "strategy",
-            "lease, datasets, model",
-            "training",
-            "test pass",
-        ),
-        strict=True,
-    )
-)
+LABELS = {
+    "started": "interpreter start",
+    "data_loaded": "data (cache)",
+    "tensorflow_imported": "TensorFlow import",
+    "strategy_ready": "strategy",
+    "model_ready": "lease, datasets, model",
+    "trained": "training",
+    "tested": "test pass",
+}
+PHASES = {name: LABELS[name] for name in phases.ORDER}  # a phase without a label: KeyError
 
 
 def phase_seconds(launched_at: float, marks: dict[str, float]) -> dict[str, float]:

@@ -80,7 +80,7 @@ def promote(store, model: str, run_id: str, accuracy: float):
     """Point latest.json at the run with the trainer's own promotion."""
     cfg = TrainConfig(model=model, run_id=run_id)
     decision = promote_run(cfg, {"test_accuracy": accuracy}, store.child(model))
-    assert decision["promoted"], decision
+    assert decision.promoted, decision
 
 
 @pytest.fixture(scope="module", params=["local", "gcs"])

@@ -370,16 +370,16 @@ def _promote(store, run_id, acc, **gate):
 
 
 def test_quality_gate(model_store):
-    assert _promote(model_store, "a", 0.840)["promoted"]
-    assert _promote(model_store, "b", 0.850)["promoted"]
+    assert _promote(model_store, "a", 0.840).promoted
+    assert _promote(model_store, "b", 0.850).promoted
     worse = _promote(model_store, "c", 0.840, tolerance=0.005)
-    assert not worse["promoted"]
-    assert "worse than latest run b (0.8500) by the tolerance 0.0050 or more" in worse["reason"]
-    assert _promote(model_store, "d", 0.846, tolerance=0.005)["promoted"]  # within tolerance
+    assert not worse.promoted
+    assert "worse than latest run b (0.8500) by the tolerance 0.0050 or more" in worse.reason
+    assert _promote(model_store, "d", 0.846, tolerance=0.005).promoted  # within tolerance
     tie = _promote(model_store, "t", 0.846, tolerance=0.0)
-    assert not tie["promoted"] and "a tie keeps the latest" in tie["reason"]
+    assert not tie.promoted and "a tie keeps the latest" in tie.reason
     floor = _promote(model_store, "e", 0.90, min_accuracy=0.95)
-    assert not floor["promoted"] and "below the floor 0.9500" in floor["reason"]
+    assert not floor.promoted and "below the floor 0.9500" in floor.reason
     latest = json.loads(model_store.read_bytes(LATEST))
     assert latest["run_id"] == "d" and latest["previous_run_id"] == "b"
 
@@ -388,13 +388,13 @@ def test_the_floor_is_exact_and_no_tolerance_softens_it(model_store):
     """--min-accuracy is "at least": exactly at the floor is promoted; just below it is not,
     whatever the tolerance (which only compares with the current latest)."""
     at = _promote(model_store, "at", 0.80, min_accuracy=0.80)
-    assert at["promoted"], at
+    assert at.promoted, at
     below = _promote(model_store, "below", 0.7999, min_accuracy=0.80)
-    assert not below["promoted"] and "below the floor 0.8000" in below["reason"]
+    assert not below.promoted and "below the floor 0.8000" in below.reason
     for tolerance in (0.005, 0.5):  # the default, and a loose one
         soft = _promote(model_store, f"t{int(tolerance * 1000)}", 0.7999, min_accuracy=0.80,
                         tolerance=tolerance)  # fmt: skip
-        assert not soft["promoted"] and "below the floor" in soft["reason"]
+        assert not soft.promoted and "below the floor" in soft.reason
 
 
 def test_a_latest_json_that_is_a_directory_is_named_every_time(tmp_path):
@@ -411,10 +411,10 @@ def test_a_latest_json_that_is_a_directory_is_named_every_time(tmp_path):
 
 def test_the_tolerance_boundary_against_the_latest(model_store):
     """Worse than the latest by exactly the tolerance is refused ("or more"); by less, kept."""
-    assert _promote(model_store, "base", 0.850)["promoted"]
+    assert _promote(model_store, "base", 0.850).promoted
     edge = _promote(model_store, "edge", 0.845, tolerance=0.005)
-    assert not edge["promoted"] and "by the tolerance 0.0050 or more" in edge["reason"]
-    assert _promote(model_store, "inside", 0.8451, tolerance=0.005)["promoted"]
+    assert not edge.promoted and "by the tolerance 0.0050 or more" in edge.reason
+    assert _promote(model_store, "inside", 0.8451, tolerance=0.005).promoted
 
 
 def test_a_diverged_loss_stops_with_its_own_exit_never_checkpointed_or_promoted(tmp_path):
@@ -453,12 +453,12 @@ def test_concurrent_publishers_lose_no_update(model_store):
         t.start()
     for t in threads:
         t.join(120)
-    winners = {r for r, d in results.items() if d["promoted"]}
+    winners = {r for r, d in results.items() if d.promoted}
     latest = json.loads(model_store.read_bytes(LATEST))
     assert latest["run_id"] == max(accs, key=accs.get)
     # Every successful CAS replaced the previous winner: following previous_run_id from
     # the final pointer must visit exactly the winners (a lost update would break it).
-    previous = {r: results[r]["previous"] for r in winners}
+    previous = {r: results[r].previous for r in winners}
     chain, current = [], latest["run_id"]
     while current:
         chain.append(current)

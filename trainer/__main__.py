@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from trainer import contract, phases  # phases first: its import time is the start mark
+from trainer import contract, phases  # noqa: F401 (first: its import time is the start mark)
 
 SUMMARY = """Train one IMDB sentiment model and write its run to the store.
 
@@ -22,16 +22,10 @@ EXIT_CODES = (
 )
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def run(argv: Sequence[str]) -> int:
     """Parse, check the store, train; map outcomes onto the exit-code contract."""
-    from trainer import cli, distribute
-    from trainer.config import ConfigError
-    from trainer.data import DataError
-    from trainer.storage import LocalStore, StoreError, StoreUnavailableError, open_store
+    from trainer import cli, commandline, distribute
+    from trainer.storage import LocalStore, open_store
     from trainer.termination import Termination
 
     # Before the data is read: a SIGTERM while encoding also ends in a resumable exit 75.
@@ -53,33 +47,16 @@ def run(argv: Sequence[str]) -> int:
             os.environ.setdefault(contract.LEGACY_KERAS_ENV, "1")
             distribute.collective_timeout_from_env()  # a bad value is bad input, fail early
             distribute.peer_timeout_from_env()
-        from trainer.quiet import import_tensorflow
+        from trainer.train import train  # TensorFlow-free until the data is read
 
-        import_tensorflow()
-        phases.mark("tensorflow_imported")
-        from trainer.train import train
-
-        train(cfg, termination=termination)
-    except StoreUnavailableError as e:
-        # At any phase, start-up included: the Job retries; only "no such bucket" or
-        # "forbidden" (a plain StoreError) is permanent.
-        print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
-        return contract.EXIT_PREEMPTED
-    except (ConfigError, DataError, StoreError, distribute.DistributeError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return contract.EXIT_BAD_INPUT
+        train(cfg, termination=termination, store=store)
     except Exception as e:
-        from trainer.termination import DivergedError, GroupStoppedError, RetryableError
-
-        if isinstance(e, DivergedError):
-            print(f"error: {_one_line(e)}", file=sys.stderr)
-            return contract.EXIT_DIVERGED
-        if isinstance(e, GroupStoppedError):
-            print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
-            return contract.EXIT_GROUP_STOPPED
-        if isinstance(e, RetryableError):
-            print(f"stopped, resumable: {_one_line(e)}", file=sys.stderr)
-            return contract.EXIT_PREEMPTED
+        known = commandline.outcome(e, resumable=True)
+        if known is not None:
+            code, line = known
+            if line:
+                print(line, file=sys.stderr)
+            return code
         reason = distribute.peer_failure(e) if distribute.is_multi_worker() else None
         if reason is None:
             raise

@@ -365,3 +365,44 @@ def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None)
     # same random streams) as on GPUs; the default strategy measured no faster here
     # (BENCHMARKS.md) and changes the seed-113 training trajectory.
     return tf.distribute.MirroredStrategy(["/cpu:0"])
+
+
+def form_group(termination, cpu_devices: int, run_id: str):
+    """This process's strategy, once its worker group (if any) has formed.
+
+    A member of a group waits for every peer first (`wait_for_peers`), so a group whose
+    peer stays Pending stops resumable instead of holding its GPUs; from then on a signal
+    only raises this worker's flag, and the group agrees to stop (trainer.callbacks).
+
+    Args:
+        termination: the run's trainer.termination.Termination.
+        cpu_devices: `make_strategy`'s.
+        run_id: named in the messages (rerun with the same id to resume).
+
+    Raises:
+        PreemptedError: signalled while the group formed.
+        RetryableError: the group did not form in time, or the worker port is taken.
+    """
+    from trainer import quiet
+    from trainer.termination import PreemptedError, RetryableError
+
+    tf_config = tf_config_from_env()
+    if group_size(tf_config) > 1:
+        termination.group = True
+        seconds = peer_timeout_from_env()
+        try:
+            missing = wait_for_peers(tf_config, seconds, stopped=lambda: termination.requested)
+        except OSError as e:
+            raise RetryableError(f"cannot meet the worker group on this worker's port: {e}") from e
+        if missing and termination.requested:
+            raise PreemptedError(
+                f"stopped by signal {termination.signum} while the worker group formed; "
+                f"rerun with --run-id {run_id}"
+            )
+        if missing:
+            raise RetryableError(
+                f"{group_not_formed(missing, seconds)}; the Job retries the group, or rerun "
+                f"all workers with --run-id {run_id}"
+            )
+    with quiet.unless_verbose():  # cuInit and device lines on CPU-only machines
+        return make_strategy(cpu_devices)

@@ -9,13 +9,14 @@ import time
 from trainer.contract import SIGNAL_AT_ENV
 
 # The marks, in order, each the unix time a phase ended: "started" is this module's import
-# (the first thing the entrypoint does); "strategy_ready" includes a worker group's meeting,
+# (the first thing the entrypoint does); the data is read and checked before TensorFlow
+# is imported (bad input fails fast); "strategy_ready" includes a worker group's meeting,
 # "model_ready" the run's lease, its config and datasets and the model (built or restored).
 # A resumed run records its last process only.
 ORDER = (
     "started",
-    "tensorflow_imported",
     "data_loaded",
+    "tensorflow_imported",
     "strategy_ready",
     "model_ready",
     "trained",

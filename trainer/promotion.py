@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import secrets
@@ -69,6 +70,18 @@ def read_latest(model_store: Store, model: str | None) -> dict | None:
     return parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}", model)
 
 
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    """What promotion decided: whether `latest.json` names this run now, and why."""
+
+    promoted: bool
+    reason: str
+    previous: dict | None = None  # the pointer it replaced or compared against
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def to_json(obj) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 
@@ -96,14 +109,11 @@ def gate(cfg: TrainConfig, accuracy: float, current: dict | None) -> str | None:
     return None
 
 
-def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int = 20) -> dict:
+def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int = 20) -> Promotion:
     """Move `<output>/<model>/latest.json` to this run if it passes the quality gate.
 
     The pointer moves by compare-and-swap, so of concurrent publishers each round has
     exactly one winner and no update is lost; losers re-read and re-judge.
-
-    Returns:
-        {"promoted": bool, "reason": str, "previous": {...} | None}
 
     Raises:
         PointerError: latest.json is malformed or foreign; it is left as it is.
@@ -113,10 +123,10 @@ def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int =
         raw, version = model_store.read_versioned(contract.LATEST)
         current = parse_pointer(raw, f"{model_store.uri}/{contract.LATEST}", cfg.model)
         if current and current.get("run_id") == cfg.run_id:
-            return {"promoted": True, "reason": "already the latest run", "previous": current}
+            return Promotion(True, "already the latest run", current)
         refused = gate(cfg, acc, current)
         if refused:
-            return {"promoted": False, "previous": current, "reason": refused}
+            return Promotion(False, refused, current)
         pointer = {
             "run_id": cfg.run_id,
             "model": cfg.model,
@@ -127,16 +137,12 @@ def promote(cfg: TrainConfig, metrics: dict, model_store: Store, attempts: int =
             "previous_run_id": current.get("run_id") if current else None,
         }
         if model_store.write_versioned(contract.LATEST, to_json(pointer), version):
-            return {
-                "promoted": True,
-                "previous": current,
-                "reason": "first run"
+            return Promotion(
+                True,
+                "first run"
                 if not current
                 else f"test accuracy {acc:.4f} vs {float(current['test_accuracy']):.4f}",
-            }
+                current,
+            )
         time.sleep(0.05 + secrets.randbelow(100) / 1000)
-    return {
-        "promoted": False,
-        "previous": None,
-        "reason": f"{contract.LATEST} kept changing; gave up after {attempts} attempts",
-    }
+    return Promotion(False, f"{contract.LATEST} kept changing; gave up after {attempts} attempts")
