@@ -51,12 +51,18 @@ train: setup
 	echo "== summary ($(OUTPUT)) =="; \
 	$(BIN)/python -m jobs.results summary --output $(OUTPUT)
 
+# The suite on every core and one more (pytest-xdist): many tests wait on a process, a
+# lease or a timeout, and another test's CPU work fits in that wait. TEST_WORKERS=0: one
+# process, in order.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 test: setup tools lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
 
 # The edit loop: every test not marked slow (no training runs, no process groups).
 test-fast: setup tools lint
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 # Break the code on purpose (scripts/mutants.py, docs/reliability.md): every mutant must
 # make its tests fail. MUTANTS=name... runs some.

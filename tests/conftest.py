@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_TARBALL, gcs_client
+from tests.helpers import SHARED_TARBALL, gcs_client, shared_dir
 from trainer import contract
 
 
@@ -27,14 +27,16 @@ def shared_tarball() -> Path:
     return SHARED_TARBALL
 
 
-@pytest.fixture(scope="module")
-def warm_cache(shared_tarball, tmp_path_factory):
-    """The shared tarball encoded once per module; pass it as --cache-dir."""
+@pytest.fixture(scope="session")
+def warm_cache(shared_tarball, tmp_path_factory) -> Path:
+    """The shared tarball encoded once per test session (every worker process of it); pass
+    it as --cache-dir. Runs may add entries (other sizes): the cache publishes each entry
+    by atomic rename, as it does for concurrent pods."""
     from trainer import data
 
-    cache = tmp_path_factory.mktemp("cache")
-    data.load(str(shared_tarball), cache_dir=cache)
-    return cache
+    return shared_dir(
+        tmp_path_factory, "encoded-cache", lambda d: data.load(str(shared_tarball), cache_dir=d)
+    )
 
 
 @pytest.fixture(scope="module")

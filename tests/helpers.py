@@ -21,6 +21,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_TARBALL = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> Path:
+    """A folder of this test session, built once by `build(folder)` for every worker process
+    (pytest-xdist): the first to ask builds it under a lock, the others wait and reuse it."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the session's workers
+    folder, ready = root / name, root / f"{name}.ready"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            ready.touch()
+    return folder
+
+
 def trainer_env(**extra: str) -> dict:
     """The environment of a trainer subprocess: no progress bars, this checkout first, and a
     short run lease, so a rerun after a SIGKILL takes the dead trainer's lease over in

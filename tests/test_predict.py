@@ -54,9 +54,8 @@ def test_ids_from_texts_batch_and_empty_batch():
 
 
 @pytest.fixture(scope="module")
-def full_data(shared_tarball, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return data.load(str(shared_tarball), cache_dir=cache), cache
+def full_data(shared_tarball, warm_cache):
+    return data.load(str(shared_tarball), cache_dir=warm_cache), warm_cache
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

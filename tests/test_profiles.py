@@ -132,16 +132,6 @@ print(json.dumps({"kinds": kinds, "pred": model.predict(x, verbose=0).ravel().to
 """
 
 
-@pytest.fixture(scope="module")
-def warm_cache(shared_tarball, tmp_path_factory):
-    """Encode the shared tarball once for the module (the trainer reads the cache)."""
-    from trainer import data
-
-    cache = tmp_path_factory.mktemp("cache")
-    data.load(str(shared_tarball), cache_dir=cache)
-    return cache
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["lstm", "mean"])
 def test_fast_profile_on_two_replicas(model, shared_tarball, warm_cache, tmp_path):

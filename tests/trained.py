@@ -44,40 +44,42 @@ def run_module(module: str, args: list[str], timeout: float = 300, **kw):
 
 
 @pytest.fixture(scope="session")
-def sample_run(shared_tarball, tmp_path_factory) -> SampleRun:
+def sample_run(shared_tarball, warm_cache, tmp_path_factory) -> SampleRun:
+    from tests.helpers import shared_dir
     from trainer import data
 
-    cache = tmp_path_factory.mktemp("cache")
-    data.load(str(shared_tarball), cache_dir=cache)  # encode once, outside the timed run
-    store = tmp_path_factory.mktemp("runs")
-    proc = run_module(
-        "trainer",
-        [
-            "--model",
-            "mean",
-            "--data",
-            str(shared_tarball),
-            "--output",
-            str(store),
-            "--run-id",
-            "sample",
-            "--epochs",
-            "1",
-            "--sample",
-            str(SAMPLE),
-            "--cpu-devices",
-            "2",
-            "--neighbours",
-            "great",
-            "--k",
-            "3",
-            "--cache-dir",
-            str(cache),
-        ],
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    def train(store: Path) -> None:
+        proc = run_module(
+            "trainer",
+            [
+                "--model",
+                "mean",
+                "--data",
+                str(shared_tarball),
+                "--output",
+                str(store),
+                "--run-id",
+                "sample",
+                "--epochs",
+                "1",
+                "--sample",
+                str(SAMPLE),
+                "--cpu-devices",
+                "2",
+                "--neighbours",
+                "great",
+                "--k",
+                "3",
+                "--cache-dir",
+                str(warm_cache),
+            ],
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # Trained once per session, for every worker process: the tests only read it.
+    store = shared_dir(tmp_path_factory, "sample-run", train)
     run_dir = store / "mean" / "sample"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["test_examples"] == SAMPLE
-    texts, labels = data.raw_split(str(shared_tarball), "test", cache_dir=cache)
-    return SampleRun(store, "sample", run_dir, metrics, texts[:SAMPLE], labels[:SAMPLE], cache)
+    texts, labels = data.raw_split(str(shared_tarball), "test", cache_dir=warm_cache)
+    return SampleRun(store, "sample", run_dir, metrics, texts[:SAMPLE], labels[:SAMPLE], warm_cache)
