@@ -338,8 +338,10 @@ class JobSpec:
         "cloud.google.com/gke-accelerator (Autopilot requires it)",
         chart="accelerator", env=contract.ACCELERATOR_ENV,
     )  # fmt: skip
-    epochs: int = setting(3, "training epochs", chart="epochs")
-    batch_size: int = setting(64, "GLOBAL batch size, split over all replicas", chart="batchSize")
+    epochs: int = setting(contract.EPOCHS, "training epochs", chart="epochs")
+    batch_size: int = setting(
+        contract.BATCH_SIZE, "GLOBAL batch size, split over all replicas", chart="batchSize"
+    )
     data: str = setting(
         DEFAULT_DATA, "keras (official imdb.npz), an aclImdb tarball or directory, or gs://",
         chart="data",

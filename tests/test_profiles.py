@@ -20,31 +20,38 @@ from trainer.data import Dataset
 def test_reference_profile_is_the_exercise():
     cfg = TrainConfig(model="lstm")
     assert cfg.profile == "reference"
+    plan = profiles.resolve(cfg)
+    assert plan.cfg is cfg and plan.fast is None
     assert (cfg.batch_size, cfg.learning_rate, cfg.epochs) == (64, 1e-3, 3)
     assert (profiles.REFERENCE_BATCH, profiles.REFERENCE_LEARNING_RATE) == (64, 1e-3)
-    assert profiles.describe(cfg)["profile"] == "reference"
-    assert profiles.learning_rate(cfg, 100) == 1e-3
-    assert profiles.callbacks(cfg) == []
-    assert profiles.steps_per_epoch(cfg, 1000) is None
+    assert plan.describe()["profile"] == "reference"
+    assert plan.learning_rate(100) == 1e-3
+    assert plan.callbacks() == []
+    assert plan.steps_per_epoch(1000) is None
 
 
 @pytest.mark.parametrize("model", ["lstm", "mean"])
 def test_fast_profile_resolves_from_the_table(model):
     recipe = profiles.FAST[model]
-    cfg = TrainConfig(model=model, profile="fast", batch_size=32, learning_rate=0.5, epochs=9)
+    asked = TrainConfig(model=model, profile="fast", batch_size=32, learning_rate=0.5, epochs=9)
+    cfg = profiles.resolve(asked).cfg
+    # Resolved once, into a copy: the config as asked stays as it was.
+    assert (asked.batch_size, asked.learning_rate, asked.epochs) == (32, 0.5, 9)
     assert cfg.batch_size == recipe.batch_size
     assert cfg.epochs == recipe.epochs
     ratio = recipe.batch_size / 64
     scale = ratio if recipe.lr_scaling == "linear" else ratio**0.5
     assert cfg.learning_rate == pytest.approx(1e-3 * scale)
     # Resolving again (config.json -> TrainConfig) must not scale twice.
-    again = TrainConfig(**{**cfg.to_dict(), "neighbours": tuple(cfg.neighbours)})
+    again = profiles.resolve(
+        TrainConfig(**{**cfg.to_dict(), "neighbours": tuple(cfg.neighbours)})
+    ).cfg
     assert (again.batch_size, again.learning_rate, again.epochs) == (
         cfg.batch_size,
         cfg.learning_rate,
         cfg.epochs,
     )
-    doc = profiles.describe(cfg)
+    doc = profiles.resolve(asked).describe()
     assert doc["batch_size"] == cfg.batch_size and doc["learning_rate"] == cfg.learning_rate
     assert "training reviews" in doc["validation"]
 
@@ -89,8 +96,8 @@ def _dataset(n_train: int = 200, n_test: int = 50) -> Dataset:
 
 def test_validation_is_held_out_of_the_training_set_never_the_test_set():
     ds = _dataset()
-    cfg = TrainConfig(model="lstm", profile="fast")
-    train, (x_val, y_val) = profiles.split_validation(ds, cfg)
+    plan = profiles.resolve(TrainConfig(model="lstm", profile="fast"))
+    train, (x_val, y_val) = plan.split_validation(ds)
     held = round(200 * profiles.FAST["lstm"].validation_split)
     assert len(x_val) == len(y_val) == held
     assert len(train.x_train) == len(train.y_train) == 200 - held
@@ -100,15 +107,15 @@ def test_validation_is_held_out_of_the_training_set_never_the_test_set():
     assert train_rows | val_rows == {tuple(r) for r in ds.x_train}  # nothing lost
     assert not val_rows & {tuple(r) for r in ds.x_test}  # not the test set
     assert train.x_test is ds.x_test  # the test set is untouched, for the end
-    same, none = profiles.split_validation(ds, TrainConfig(model="lstm"))
+    same, none = profiles.resolve(TrainConfig(model="lstm")).split_validation(ds)
     assert same is ds and none is None
 
 
 def test_fast_schedule_warms_up_then_decays():
-    cfg = TrainConfig(model="lstm", profile="fast")
-    recipe = profiles.FAST["lstm"]
+    plan = profiles.resolve(TrainConfig(model="lstm", profile="fast"))
+    cfg, recipe = plan.cfg, profiles.FAST["lstm"]
     steps = 100
-    schedule = profiles.learning_rate(cfg, steps)
+    schedule = plan.learning_rate(steps)
     warmup = int(steps * recipe.warmup_fraction)
     total = steps * cfg.epochs
     lr = [float(schedule(s)) for s in (0, warmup // 2, warmup, (warmup + total) // 2, total)]

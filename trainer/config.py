@@ -55,9 +55,11 @@ class TrainConfig:
         },
     )
     run_id: str = opt("", "the run's name; the same id again resumes it (default: a timestamp)")
-    epochs: int = opt(3, "training epochs", resume=True)
+    epochs: int = opt(contract.EPOCHS, "training epochs", resume=True)
     batch_size: int = opt(
-        64, "GLOBAL batch size: examples per optimizer step over all replicas", resume=True
+        contract.BATCH_SIZE,
+        "GLOBAL batch size: examples per optimizer step over all replicas",
+        resume=True,
     )
     vocab_size: int = opt(
         contract.VOCAB_SIZE,
@@ -71,7 +73,7 @@ class TrainConfig:
     )
     embedding_dim: int = opt(32, "word vector size", resume=True)
     lstm_units: int = opt(128, "LSTM width (lstm model only)", resume=True)
-    learning_rate: float = opt(1e-3, "Adam learning rate", resume=True)
+    learning_rate: float = opt(contract.LEARNING_RATE, "Adam learning rate", resume=True)
     seed: int = opt(
         113,
         "random seed (weights, shuffling); -1: derived from the run id, so every scheduled "
@@ -126,8 +128,8 @@ class TrainConfig:
         self._check_numbers()
         self._check_words()
         self._check_run()
-        # Last: a profile overrides batch size, learning rate and epochs (trainer/profiles.py).
-        profiles.apply(self)
+        # The profile is resolved once, by the run (profiles.resolve): these fields stay
+        # what was asked for.
 
     def _check_numbers(self) -> None:
         """Sizes, counts and rates: integers and floats in their ranges, whatever the CLI

@@ -25,6 +25,11 @@ OOV_CHAR = 2  # a word outside the vocabulary
 INDEX_FROM = 3  # a word of frequency rank r has id r + INDEX_FROM
 VOCAB_SIZE = 5000  # ids kept: the most frequent VOCAB_SIZE - INDEX_FROM words
 MAX_REVIEW_LENGTH = 100  # words per review after padding / truncating at the front
+# The reference recipe (the exercise's): the trainer's, the Job's and the chart's defaults,
+# and the base the fast profile scales its learning rate from.
+EPOCHS = 3
+BATCH_SIZE = 64  # GLOBAL: examples per optimizer step over all replicas
+LEARNING_RATE = 1e-3  # Adam
 # The data a run reads when none is named: Keras's imdb.npz, downloaded and verified.
 DEFAULT_DATA = "keras"
 SEED_FROM_RUN_ID = -1  # --seed -1: a seed derived from the run id (scheduled retraining)

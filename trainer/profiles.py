@@ -25,10 +25,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from trainer.contract import BATCH_SIZE as REFERENCE_BATCH
+from trainer.contract import LEARNING_RATE as REFERENCE_LEARNING_RATE
+
 PROFILES = ("reference", "fast")
-# The reference recipe's batch and learning rate (TrainConfig's defaults): the base of scaling.
-REFERENCE_BATCH = 64
-REFERENCE_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -83,84 +83,90 @@ def recipe(profile: str, model: str) -> Recipe | None:
     return FAST[model] if profile == "fast" else None
 
 
-def apply(cfg) -> None:
-    """Set cfg's batch size, learning rate and epochs from its profile (idempotent: the
-    values come from the recipe table, never from cfg's current ones)."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None:
-        return
-    cfg.batch_size = r.batch_size
-    cfg.learning_rate = r.learning_rate
-    cfg.epochs = r.epochs
+@dataclass(frozen=True)
+class Plan:
+    """What a run trains with, resolved once from its config: `cfg` with the profile's batch
+    size, learning rate and epochs (the config as asked stays as it was), and the fast
+    recipe's validation split, epoch length, schedule and early stopping, if any."""
 
+    cfg: object  # the resolved TrainConfig
+    fast: Recipe | None
 
-def describe(cfg) -> dict:
-    """The resolved recipe for config.json: the profile name and everything it decided."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None:
-        return {"profile": cfg.profile, "validation": "test set after every epoch"}
-    return {
-        "profile": cfg.profile,
-        **dataclasses.asdict(r),
-        "learning_rate": r.learning_rate,
-        "validation": f"{r.validation_split:.0%} of the training reviews; test set at the end",
-    }
+    def describe(self) -> dict:
+        """The resolved recipe for config.json: the profile and everything it decided."""
+        r = self.fast
+        if r is None:
+            return {"profile": self.cfg.profile, "validation": "test set after every epoch"}
+        return {
+            "profile": self.cfg.profile,
+            **dataclasses.asdict(r),
+            "learning_rate": r.learning_rate,
+            "validation": f"{r.validation_split:.0%} of the training reviews; test set at the end",
+        }
 
-
-def split_validation(dataset, cfg):
-    """(training dataset, held-out (x, y) or None): the reference validates on the test
-    set; the fast recipe holds out the last share of the (already shuffled) training set."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None:
-        return dataset, None
-    n = len(dataset.y_train)
-    held = max(1, int(round(n * r.validation_split)))
-    train = dataclasses.replace(
-        dataset, x_train=dataset.x_train[: n - held], y_train=dataset.y_train[: n - held]
-    )
-    return train, (dataset.x_train[n - held :], dataset.y_train[n - held :])
-
-
-def steps_per_epoch(cfg, train_examples: int) -> int | None:
-    """Optimizer steps per Keras epoch: None (one pass, Keras counts) or the recipe's share
-    of a pass; the training dataset then repeats (data.make_tf_datasets(even_batches))."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None or r.epoch_fraction >= 1.0:
-        return None
-    return max(1, math.ceil(train_examples / cfg.batch_size * r.epoch_fraction))
-
-
-def learning_rate(cfg, steps_per_epoch: int):
-    """cfg.learning_rate (reference), or the fast recipe's warm-up + cosine schedule."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None:
-        return cfg.learning_rate
-    import tensorflow as tf
-
-    keras = tf.keras  # honours TF_USE_LEGACY_KERAS, as trainer.models does
-
-    warmup = max(1, int(steps_per_epoch * r.warmup_fraction))
-    total = max(warmup + 1, steps_per_epoch * cfg.epochs)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.learning_rate * r.final_lr_fraction,
-        decay_steps=total - warmup,
-        alpha=r.final_lr_fraction,
-        warmup_target=cfg.learning_rate,
-        warmup_steps=warmup,
-    )
-
-
-def callbacks(cfg) -> list:
-    """Early stopping on the held-out validation accuracy (fast recipe only)."""
-    r = recipe(cfg.profile, cfg.model)
-    if r is None:
-        return []
-    import tensorflow as tf
-
-    keras = tf.keras  # honours TF_USE_LEGACY_KERAS, as trainer.models does
-
-    return [
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=r.patience, restore_best_weights=True
+    def split_validation(self, dataset):
+        """(training dataset, held-out (x, y) or None): the reference validates on the test
+        set; the fast recipe holds out the last share of the (shuffled) training set."""
+        r = self.fast
+        if r is None:
+            return dataset, None
+        n = len(dataset.y_train)
+        held = max(1, int(round(n * r.validation_split)))
+        train = dataclasses.replace(
+            dataset, x_train=dataset.x_train[: n - held], y_train=dataset.y_train[: n - held]
         )
-    ]
+        return train, (dataset.x_train[n - held :], dataset.y_train[n - held :])
+
+    def steps_per_epoch(self, train_examples: int) -> int | None:
+        """Optimizer steps per Keras epoch: None (one pass, Keras counts) or the recipe's
+        share of a pass; the training data then repeats (make_tf_datasets(even_batches))."""
+        r = self.fast
+        if r is None or r.epoch_fraction >= 1.0:
+            return None
+        return max(1, math.ceil(train_examples / self.cfg.batch_size * r.epoch_fraction))
+
+    def learning_rate(self, steps_per_epoch: int):
+        """The learning rate (reference), or the fast recipe's warm-up + cosine schedule."""
+        r, cfg = self.fast, self.cfg
+        if r is None:
+            return cfg.learning_rate
+        import tensorflow as tf
+
+        keras = tf.keras  # honours TF_USE_LEGACY_KERAS, as trainer.models does
+
+        warmup = max(1, int(steps_per_epoch * r.warmup_fraction))
+        total = max(warmup + 1, steps_per_epoch * cfg.epochs)
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.learning_rate * r.final_lr_fraction,
+            decay_steps=total - warmup,
+            alpha=r.final_lr_fraction,
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warmup,
+        )
+
+    def callbacks(self) -> list:
+        """Early stopping on the held-out validation accuracy (fast recipe only)."""
+        r = self.fast
+        if r is None:
+            return []
+        import tensorflow as tf
+
+        keras = tf.keras  # honours TF_USE_LEGACY_KERAS, as trainer.models does
+
+        return [
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=r.patience, restore_best_weights=True
+            )
+        ]
+
+
+def resolve(cfg) -> Plan:
+    """The plan of a run of `cfg`: its profile's recipe, batch size, learning rate and
+    epochs (the fast profile sets all three; --batch-size and friends do not apply)."""
+    r = recipe(cfg.profile, cfg.model)
+    if r is None:
+        return Plan(cfg, None)
+    resolved = dataclasses.replace(
+        cfg, batch_size=r.batch_size, learning_rate=r.learning_rate, epochs=r.epochs
+    )
+    return Plan(resolved, r)

@@ -117,7 +117,10 @@ class Trainer:
         if not cfg.run_id:
             cfg.run_id = contract.new_run_id()
         cfg.resolve_seed()
-        self.cfg = cfg
+        # The profile, resolved once: self.cfg is what the run trains with (the fast
+        # profile's batch size, learning rate and epochs), self.plan the rest of its recipe.
+        self.plan = profiles.resolve(cfg)
+        self.cfg = cfg = self.plan.cfg
         self.log = log
         self.termination = termination or Termination().install()
         # The store's root, opened (and probed) by the entrypoint; opened here for callers
@@ -208,13 +211,13 @@ class Trainer:
 
         cfg = self.cfg
         # The fast recipe validates on a share of the training set (the reference on test).
-        dataset, held_out = profiles.split_validation(dataset, cfg)
+        dataset, held_out = self.plan.split_validation(dataset)
         strategy = self.strategy
         tf.keras.utils.set_random_seed(cfg.seed)
         self._write_config(strategy, dataset)
         # Steps per epoch: a share of a pass (fast recipe), or full batches only (a worker
         # group, whose collectives need equal shapes); None: one pass, Keras counts.
-        part = profiles.steps_per_epoch(cfg, len(dataset.y_train))
+        part = self.plan.steps_per_epoch(len(dataset.y_train))
         train_ds, test_ds, full = data_mod.make_tf_datasets(
             dataset,
             cfg.batch_size,
@@ -286,7 +289,7 @@ class Trainer:
             "versions": _versions(),
             "build": provenance(),
             "keras": keras_flavour(),
-            "recipe": profiles.describe(cfg),  # the resolved profile
+            "recipe": self.plan.describe(),  # the resolved profile
         }
         if self.chief and not self.store.exists(contract.CONFIG):
             self.store.write_bytes(contract.CONFIG, to_json(doc), if_absent=True)
@@ -302,7 +305,7 @@ class Trainer:
             self.log(f"resuming run {cfg.run_id} after epoch {restored[1]} of {cfg.epochs}")
             return restored
         model = models.build_model(cfg.model, cfg)
-        lr = profiles.learning_rate(cfg, steps_per_epoch)  # a schedule for the fast recipe
+        lr = self.plan.learning_rate(steps_per_epoch)  # a schedule for the fast recipe
         return models.compile_model(model, cfg, lr), 0, RunState()
 
     def _fit(
@@ -340,7 +343,7 @@ class Trainer:
             epochs=self.cfg.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            callbacks=[*group, epoch_end, *profiles.callbacks(self.cfg)],
+            callbacks=[*group, epoch_end, *self.plan.callbacks()],
             # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
             # Keras's verbose=2 still reads every step's metrics back from the device.
             verbose=1 if interactive else 0,
