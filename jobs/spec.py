@@ -289,8 +289,8 @@ def check_trainer_args(args: Sequence[str]) -> None:
         SpecError: an unknown flag or a bad value, named as the trainer would name it.
     """
     # TrainConfig and its parser are TensorFlow-free.
-    from trainer.cli import config_from_args
     from trainer.config import ConfigError
+    from trainer.flags import config_from_args
 
     placeholder = f"$({contract.RUN_ID_ENV})"
     args = [a if a != placeholder else new_run_id() for a in args]

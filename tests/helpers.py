@@ -53,6 +53,26 @@ def trainer_env(**extra: str) -> dict:
     }
 
 
+def trainer_args(**settings) -> list[str]:
+    """`python -m trainer`'s arguments for TrainConfig settings, the one way the tests build
+    them: trainer_args(model="mean", run_id="r1", neighbours=("great", "bad")) ->
+    ["--model", "mean", "--run-id", "r1", "--neighbours", "great,bad"]. A name that is not a
+    TrainConfig field fails here, not as a trainer's exit 2 mistaken for the one tested."""
+    import dataclasses
+
+    from trainer.commandline import flag
+    from trainer.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out: list[str] = []
+    for name, value in settings.items():
+        if name not in fields:
+            raise KeyError(f"{name!r} is not a TrainConfig setting")
+        text = ",".join(value) if isinstance(value, list | tuple) else str(value)
+        out += [flag(name), text]
+    return out
+
+
 def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """`python -m trainer ARGS` to completion; stdout and stderr captured as text."""
     return subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 from jobs import spec
 from tests.fakes.k8s_checks import CHART, helm_template
 from tests.helpers import dry_run
-from trainer import cli, contract
+from trainer import contract, flags
 
 
 def test_model_registry_builds_exactly_the_contract_models():
@@ -67,7 +67,7 @@ def _check_job_objects(objs) -> int:
             )
         for arg in container["args"]:
             if arg.startswith("--"):
-                assert arg[2:].replace("-", "_") in cli.fields(), arg
+                assert arg[2:].replace("-", "_") in flags.fields(), arg
     for obj in objs:
         if obj["kind"] == "Service":
             (port,) = obj["spec"]["ports"]
@@ -132,8 +132,8 @@ def test_trainer_help_lists_every_config_field_once():
     from trainer.__main__ import SUMMARY
     from trainer.config import TrainConfig
 
-    text = cli.help_text("python -m trainer", SUMMARY)
-    for name in cli.fields():
-        assert len(re.findall(rf"^  {cli.flag(name)} ", text, re.M)) == 1, name
-        assert cli.fields()[name].metadata["help"] in text
+    text = flags.help_text("python -m trainer", SUMMARY)
+    for name in flags.fields():
+        assert len(re.findall(rf"^  {flags.flag(name)} ", text, re.M)) == 1, name
+        assert flags.fields()[name].metadata["help"] in text
     assert f"(default: {TrainConfig().epochs!r})" in text

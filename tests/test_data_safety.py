@@ -495,8 +495,8 @@ def test_data_naming_a_special_file_or_nothing_is_bad_input(tmp_path, kind):
 
 
 def test_trainer_refuses_empty_data_before_any_work():
-    from trainer.cli import config_from_args
     from trainer.config import ConfigError
+    from trainer.flags import config_from_args
 
     with pytest.raises(ConfigError, match="invalid data ''"):
         config_from_args(["--data", ""])

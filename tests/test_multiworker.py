@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import free_ports, write_tarball
 from trainer import contract
 
@@ -211,20 +212,11 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 def trainer_args(corpus, store: Path, run_id: str, epochs: int, sample: int) -> list[str]:
     tarball, cache = corpus
-    return [
-        "--model", "mean",
-        "--data", str(tarball),
-        "--output", str(store),
-        "--run-id", run_id,
-        "--cache-dir", str(cache),
-        "--sample", str(sample),
-        "--epochs", str(epochs),
-        "--batch-size", "16",
-        "--learning-rate", "0.02",
-        "--vocab-size", str(VOCAB),
-        "--max-review-length", str(MAXLEN),
-        "--neighbours", "great",
-    ]  # fmt: skip
+    return helpers.trainer_args(
+        model="mean", data=tarball, output=store, run_id=run_id, cache_dir=cache,
+        sample=sample, epochs=epochs, batch_size=16, learning_rate=0.02, vocab_size=VOCAB,
+        max_review_length=MAXLEN, neighbours="great",
+    )  # fmt: skip
 
 
 def wait_for(path: Path, group: Group, timeout: float) -> None:

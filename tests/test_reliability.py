@@ -23,6 +23,7 @@ from tests.helpers import (
     final_iterations,
     gcs_client,
     run_trainer,
+    trainer_args,
     trainer_env,
     write_keras_npz,
     write_tarball,
@@ -312,24 +313,10 @@ def _start_and_signal_in_epoch_2(args, sig) -> subprocess.CompletedProcess:
 )
 def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_path):
     out = tmp_path / "runs"
-    args = [
-        "--model",
-        "lstm",
-        "--data",
-        str(shared_tarball),
-        "--output",
-        str(out),
-        "--run-id",
-        "kill",
-        "--epochs",
-        "3",
-        "--sample",
-        "3000",
-        "--cache-dir",
-        str(warm_cache),
-        "--neighbours",
-        "great",
-    ]
+    args = trainer_args(
+        model="lstm", data=shared_tarball, output=out, run_id="kill", epochs=3, sample=3000,
+        cache_dir=warm_cache, neighbours="great",
+    )  # fmt: skip
     first = _start_and_signal_in_epoch_2(args, sig)
     assert first.returncode == code, first.stderr[-3000:]
     run = open_store(str(out)).child("lstm", "kill")
@@ -576,22 +563,10 @@ def test_store_outage_mid_run_is_retryable_and_never_looks_complete(
             broken.set()
         return broken.is_set()
 
-    args = [
-        "--model",
-        "mean",
-        "--data",
-        str(shared_tarball),
-        "--output",
-        f"gs://{gcs_bucket}/imdb",
-        "--run-id",
-        "outage",
-        "--epochs",
-        "3",
-        "--sample",
-        "512",
-        "--cache-dir",
-        str(warm_cache),
-    ]
+    args = trainer_args(
+        model="mean", data=shared_tarball, output=f"gs://{gcs_bucket}/imdb", run_id="outage",
+        epochs=3, sample=512, cache_dir=warm_cache,
+    )  # fmt: skip
     with FaultProxy(gcs_emulator, rate=1.0, faults=("503", "reset"), applies=applies) as proxy:
         proc = run_trainer(args, STORAGE_EMULATOR_HOST=proxy.url, IMDB_TRAIN_GCS_DEADLINE="3")
     assert proc.returncode == EXIT_PREEMPTED, proc.stderr[-3000:]

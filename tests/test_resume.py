@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import final_iterations, run_trainer, write_tarball
+from tests.helpers import final_iterations, run_trainer, trainer_args, write_tarball
 from trainer import contract
 
 pytestmark = pytest.mark.slow
@@ -31,10 +31,7 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def args_for(data: Path, store: Path, cache: Path) -> list[str]:
-    return [
-        "--model", "mean", "--data", str(data), "--output", str(store),
-        "--epochs", str(EPOCHS), "--cache-dir", str(cache),
-    ]  # fmt: skip
+    return trainer_args(model="mean", data=data, output=store, epochs=EPOCHS, cache_dir=cache)
 
 
 @pytest.fixture

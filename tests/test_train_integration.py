@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import run_trainer
+from tests.helpers import run_trainer, trainer_args
 from trainer import contract
 from trainer.storage import open_store
 
@@ -56,11 +56,10 @@ def check_run(store, model: str, run_id: str, replicas: int) -> dict:
 
 def small_run(model: str, output: str, run_id: str, tarball, cache) -> list[str]:
     """One epoch on 512 reviews over two logical CPUs, with neighbours: the runs here."""
-    return [
-        "--model", model, "--data", str(tarball), "--output", output, "--run-id", run_id,
-        "--epochs", "1", "--sample", "512", "--cpu-devices", "2",
-        "--neighbours", "great,bad", "--k", "5", "--cache-dir", str(cache),
-    ]  # fmt: skip
+    return trainer_args(
+        model=model, data=tarball, output=output, run_id=run_id, epochs=1, sample=512,
+        cpu_devices=2, neighbours=("great", "bad"), k=5, cache_dir=cache,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("model", ["mean", "lstm"])
@@ -86,22 +85,10 @@ def test_same_run_on_gcs_emulator(shared_tarball, warm_cache, gcs_bucket):
 
 
 def test_rerun_of_a_complete_run_does_nothing(shared_tarball, warm_cache, tmp_path):
-    args = [
-        "--model",
-        "mean",
-        "--data",
-        str(shared_tarball),
-        "--output",
-        str(tmp_path),
-        "--run-id",
-        "again",
-        "--epochs",
-        "1",
-        "--sample",
-        "256",
-        "--cache-dir",
-        str(warm_cache),
-    ]
+    args = trainer_args(
+        model="mean", data=shared_tarball, output=tmp_path, run_id="again", epochs=1,
+        sample=256, cache_dir=warm_cache,
+    )  # fmt: skip
     assert run_trainer(args).returncode == 0
     before = (tmp_path / "mean" / "again" / "metrics.json").read_bytes()
     second = run_trainer(args)

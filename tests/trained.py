@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, trainer_env
+from tests.helpers import ROOT, trainer_args, trainer_env
 
 SAMPLE = 512
 
@@ -49,31 +49,11 @@ def sample_run(shared_tarball, warm_cache, tmp_path_factory) -> SampleRun:
     from trainer import data
 
     def train(store: Path) -> None:
-        proc = run_module(
-            "trainer",
-            [
-                "--model",
-                "mean",
-                "--data",
-                str(shared_tarball),
-                "--output",
-                str(store),
-                "--run-id",
-                "sample",
-                "--epochs",
-                "1",
-                "--sample",
-                str(SAMPLE),
-                "--cpu-devices",
-                "2",
-                "--neighbours",
-                "great",
-                "--k",
-                "3",
-                "--cache-dir",
-                str(warm_cache),
-            ],
-        )
+        args = trainer_args(
+            model="mean", data=shared_tarball, output=store, run_id="sample", epochs=1,
+            sample=SAMPLE, cpu_devices=2, neighbours="great", k=3, cache_dir=warm_cache,
+        )  # fmt: skip
+        proc = run_module("trainer", args)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     # Trained once per session, for every worker process: the tests only read it.

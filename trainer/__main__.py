@@ -24,7 +24,7 @@ EXIT_CODES = (
 
 def run(argv: Sequence[str]) -> int:
     """Parse, check the store, train; map outcomes onto the exit-code contract."""
-    from trainer import cli, commandline, distribute
+    from trainer import commandline, distribute, flags
     from trainer.storage import LocalStore, open_store
     from trainer.termination import Termination
 
@@ -32,7 +32,7 @@ def run(argv: Sequence[str]) -> int:
     termination = Termination().install()
     cfg = None
     try:
-        cfg = cli.config_from_args(argv)
+        cfg = flags.config_from_args(argv)
         store = open_store(cfg.output)  # validates the scheme and bucket name
         if distribute.is_chief():  # only the chief writes; a probe of every worker would stay
             # Before the data is read: "cannot write to ..." at once. On a filesystem the
@@ -74,10 +74,10 @@ def run(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from trainer import cli
+    from trainer import flags
 
-    if cli.wants_help(argv):
-        sys.stdout.write(cli.help_text("python -m trainer", SUMMARY, EXIT_CODES))
+    if flags.wants_help(argv):
+        sys.stdout.write(flags.help_text("python -m trainer", SUMMARY, EXIT_CODES))
         return contract.EXIT_OK
     try:
         return run(argv)

@@ -1,6 +1,6 @@
 """TrainConfig: every training option, its default, help and checks, in one place.
 
-The trainer's command line is generated from these fields (trainer/cli.py), so a flag, its
+The trainer's command line is generated from these fields (trainer/flags.py), so a flag, its
 default and its help exist once. Fields marked `resume=True` must match when a run id is
 started again (trainer/train.py checks them); the others may differ between attempts.
 """

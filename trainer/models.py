@@ -1,4 +1,9 @@
-"""Model builders: name -> builder, each in the Sequential and the Functional Keras API."""
+"""Model builders: name -> builder, in the Functional Keras API (named inputs and layers,
+which neighbours.py and the serving export read back).
+
+The exercise writes the same two networks in the Sequential API; bench/reference.py keeps
+them in that form, as plain Keras with none of this project's code, and
+tests/test_models.py checks that both are the same network, weight for weight."""
 
 from __future__ import annotations
 
@@ -14,42 +19,12 @@ from trainer.config import TrainConfig
 keras = tf.keras
 
 
-def mean_sequential(cfg: TrainConfig) -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input(shape=(cfg.max_review_length,), dtype="int32"),
-            # Word id -> dense vector; the layer neighbours.py reads back.
-            keras.layers.Embedding(cfg.vocab_size, cfg.embedding_dim, name="embedding"),
-            # Average over all positions, padding included, as the reference's K.mean does.
-            keras.layers.GlobalAveragePooling1D(name="mean"),
-            # Probability that the review is positive.
-            keras.layers.Dense(1, activation="sigmoid", name="output"),
-        ],
-        name="mean",
-    )
-
-
 def mean_functional(cfg: TrainConfig) -> keras.Model:
     words = keras.Input(shape=(cfg.max_review_length,), dtype="int32", name="words")
     x = keras.layers.Embedding(cfg.vocab_size, cfg.embedding_dim, name="embedding")(words)
     x = keras.layers.GlobalAveragePooling1D(name="mean")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
     return keras.Model(words, out, name="mean")
-
-
-def lstm_sequential(cfg: TrainConfig) -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input(shape=(cfg.max_review_length,), dtype="int32"),
-            # Word id -> dense vector; the layer neighbours.py reads back.
-            keras.layers.Embedding(cfg.vocab_size, cfg.embedding_dim, name="embedding"),
-            # Reads the review in order; default activations keep the cuDNN kernel on GPUs.
-            keras.layers.LSTM(cfg.lstm_units, name="lstm"),
-            # Probability that the review is positive.
-            keras.layers.Dense(1, activation="sigmoid", name="output"),
-        ],
-        name="lstm",
-    )
 
 
 def lstm_functional(cfg: TrainConfig) -> keras.Model:
@@ -60,24 +35,21 @@ def lstm_functional(cfg: TrainConfig) -> keras.Model:
     return keras.Model(words, out, name="lstm")
 
 
-BUILDERS: dict[str, dict[str, Callable[[TrainConfig], keras.Model]]] = {
-    "mean": {"sequential": mean_sequential, "functional": mean_functional},
-    "lstm": {"sequential": lstm_sequential, "functional": lstm_functional},
+BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
+    "mean": mean_functional,
+    "lstm": lstm_functional,
 }
 
 
-def build_model(name: str, cfg: TrainConfig, api: str = "functional") -> keras.Model:
-    """Build (uncompiled) model `name` with the given Keras API.
+def build_model(name: str, cfg: TrainConfig) -> keras.Model:
+    """Build (uncompiled) model `name`.
 
     Raises:
-        ValueError: unknown model or API name; the message lists the valid ones.
+        ValueError: unknown model name; the message lists the valid ones.
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(BUILDERS)}")
-    apis = BUILDERS[name]
-    if api not in apis:
-        raise ValueError(f"unknown Keras API {api!r}: expected one of {', '.join(apis)}")
-    return apis[api](cfg)
+    return BUILDERS[name](cfg)
 
 
 def _jit_compile(cfg: TrainConfig) -> dict:

@@ -1,4 +1,4 @@
-"""The trainer's command line, generated from TrainConfig: flags, types, defaults and help.
+"""The trainer's flags, generated from TrainConfig: names, types, defaults and help.
 
 fire parses a value by its look (`--run-id 1e3` becomes 1000.0, `--promote false` is a
 true string) and complains about unknown flags only after the function ran. Here each
