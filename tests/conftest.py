@@ -67,3 +67,10 @@ def gcs_bucket(gcs_emulator, monkeypatch) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs_client(gcs_emulator).create_bucket(name)
     return name
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests (trainings, process groups) first: with several workers (make test)
+    the long ones start early and the short ones fill the gaps at the end, instead of one
+    long test running alone after everything else is done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

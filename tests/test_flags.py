@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.helpers import run_trainer, write_tarball
-from trainer import cli, contract
+from trainer import contract, flags
 from trainer.config import ConfigError, TrainConfig
 
 
@@ -26,7 +26,7 @@ from trainer.config import ConfigError, TrainConfig
     ],
 )
 def test_values_are_parsed_by_field_type(argv, expected):
-    cfg = cli.config_from_args(argv)
+    cfg = flags.config_from_args(argv)
     assert {k: getattr(cfg, k) for k in expected} == expected
 
 
@@ -45,7 +45,7 @@ def test_values_are_parsed_by_field_type(argv, expected):
 )
 def test_bad_command_lines_name_the_flag(argv, message):
     with pytest.raises(ConfigError, match=None) as info:
-        cli.config_from_args(argv)
+        flags.config_from_args(argv)
     assert message in str(info.value)
 
 
@@ -114,5 +114,5 @@ def test_scheduled_runs_derive_their_seed_and_keep_ties_with_the_incumbent():
                    accelerator="nvidia-l4")  # fmt: skip
     pod = build_cronjob(spec).spec.job_template.spec.template.spec
     args = pod.containers[0].args
-    cfg = cli.config_from_args([a if not a.startswith("$(") else "r1" for a in args])
+    cfg = flags.config_from_args([a if not a.startswith("$(") else "r1" for a in args])
     assert (cfg.seed, cfg.tolerance) == (-1, 0.0)
