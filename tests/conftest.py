@@ -13,6 +13,14 @@ from tests.helpers import SHARED_TARBALL, gcs_client, shared_dir
 from trainer import contract
 
 
+def pytest_configure(config):
+    """Every TensorFlow the tests start (trainers, worker groups, this process) runs its ops
+    on one thread each, as a pod whose CPU limit is 1 does (the chart and jobs.submit set
+    TF_NUM_INTRAOP_THREADS from the limit): the suite runs several tests at once, and
+    thread pools sized to every core each would only contend."""
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
+
 @pytest.fixture(autouse=True)
 def _accelerator(monkeypatch):
     """GPU Jobs need a GPU type (IMDB_TRAIN_ACCELERATOR, as a user sets it once); the tests
