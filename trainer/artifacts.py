@@ -16,7 +16,7 @@ from trainer.config import TrainConfig
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
 from trainer.state import RunState
-from trainer.storage import AlreadyExistsError, Store
+from trainer.storage import AlreadyExistsError, Store, upload_tree
 
 RESERVED = {0: "<pad>", 1: "<start>", 2: "<oov>", 3: "<unused>"}
 
@@ -87,14 +87,6 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def upload_tree(store: Store, local: Path, prefix: str) -> None:
-    """Every file under `local` to `prefix/<relative path>` in the store."""
-    if not local.exists():
-        return
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        store.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
 
 
 def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer import contract
-from trainer.artifacts import upload_tree
 from trainer.state import RunState
-from trainer.storage import Store, StoreError
+from trainer.storage import Store, StoreError, upload_tree
 
 
 def epochs(store: Store) -> list[int]:

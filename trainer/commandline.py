@@ -23,6 +23,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 _INT = re.compile(r"\s*[+-]?\d+(_\d+)*\s*\Z")
 
 
+class UsageError(ValueError):
+    """A command line that names an unknown flag or leaves one without its value."""
+
+
 def option_name(field: str) -> str:
     """`run_id` -> `run-id`: how a setting is spelled on the command line and in errors."""
     return field.replace("_", "-")
@@ -67,6 +71,7 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("trainer.termination.RetryableError", _RESUMABLE),
     # A store that does not exist or refuses us: retrying cannot help.
     ("trainer.storage.StoreError", _BAD_INPUT),
+    ("trainer.commandline.UsageError", _BAD_INPUT),
     ("trainer.config.ConfigError", _BAD_INPUT),
     ("trainer.data.common.DataError", _BAD_INPUT),
     ("trainer.distribute.DistributeError", _BAD_INPUT),
@@ -146,8 +151,6 @@ def strings_as_typed(argv: Sequence[str], string_flags: Collection[str]) -> list
 def split_reviews(fn: Callable, argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(flags for fire, positional arguments): fire would parse a review like "10/10" or
     "(great)" as a Python value, so positional arguments never go through it."""
-    from trainer.config import ConfigError
-
     names = list(inspect.signature(fn).parameters)
     params = {option_name(n) for n in names} | set(names)
     # fire's short forms: -r for --run where no other flag starts with the same letter.
@@ -165,7 +168,7 @@ def split_reviews(fn: Callable, argv: Sequence[str]) -> tuple[list[str], list[st
             flags.append(arg)
         elif arg in short:
             if i + 1 >= len(argv):
-                raise ConfigError(f"flag {arg} needs a value")
+                raise UsageError(f"flag {arg} needs a value")
             long = next(n for n in names if n[0] == arg[1])
             flags.append(f"--{long}={argv[i + 1]}")
             i += 1
@@ -173,10 +176,10 @@ def split_reviews(fn: Callable, argv: Sequence[str]) -> tuple[list[str], list[st
             name = arg[2:].split("=", 1)[0]
             if name not in params:
                 valid = ", ".join(flag(p) for p in names)
-                raise ConfigError(f"unknown flag --{name}: expected one of {valid}")
+                raise UsageError(f"unknown flag --{name}: expected one of {valid}")
             if "=" not in arg:
                 if i + 1 >= len(argv):
-                    raise ConfigError(f"flag --{name} needs a value")
+                    raise UsageError(f"flag --{name} needs a value")
                 # One token: fire reads a lone "-" as its command separator, not a value.
                 arg = f"{arg}={argv[i + 1]}"
                 i += 1

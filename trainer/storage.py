@@ -133,6 +133,14 @@ def replace_file(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def upload_tree(store: Store, local: Path, prefix: str) -> None:
+    """Every file under `local` to `prefix/<relative path>` in the store."""
+    if not local.exists():
+        return
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        store.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
 def _os_reason(e: OSError) -> str:
     return e.strerror or str(e)
 

@@ -17,9 +17,8 @@ review, 2 = out of vocabulary, 0 = padding; padded and truncated at the front.
 from __future__ import annotations
 
 from trainer.data.archives import read_reviews
-from trainer.data.common import DataError, default_cache_dir, max_data_bytes
+from trainer.data.common import NPZ_ARRAYS, DataError, default_cache_dir, max_data_bytes
 from trainer.data.dataset import Dataset, encode_aclimdb, encode_keras_npz, load, raw_split
-from trainer.data.npz import NPZ_ARRAYS
 from trainer.data.sources import resolve_source
 from trainer.data.tokenizer import (
     ENCODER_VERSION,

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.common import warn
-from trainer.data.npz import NPZ_ARRAYS
+from trainer.data.common import NPZ_ARRAYS, warn
 from trainer.termination import RetryableError
 
 _CACHE_META = "meta"  # JSON (word index, stats) as uint8

@@ -11,6 +11,9 @@ from pathlib import Path
 from trainer import contract
 from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
 
+# The arrays of a dataset, as Keras's imdb.npz names them (the npz reader, the cache).
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
 
 class DataError(ValueError):
     """The data source is missing, corrupt, or not usable; the message says which and why."""

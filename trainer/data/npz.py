@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.common import DataError, max_data_bytes, too_big
+from trainer.data.common import NPZ_ARRAYS, DataError, max_data_bytes, too_big
 from trainer.termination import RetryableError
-
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from trainer.data.dataset import Dataset
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the annotation only: no import at run time
+    from trainer.data.dataset import Dataset
 
 
 def make_tf_datasets(

@@ -11,6 +11,7 @@ from trainer.commandline import run_fire
 from trainer.contract import SERVING_DIR, SERVING_VERSION
 from trainer.runs import load_run
 from trainer.serving import export
+from trainer.storage import upload_tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load_run(run)
             with tempfile.TemporaryDirectory(prefix="imdb-serving-") as tmp:
                 export(loaded.model, loaded.word_index, loaded, Path(tmp), loaded.index_from)
-                for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
-                    key = f"{SERVING_DIR}/{path.relative_to(tmp).as_posix()}"
-                    loaded.store.upload_file(path, key)
+                upload_tree(loaded.store, Path(tmp), SERVING_DIR)
         print(f"serving: {loaded.store.uri}/{SERVING_DIR}/{SERVING_VERSION}")
 
     return run_fire(run, argv, "trainer.serving", string_flags=("--run",))
