@@ -8,8 +8,6 @@ from typing import Any
 
 from trainer import commandline
 
-EXIT_FAILED = commandline.EXIT_FAILED  # the cluster or store refused, or a watched Job failed
-
 # Flags whose values are names, ids, paths or URIs: strings exactly as typed, never numbers
 # (fire would read `--run-id 0x10` as 16 and `--run-id 1e3` as 1000.0).
 _STRING_NAMES = (
@@ -29,7 +27,7 @@ class CommandFailedError(Exception):
 def entrypoint(component: Callable[..., Any] | dict[str, Any], name: str) -> Callable[..., int]:
     def main(argv: Sequence[str] | None = None) -> int:
         return commandline.run_fire(
-            component, argv, name, store_refused=EXIT_FAILED, string_flags=STRING_FLAGS
+            component, argv, name, store_refused=commandline.EXIT_FAILED, string_flags=STRING_FLAGS
         )
 
     return main
