@@ -13,6 +13,7 @@ import numpy as np
 
 from trainer import contract, serving
 from trainer.config import TrainConfig
+from trainer.cost import run_cost
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
 from trainer.state import RunState
@@ -49,6 +50,7 @@ class FinishedRun:
             "epoch_seconds": self.state.epoch_seconds,
             "final_accuracy_at": self.final_accuracy_at,
             "phases": self.phases,
+            "cost": run_cost(self.phases or {}),
             "replicas": self.replicas,
             "global_batch_size": cfg.batch_size,
             "train_examples": int(len(self.dataset.y_train)),

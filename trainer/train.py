@@ -284,6 +284,8 @@ class Trainer:
             "per_replica_batch_size": cfg.batch_size / replicas,
             "replicas": replicas,
             "strategy": type(strategy).__name__,
+            # What it trained on (GPUs, driver, CUDA/cuDNN as TensorFlow reports them).
+            "devices": distribute.devices(),
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
             "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),
