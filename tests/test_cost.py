@@ -34,3 +34,28 @@ def test_cost_of_a_run(env, pods, gpu_seconds, node, spot):
 def test_a_partial_set_of_marks_counts_what_it_has():
     cost = run_cost({"started": 0.0, "data_loaded": 2.5}, {})
     assert cost["pod_seconds_by_phase"] == {"data_loaded": 2.5}
+
+
+def _attempt(store, started, training_from, resumed):
+    import json
+
+    doc = {"started": started, "training_from": training_from, "resumed_epochs": resumed}
+    store.write_bytes(contract.attempt_key(started, "pod"), json.dumps(doc).encode())
+
+
+def test_restarts_and_the_training_they_redid(tmp_path):
+    from trainer.cost import restarts
+    from trainer.storage import open_store
+
+    store = open_store(str(tmp_path))
+    epochs = [10.0, 12.0, 11.0]
+    assert restarts(store, epochs) == {"restarts": 0, "redone_seconds": 0.0}
+    _attempt(store, 1000.0, 1005.0, 0)  # trained epoch 1 (10 s), killed 7 s into epoch 2
+    assert restarts(store, epochs) == {"restarts": 0, "redone_seconds": 0.0}
+    _attempt(store, 1022.0, 1030.0, 1)  # resumed after epoch 1: 17 s spent, 10 kept
+    assert restarts(store, epochs) == {"restarts": 1, "redone_seconds": 7.0}
+    _attempt(store, 1040.0, None, 1)  # killed before training began: nothing redone
+    _attempt(store, 1050.0, 1052.0, 1)  # so the one before it redid 10 s of epoch 2
+    assert restarts(store, epochs) == {"restarts": 3, "redone_seconds": 17.0}
+    store.write_bytes(contract.attempt_key(1060.0, "pod"), b"{cut")  # a torn record
+    assert restarts(store, epochs)["restarts"] == 3

@@ -167,6 +167,14 @@ def checkpoint_epoch(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+ATTEMPTS_DIR = "attempts"  # one small record per trainer process of a run (metrics' cost)
+
+
+def attempt_key(started: float, host: str) -> str:
+    """The record of the trainer process that started at unix time `started` on `host`."""
+    return f"{ATTEMPTS_DIR}/{started:017.6f}-{host}.json"
+
+
 def run_key(model: str, run_id: str, artifact: str = "") -> str:
     """The key of a run (or of one of its artifacts) relative to the store root."""
     return "/".join(p for p in (model, run_id, artifact) if p)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 
 from trainer import contract, distribute, phases
+from trainer.storage import Store
 
 
 def run_cost(marks: Mapping[str, float], env: Mapping[str, str] | None = None) -> dict:
@@ -37,3 +40,41 @@ def run_cost(marks: Mapping[str, float], env: Mapping[str, str] | None = None) -
         "accelerator": env.get(contract.NODE_ACCELERATOR_ENV) or None,
         "spot": env.get(contract.NODE_SPOT_ENV) == "true",
     }
+
+
+def record_attempt(store: Store, resumed_epochs: int) -> None:
+    """Note this process in the run's store as its training starts (after the restore):
+    when it started, when training began and from which epoch (0: from scratch)."""
+    doc = {
+        "started": phases.marks["started"],
+        "training_from": phases.marks.get("model_ready"),
+        "resumed_epochs": resumed_epochs,
+        "node": os.environ.get(contract.NODE_NAME_ENV) or None,
+    }
+    key = contract.attempt_key(doc["started"], socket.gethostname())
+    store.write_bytes(key, (json.dumps(doc) + "\n").encode())
+
+
+def restarts(store: Store, epoch_seconds: Sequence[float]) -> dict:
+    """The run's restarts and the training they redid, from the attempts' records.
+
+    An attempt cut short trained from its `training_from` until it died, which is before
+    the next attempt started; of that time, the epochs the next attempt resumed past were
+    kept (their epoch_seconds), the rest is redone. `redone_seconds` is so an upper bound:
+    it also counts the stopped attempt's exit and the wait for its replacement to start.
+    """
+    docs = []
+    for key in store.list(contract.ATTEMPTS_DIR + "/"):
+        try:
+            docs.append(json.loads(store.read_bytes(key)))
+        except (ValueError, OSError):
+            continue  # a record cut short by the kill it describes
+    docs.sort(key=lambda d: d.get("started") or 0)
+    redone = 0.0
+    for this, after in zip(docs, docs[1:], strict=False):
+        if this.get("training_from") is None:
+            continue  # stopped before training began: nothing to redo
+        resumed, next_resumed = int(this.get("resumed_epochs") or 0), int(after["resumed_epochs"])
+        kept = sum(epoch_seconds[resumed:next_resumed])
+        redone += max(0.0, float(after["started"]) - float(this["training_from"]) - kept)
+    return {"restarts": max(0, len(docs) - 1), "redone_seconds": round(redone, 3)}
