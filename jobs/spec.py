@@ -403,7 +403,9 @@ class JobSpec:
     )  # fmt: skip
     peer_timeout: int = setting(
         contract.PEER_TIMEOUT_DEFAULT, "--workers N: seconds each worker waits for the whole "
-        "group to start before it exits 75, so that a partial group frees its GPUs",
+        "group to start before it exits 78 (not counted against --backoff-limit), so that a "
+        "partial group frees its GPUs; the default covers a GPU pool scaled up from zero and "
+        "a 7 GB image pull",
     )  # fmt: skip
     ttl_seconds_after_finished: int | None = setting(
         3 * 24 * 3600, "finished Jobs are deleted after this"
