@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cluster import controlplane as cp
 from cluster import network
+from trainer import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 DIR_ENV = "IMDB_CLUSTER_DIR"
@@ -174,6 +175,9 @@ def start_node(state: cp.State, node: NodeSpec, port: int | None = None) -> None
         "--version", state.release,
         # Stands in for Workload Identity: pods reach "the bucket" through the emulator.
         "--pod-env", f"STORAGE_EMULATOR_HOST=http://127.0.0.1:{storage_port}",
+        # The nodes' GPUs are capacity only (pods run the CPU image): the trainer is told
+        # none were asked for, or it would refuse to train without them.
+        "--pod-env", f"{contract.GPUS_ENV}=0",
         "--forward", str(storage_port),
     ], state.path / "logs", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
     state.save()

@@ -3,6 +3,7 @@ and their entry points. Errors, exit codes and running fire: trainer.commandline
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,12 +21,29 @@ STRING_FLAGS = frozenset(
 )
 
 
+# The short flags every jobs command shares, each always meaning the same option. fire
+# would take `-n` as any option starting with n (submit has namespace, name and
+# node_selector, and refuses it as ambiguous); spelling them out here makes `-n ml` the
+# namespace in submit, status, logs and cancel alike.
+SHORT_FLAGS = {"-n": "--namespace"}
+
+
+def expand_short_flags(argv: Sequence[str]) -> list[str]:
+    """`-n ml` and `-n=ml` -> `--namespace ml`, `--namespace=ml`; other arguments as given."""
+    out = []
+    for arg in argv:
+        short, eq, value = arg.partition("=")
+        out.append(SHORT_FLAGS[short] + eq + value if short in SHORT_FLAGS else arg)
+    return out
+
+
 class CommandFailedError(Exception):
     """The command ran but its outcome is a failure (message already printed or given)."""
 
 
 def entrypoint(component: Callable[..., Any] | dict[str, Any], name: str) -> Callable[..., int]:
     def main(argv: Sequence[str] | None = None) -> int:
+        argv = expand_short_flags(sys.argv[1:] if argv is None else argv)
         return commandline.run_fire(
             component, argv, name, store_refused=commandline.EXIT_FAILED, string_flags=STRING_FLAGS
         )

@@ -21,6 +21,8 @@ from jobs.manifest import (
     JOBSET_GROUP,
     JOBSET_PLURAL,
     JOBSET_VERSION,
+    KUEUE_GROUP,
+    KUEUE_VERSION,
     LABEL_JOB_NAME,
     LABEL_JOBSET_NAME,
 )
@@ -689,12 +691,13 @@ class Cluster:
         namespace = job.metadata.namespace
         try:
             found = custom.list_namespaced_custom_object(
-                "kueue.x-k8s.io", "v1beta2", namespace, "workloads",
+                KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads",
                 label_selector=f"kueue.x-k8s.io/job-uid={job.metadata.uid}",
             )  # fmt: skip
         except ApiException as e:
             if e.status == 404:
-                return "no Kueue Workload API in this cluster: is Kueue installed?"
+                return (f"no Kueue Workload API {KUEUE_GROUP}/{KUEUE_VERSION} in this cluster: "
+                        "is Kueue >= 0.15 installed?")  # fmt: skip
             if e.status == 403:
                 return "cannot read Kueue Workloads (the Role needs get/list workloads)"
             return f"cannot read Kueue Workloads ({e.status} {e.reason})"

@@ -11,12 +11,19 @@ from jobs.spec import JOBSET_REPLICATED_JOB, RUNTIME_JOBSET, VERSION, JobSpec, S
 from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
+    EXIT_GROUP_NOT_FORMED,
     EXIT_GROUP_STOPPED,
+    EXIT_NO_GPU,
+    GPUS_ENV,
     IMAGE_REF_ENV,
+    NODE_ACCELERATOR_ENV,
+    NODE_NAME_ENV,
+    NODE_SPOT_ENV,
     PEER_TIMEOUT_ENV,
     PERMANENT_EXITS,
     RUN_ID_ENV,
     SEED_FROM_RUN_ID,
+    SPOT_LABEL,
     WORKER_HOSTS_ENV,
     WORKER_PORT,
     WORKER_PORT_NAME,
@@ -40,6 +47,10 @@ LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_GROUP = "jobset.x-k8s.io"
 JOBSET_VERSION = "v1alpha2"
 JOBSET_PLURAL = "jobsets"
+# Kueue's API as jobs.status reads it and docs/kueue.yaml writes it (v1beta2: Kueue >= 0.15;
+# v1beta1 is deprecated there).
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
@@ -121,6 +132,20 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
             ),
         ),
         client.V1EnvVar(name="TF_NUM_INTEROP_THREADS", value="2"),
+        # The GPUs this pod asked for: the trainer refuses to train on fewer (exit 77), as
+        # TensorFlow would fall back to the CPU without a word. The downward API has no
+        # extended resources, so the value is the request itself.
+        client.V1EnvVar(name=GPUS_ENV, value=str(spec.gpus)),
+        # Where it ran, for metrics.json's cost: the node, and what the pod selected of it
+        # (node labels have no downward API; the selector is what the node has).
+        client.V1EnvVar(
+            name=NODE_NAME_ENV,
+            value_from=client.V1EnvVarSource(
+                field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName")
+            ),
+        ),
+        client.V1EnvVar(name=NODE_ACCELERATOR_ENV, value=spec.accelerator or ""),
+        client.V1EnvVar(name=NODE_SPOT_ENV, value=str(_spot(spec)).lower()),
     ]
     if scheduled:
         # A CronJob's Jobs are named <cronjob>-<minute>; the name is the run id, stable across
@@ -146,6 +171,11 @@ def _env(spec: JobSpec, *, scheduled: bool) -> list[client.V1EnvVar]:
         # start give up after this and exit 75, so a partial group does not hold its GPUs.
         env.append(client.V1EnvVar(name=PEER_TIMEOUT_ENV, value=str(spec.peer_timeout)))
     return env
+
+
+def _spot(spec: JobSpec) -> bool:
+    """The pod selects GKE Spot nodes (cloud.google.com/gke-spot=true)."""
+    return str(spec.node_selector.get(SPOT_LABEL, "")).lower() == "true"
 
 
 def _resources(spec: JobSpec) -> client.V1ResourceRequirements:
@@ -301,8 +331,14 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
             # A worker stopped because a peer was preempted: the preemption is not counted,
             # and neither is its consequence (activeDeadlineSeconds bounds the retries).
             _exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
+            # A group that never formed (a peer Pending for a GPU node) trained nothing: not
+            # counted; activeDeadlineSeconds bounds the waits.
+            _exit_code_rule("Ignore", EXIT_GROUP_NOT_FORMED),
             # Exit 2 = bad input, 3 = diverged: the same pod would fail the same way again.
             _exit_code_rule("FailJob", *PERMANENT_EXITS),
+            # Exit 77: the node has not the GPUs the pod asked for (driver, device plugin):
+            # another pod, maybe on another node, may train; counted against backoffLimit.
+            _exit_code_rule("Count", EXIT_NO_GPU),
         ]
     )
 
@@ -349,8 +385,8 @@ def build_jobset_failure_policy(spec: JobSpec) -> dict[str, Any]:
     The child Job fails at once (backoffLimit 0, FailJob rules) and says why in its
     message; the JobSet then recreates every Job (BlockingRecreate: only after the old pods
     are gone, so no two workers share an index or a checkpoint), counting the restart
-    against maxRestarts unless a member was preempted (DisruptionTarget) or stopped because
-    a peer was (exit 76).
+    against maxRestarts unless a member was preempted (DisruptionTarget), stopped because
+    a peer was (exit 76), or the group never formed (exit 78).
     """
     return {
         "maxRestarts": spec.backoff_limit,
@@ -363,6 +399,7 @@ def build_jobset_failure_policy(spec: JobSpec) -> dict[str, Any]:
                 "onJobFailureMessagePatterns": [
                     _FAILJOB_BY_CONDITION.format("DisruptionTarget"),
                     _FAILJOB_BY_EXIT_CODE.format(EXIT_GROUP_STOPPED),
+                    _FAILJOB_BY_EXIT_CODE.format(EXIT_GROUP_NOT_FORMED),
                 ],
             },
             {
@@ -398,6 +435,7 @@ def build_jobset(spec: JobSpec) -> dict[str, Any]:
     job["podFailurePolicy"] = {"rules": [
         to_dict(_disruption_rule("FailJob")),
         to_dict(_exit_code_rule("FailJob", EXIT_GROUP_STOPPED)),
+        to_dict(_exit_code_rule("FailJob", EXIT_GROUP_NOT_FORMED)),
         to_dict(_exit_code_rule("FailJob", *PERMANENT_EXITS)),
     ]}  # fmt: skip
     body: dict[str, Any] = {

@@ -22,6 +22,7 @@ from trainer.contract import (
     is_run_id,
     run_key,
 )
+from trainer.distribute import describe_devices
 from trainer.promotion import PointerError, read_latest
 from trainer.storage import NotFoundError, open_store
 
@@ -156,6 +157,22 @@ def _build_line(build: Any) -> str:
             f"{build.get('revision')}, {build.get('lock')} sha256 {sha}")  # fmt: skip
 
 
+def _devices_line(found: Any) -> str:
+    """The GPUs, driver and CUDA/cuDNN a run trained on (config.json's devices)."""
+    if not isinstance(found, dict):
+        return "unknown (a run from before devices were recorded)"
+    return describe_devices(found)
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    """Pod-seconds, GPU-seconds and the node of metrics.json's cost."""
+    node = cost.get("node") or "outside Kubernetes"
+    where = ", ".join(x for x in (cost.get("accelerator"), "Spot" if cost.get("spot") else "")
+                      if x)  # fmt: skip
+    return (f"{_fmt(cost.get('pod_seconds'), 1)} pod-s, {_fmt(cost.get('gpu_seconds'), 1)} "
+            f"GPU-s on {node}" + (f" ({where})" if where else ""))  # fmt: skip
+
+
 def _neighbours_lines(neighbours: dict[str, Any], k: int) -> list[str]:
     lines = [f"nearest words ({neighbours.get('metric', '?')} distance):"]
     for query, hits in neighbours.get("queries", {}).items():
@@ -191,8 +208,10 @@ def show(
     except (NotFoundError, _cli.CommandFailedError):
         config = None
     build = config.get("build") if isinstance(config, dict) else None
+    found = config.get("devices") if isinstance(config, dict) else None
     if json_output:
-        print(json.dumps({"metrics": metrics, "neighbours": neighbours, "build": build}, indent=2))
+        doc = {"metrics": metrics, "neighbours": neighbours, "build": build, "devices": found}
+        print(json.dumps(doc, indent=2))
         return
     history = metrics.get("history") or {}
     seconds = metrics.get("epoch_seconds") or []
@@ -204,6 +223,9 @@ def show(
     if seconds:
         print(f"  epoch seconds  {sum(seconds) / len(seconds):.1f} mean")
     print(f"  trained by     {_build_line(build)}")
+    print(f"  trained on     {_devices_line(found)}")
+    if isinstance(metrics.get("cost"), dict):
+        print(f"  cost           {_cost_line(metrics['cost'])}")
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if history.get(key):
             print(f"  {key:<14} {' '.join(_fmt(v, 3) for v in history[key])}")
@@ -242,6 +264,10 @@ def compare(*runs: str, output: str | None = None, k: int = 3) -> None:
         "epoch_seconds",
         *(_fmt(sum(s) / len(s), 1) if (s := m.get("epoch_seconds")) else "-" for _, m, _ in loaded),
     ))  # fmt: skip
+    # What each run cost beside what it reached (metrics.json's cost; "-" for older runs).
+    for key, digits in (("pod_seconds", 1), ("gpu_seconds", 1), ("node", 0), ("spot", 0)):
+        rows.append((key, *(_fmt((m.get("cost") or {}).get(key), digits) if m.get("cost")
+                            else "-" for _, m, _ in loaded)))  # fmt: skip
     queries = [
         q for q in loaded[0][2].get("queries", {}) if all(q in n["queries"] for *_, n in loaded)
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +26,11 @@ DEFAULT_SERVICE_ACCOUNT = "imdb-train"
 # The GPU type of a GPU Job, as the node selector GKE reads: Autopilot refuses GPU pods
 # without it, and on Standard with several GPU pools it picks the pool. Required with GPUs.
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
-# GKE's accelerator names (the chart's values.schema.json lists the same; a test checks).
+# GKE's accelerator names known to this version. GKE adds GPUs faster than releases come, so
+# another name of the same form is used as given, with a warning naming these (a typo shows
+# as a Pending pod whose event names the selector); the chart's schema takes the same form.
 GKE_ACCELERATORS = (
+    "nvidia-gb200",
     "nvidia-b200",
     "nvidia-h200-141gb",
     "nvidia-h100-mega-80gb",
@@ -41,6 +45,8 @@ GKE_ACCELERATORS = (
     "nvidia-tesla-p4",
 )
 EXAMPLE_ACCELERATOR = "nvidia-l4"
+# The form of a GKE accelerator name: a label value, nvidia-<model>.
+ACCELERATOR_RE = re.compile(r"nvidia-[a-z0-9]([-a-z0-9]{0,54}[a-z0-9])?\Z")
 # GPU node pools are usually tainted so that only pods asking for GPUs land there.
 GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -397,7 +403,9 @@ class JobSpec:
     )  # fmt: skip
     peer_timeout: int = setting(
         contract.PEER_TIMEOUT_DEFAULT, "--workers N: seconds each worker waits for the whole "
-        "group to start before it exits 75, so that a partial group frees its GPUs",
+        "group to start before it exits 78 (not counted against --backoff-limit), so that a "
+        "partial group frees its GPUs; the default covers a GPU pool scaled up from zero and "
+        "a 7 GB image pull",
     )  # fmt: skip
     ttl_seconds_after_finished: int | None = setting(
         3 * 24 * 3600, "finished Jobs are deleted after this"
@@ -556,8 +564,18 @@ class JobSpec:
                 f"as the node selector {ACCELERATOR_LABEL} (GKE Autopilot refuses GPU pods "
                 "without it), or --gpus 0"
             )
+        if not ACCELERATOR_RE.match(acc):
+            raise SpecError(
+                f"invalid accelerator {acc!r}: expected a GKE GPU type nvidia-<model>, e.g. "
+                f"one of {choices}"
+            )
         if acc not in GKE_ACCELERATORS:
-            raise SpecError(f"invalid accelerator {acc!r}: expected one of {choices}")
+            print(
+                f"warning: accelerator {acc!r} is not one this version knows ({choices}); "
+                f"using it as the node selector {ACCELERATOR_LABEL}={acc}: check the spelling "
+                "if the pod stays Pending",
+                file=sys.stderr,
+            )
         given = self.node_selector.get(ACCELERATOR_LABEL)
         if given not in (None, acc):
             raise SpecError(

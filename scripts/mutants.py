@@ -305,6 +305,31 @@ MUTANTS = [
     Mutant("jobset-preemption-counted", "jobs/manifest.py",
            '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
            ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
+    # --- the GKE day-one checks ------------------------------------------------------------
+    Mutant("gpu-check-skipped", "trainer/distribute.py",
+           "    check_gpus(devices())\n", "",
+           ("tests/test_distribute.py::test_a_cpu_pod_that_asked_for_a_gpu_stops_before_training",)),
+    Mutant("gpu-missing-is-bad-input", "trainer/commandline.py",
+           '("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),',
+           '("trainer.distribute.GpuMissingError", (contract.EXIT_BAD_INPUT, "error")),',
+           ("tests/test_distribute.py",)),
+    Mutant("gpus-env-not-set", "jobs/manifest.py",
+           "        client.V1EnvVar(name=GPUS_ENV, value=str(spec.gpus)),\n", "",
+           ("tests/test_k8s_manifest.py",)),
+    Mutant("group-not-formed-counted", "trainer/distribute.py",
+           "            raise GroupNotFormedError(", "            raise RetryableError(",
+           ("tests/test_multiworker.py::test_a_group_that_does_not_form_exits_resumable",)),
+    Mutant("short-flags-not-expanded", "jobs/_cli.py",
+           "        argv = expand_short_flags(sys.argv[1:] if argv is None else argv)\n", "",
+           ("tests/test_jobs_submit.py::test_submit_takes_dash_n_as_the_namespace",)),
+    Mutant("unknown-accelerator-refused", "jobs/spec.py",
+           "        if acc not in GKE_ACCELERATORS:\n            print(",
+           "        if acc not in GKE_ACCELERATORS:\n            raise SpecError(acc)\n"
+           "            print(",
+           ("tests/test_k8s_manifest.py::test_an_unknown_gpu_type_is_a_warning_naming_the_known_ones",)),
+    Mutant("restart-redone-work-not-subtracted", "trainer/cost.py",
+           "float(this[\"training_from\"]) - kept)", "float(this[\"training_from\"]))",
+           ("tests/test_cost.py",)),
 ]  # fmt: skip
 
 

@@ -56,7 +56,12 @@ def _check_job_objects(objs) -> int:
         seen += 1
         rules = job_spec["podFailurePolicy"]["rules"]
         codes = [r["onExitCodes"]["values"] for r in rules if "onExitCodes" in r]
-        assert codes == [[contract.EXIT_GROUP_STOPPED], list(contract.PERMANENT_EXITS)]
+        assert codes == [
+            [contract.EXIT_GROUP_STOPPED],
+            [contract.EXIT_GROUP_NOT_FORMED],
+            list(contract.PERMANENT_EXITS),
+            [contract.EXIT_NO_GPU],
+        ]
         assert contract.PERMANENT_EXITS == (contract.EXIT_BAD_INPUT, contract.EXIT_DIVERGED)
         names = {e["name"] for e in container.get("env", [])}
         assert names <= ENV_NAMES, names - ENV_NAMES

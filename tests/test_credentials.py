@@ -99,4 +99,6 @@ def test_no_credentials_is_one_line_naming_workload_identity(gcs_bucket, gcs_emu
     assert proc.returncode == contract.EXIT_PREEMPTED, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("stopped, resumable: cannot get Google cred")
     assert "iam.gke.io/gcp-service-account" in lines[0]
+    # the direct principal, as the walk-through grants it, is named too
+    assert "principal://iam.googleapis.com/projects/PROJECT_NUMBER/" in lines[0]
     assert len(metadata.requests) >= 2  # it asked again before giving up

@@ -328,3 +328,70 @@ def test_worker_hosts_need_a_port(hosts):
     env = {contract.WORKER_HOSTS_ENV: hosts, contract.COMPLETION_INDEX_ENV: "0"}
     with pytest.raises(DistributeError, match="expected host:port"):
         distribute.tf_config_from_env(env)
+
+
+# --- a GPU pod refuses to train on fewer GPUs than it asked for ------------------------------
+_CPU_BUILD = {"gpus": [], "cuda_build": False, "cuda_version": None, "cudnn_version": None,
+              "driver_version": None}  # fmt: skip
+_CUDA_BUILD = {"gpus": [], "cuda_build": True, "cuda_version": "12.5.1", "cudnn_version": "9",
+               "driver_version": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "found, error, code",
+    [
+        pytest.param({**_CPU_BUILD, "gpus_requested": 1}, distribute.GpuImageError,
+                     contract.EXIT_BAD_INPUT, id="cpu-image"),
+        pytest.param({**_CUDA_BUILD, "gpus_requested": 1}, distribute.GpuMissingError,
+                     contract.EXIT_NO_GPU, id="node-without-gpu"),
+        pytest.param({**_CUDA_BUILD, "gpus_requested": 2, "gpus": ["NVIDIA L4"],
+                      "driver_version": "550.90.07"}, distribute.GpuMissingError,
+                     contract.EXIT_NO_GPU, id="fewer-than-asked"),
+    ],
+)  # fmt: skip
+def test_fewer_gpus_than_the_pod_asked_for_is_refused_with_what_was_found(found, error, code):
+    from trainer.commandline import outcome
+
+    with pytest.raises(error) as e:
+        distribute.check_gpus(found)
+    line = str(e.value)
+    assert f"asked for {found['gpus_requested']} GPU" in line
+    assert f"sees {len(found['gpus'])}" in line
+    assert f"driver {found['driver_version'] or 'none'}" in line
+    if found["cuda_build"]:
+        assert f"CUDA {found['cuda_version']}, cuDNN {found['cudnn_version']}" in line
+    else:
+        assert "without CUDA" in line
+    assert outcome(e.value, resumable=True)[0] == code
+
+
+@pytest.mark.parametrize("asked, gpus", [(0, []), (1, ["NVIDIA L4"]), (1, ["a", "b"])])
+def test_enough_gpus_pass(asked, gpus):
+    distribute.check_gpus({**_CUDA_BUILD, "gpus_requested": asked, "gpus": gpus})
+
+
+@pytest.mark.parametrize("raw", ["one", "-1", "1.5"])
+def test_bad_gpu_count(raw):
+    with pytest.raises(DistributeError, match=contract.GPUS_ENV):
+        distribute.gpus_requested({contract.GPUS_ENV: raw})
+
+
+def test_a_cpu_pod_that_asked_for_a_gpu_stops_before_training(monkeypatch):
+    """On this CPU machine: asked for 1, TensorFlow (a CPU build) sees 0 -> refused, where
+    make_strategy used to fall back to the CPU without a word."""
+    monkeypatch.setenv(contract.GPUS_ENV, "1")
+    with pytest.raises(distribute.GpuImageError, match="asked for 1 GPU.*sees 0"):
+        distribute.make_strategy()
+    monkeypatch.setenv(contract.GPUS_ENV, "0")
+    assert distribute.make_strategy().num_replicas_in_sync == 1
+
+
+def test_devices_report_what_tensorflow_says():
+    import tensorflow as tf
+
+    found = distribute.devices()
+    build = tf.sysconfig.get_build_info()
+    assert found["gpus"] == [] and found["cpus"] >= 1  # no GPU on this machine
+    assert found["cuda_build"] == bool(build.get("is_cuda_build"))
+    assert found["cuda_version"] == build.get("cuda_version")
+    assert found["driver_version"] is None  # no NVIDIA driver here

@@ -215,3 +215,44 @@ def test_show_says_what_trained_the_run(output, capsys):
     code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1",
                        "--json-output")  # fmt: skip
     assert json.loads(out)["build"]["note"] == "trained outside an image (no /opt/x)"
+
+
+def test_show_says_what_the_run_trained_on(output, capsys):
+    from trainer import distribute
+
+    store = open_store(output)
+    key = contract.run_key("mean", "r1", contract.CONFIG)
+    doc = json.loads(store.read_bytes(key))
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1")
+    assert "trained on     unknown (a run from before devices" in out
+    doc["devices"] = distribute.devices()  # what TensorFlow reports here: no GPU, a CPU build
+    store.write_bytes(key, json.dumps(doc).encode())
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1")
+    assert code == 0
+    assert "trained on     GPUs none; driver none; TensorFlow built without CUDA" in out
+    doc["devices"] = {"gpus": ["NVIDIA L4"], "cuda_build": True, "cuda_version": "12.5.1",
+                      "cudnn_version": "9", "driver_version": "550.90.07"}  # fmt: skip
+    store.write_bytes(key, json.dumps(doc).encode())
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "mean", "--run-id", "r1")
+    assert "trained on     GPUs NVIDIA L4; driver 550.90.07; CUDA 12.5.1, cuDNN 9" in out
+
+
+def test_compare_shows_the_cost_beside_the_accuracy(output, capsys):
+    from trainer.cost import run_cost
+
+    store = open_store(output)
+    key = contract.run_key("lstm", "r1", contract.METRICS)
+    metrics = json.loads(store.read_bytes(key))
+    marks = {"started": 100.0, "data_loaded": 110.0, "trained": 160.0, "tested": 170.0}
+    env = {contract.GPUS_ENV: "2", contract.NODE_NAME_ENV: "gke-gpu-1",
+           contract.NODE_ACCELERATOR_ENV: "nvidia-l4", contract.NODE_SPOT_ENV: "true"}  # fmt: skip
+    metrics["cost"] = run_cost(marks, env)
+    store.write_bytes(key, json.dumps(metrics).encode())
+    code, out, _ = cli(capsys, "compare", "lstm/r1", "lstm/latest", "--output", output)
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:] if line.strip()}
+    assert rows["test_accuracy"] == ["0.8610", "0.8740"]
+    assert rows["pod_seconds"] == ["70.0", "-"] and rows["gpu_seconds"] == ["140.0", "-"]
+    assert rows["node"] == ["gke-gpu-1", "-"] and rows["spot"] == ["True", "-"]
+    code, out, _ = cli(capsys, "show", "--output", output, "--model", "lstm", "--run-id", "r1")
+    assert "cost           70.0 pod-s, 140.0 GPU-s on gke-gpu-1 (nvidia-l4, Spot)" in out

@@ -162,3 +162,27 @@ def test_identifiers_are_strings_exactly_as_typed(capsys, typed, form):
     (job,) = [o for o in dry_run(capsys, *argv, "--model", "mean") if o["kind"] == "Job"]
     assert job["metadata"]["labels"]["imdb-train/run-id"] == typed
     assert job["metadata"]["name"] == f"imdb-train-mean-{typed}"
+
+
+def test_submit_takes_dash_n_as_the_namespace(capsys):
+    """`-n ml` used to exit 2: fire found it ambiguous (namespace, name, node_selector)."""
+    objs = dry_run(capsys, "-n", "ml", "--model", "mean", "--gpus", "0")
+    assert {o["metadata"]["namespace"] for o in objs} == {"ml"}
+    objs = dry_run(capsys, "-n=ml2", "--model", "mean", "--gpus", "0")
+    assert {o["metadata"]["namespace"] for o in objs} == {"ml2"}
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "logs", "cancel"])
+def test_the_jobs_commands_share_their_short_flags(command):
+    import importlib
+    import inspect
+
+    from jobs import _cli
+
+    module = importlib.import_module(f"jobs.{command}")
+    params = inspect.signature(getattr(module, command)).parameters
+    if command == "submit":  # its options are JobSpec's fields (jobs.submit._signature)
+        params = module.submit.__signature__.parameters
+    for short, long in _cli.SHORT_FLAGS.items():
+        assert _cli.expand_short_flags([short, "x"]) == [long, "x"]
+        assert long[2:].replace("-", "_") in params, (command, short)

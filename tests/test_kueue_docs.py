@@ -16,7 +16,10 @@ def docs_by_kind():
 def test_queues_reference_each_other():
     kinds = docs_by_kind()
     assert set(kinds) == {"ResourceFlavor", "ClusterQueue", "LocalQueue"}
-    assert all(d["apiVersion"] == "kueue.x-k8s.io/v1beta1" for d in kinds.values())
+    from jobs.manifest import KUEUE_GROUP, KUEUE_VERSION
+
+    # The version jobs.status reads Workloads at: on a Kueue without it, status says so.
+    assert all(d["apiVersion"] == f"{KUEUE_GROUP}/{KUEUE_VERSION}" for d in kinds.values())
     cq = kinds["ClusterQueue"]
     assert kinds["LocalQueue"]["spec"]["clusterQueue"] == cq["metadata"]["name"]
     (group,) = cq["spec"]["resourceGroups"]
@@ -40,3 +43,23 @@ def test_queues_cover_every_resource_the_chart_requests():
     assert asked <= set(group["coveredResources"])
     flavor = kinds["ResourceFlavor"]["spec"]
     assert flavor["nodeLabels"]["cloud.google.com/gke-accelerator"]
+
+
+def test_queues_cover_the_autopilot_recipe(capsys):
+    """The Autopilot recipe requests ephemeral-storage: a ClusterQueue without it never
+    admits the Job (Kueue: resource unavailable), and the CronJob replaces it every tick."""
+    from tests.helpers import dry_run
+
+    (group,) = docs_by_kind()["ClusterQueue"]["spec"]["resourceGroups"]
+    values = ("image.repository=r/imdb-train", "output=gs://b-1/x", "queue=imdb-train",
+              "accelerator=nvidia-l4", "resources.requests.ephemeral-storage=25Gi")  # fmt: skip
+    (cron,) = [d for d in helm_template(*values) if d["kind"] == "CronJob"]
+    pods = [cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+    pods += [d["spec"]["template"]["spec"] for d in dry_run(
+        capsys,         "--model", "lstm", "--queue", "imdb-train", "--accelerator", "nvidia-l4",
+        "--ephemeral-storage", "25Gi") if d["kind"] == "Job"]  # fmt: skip
+    for pod in pods:
+        resources = pod["containers"][0]["resources"]
+        asked = set(resources.get("requests", {})) | set(resources.get("limits", {}))
+        assert "ephemeral-storage" in asked
+        assert asked <= set(group["coveredResources"]), asked - set(group["coveredResources"])

@@ -338,6 +338,9 @@ def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_
     # The resume restored epoch 1's optimizer: its step counter went on from there.
     steps = -(-3000 // 64)
     assert final_iterations(out / "lstm" / "kill") == 2 * steps
+    # The cost counts the restart and the part of epoch 2 the first trainer lost.
+    assert metrics["cost"]["restarts"] == 1
+    assert 0 < metrics["cost"]["redone_seconds"] < 300
 
 
 # ----------------------------------------------------------------------------- promotion

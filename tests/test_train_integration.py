@@ -34,6 +34,15 @@ def check_run(store, model: str, run_id: str, replicas: int) -> dict:
     assert config["config"]["model"] == model and config["replicas"] == replicas
     assert len(config["data"]["sha256"]) == 64
     assert config["versions"]["numpy"]
+    # What it trained on, as TensorFlow reports it on this CPU machine.
+    devices = config["devices"]
+    assert devices["gpus"] == [] and devices["gpus_requested"] == 0 and devices["cpus"] >= 1
+    assert devices["cuda_build"] is False and devices["driver_version"] is None
+    cost = metrics["cost"]
+    assert cost["pods"] == 1 and cost["gpus_per_pod"] == 0 and cost["gpu_seconds"] == 0
+    assert cost["pod_seconds"] > 0 and cost["pod_seconds_by_phase"]["trained"] > 0
+    marks = metrics["phases"]
+    assert cost["pod_seconds"] == pytest.approx(marks["tested"] - marks["started"], abs=0.01)
     neighbours = json.loads(run.read_bytes("neighbours.json"))
     assert neighbours["metric"] == "euclidean" and neighbours["k"] == 5
     assert set(neighbours["queries"]) == {"great", "bad"}
@@ -95,3 +104,18 @@ def test_rerun_of_a_complete_run_does_nothing(shared_tarball, warm_cache, tmp_pa
     assert second.returncode == 0
     assert "already complete" in second.stdout
     assert (tmp_path / "mean" / "again" / "metrics.json").read_bytes() == before
+
+
+def test_a_pod_that_asked_for_a_gpu_and_has_none_trains_nothing(shared_tarball, warm_cache,
+                                                                 tmp_path):  # fmt: skip
+    """TensorFlow would train on the CPU without a word: asked for 1, found 0 -> one line,
+    exit 2 (this TensorFlow has no CUDA: every node would fail alike), nothing written."""
+    args = trainer_args(model="mean", data=shared_tarball, output=tmp_path / "runs",
+                        run_id="nogpu", epochs=1, sample=256, cache_dir=warm_cache)  # fmt: skip
+    proc = run_trainer(args, **{contract.GPUS_ENV: "1"})
+    assert proc.returncode == contract.EXIT_BAD_INPUT, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the pod asked for 1 GPU(s) (IMDB_TRAIN_GPUS), TensorFlow")
+    assert "sees 0: GPUs none; driver none; TensorFlow built without CUDA" in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))

@@ -13,6 +13,7 @@ import numpy as np
 
 from trainer import contract, serving
 from trainer.config import TrainConfig
+from trainer.cost import restarts, run_cost
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
 from trainer.state import RunState
@@ -49,6 +50,7 @@ class FinishedRun:
             "epoch_seconds": self.state.epoch_seconds,
             "final_accuracy_at": self.final_accuracy_at,
             "phases": self.phases,
+            "cost": run_cost(self.phases or {}),
             "replicas": self.replicas,
             "global_batch_size": cfg.batch_size,
             "train_examples": int(len(self.dataset.y_train)),
@@ -96,6 +98,7 @@ def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:
     vectors = run.model.get_layer("embedding").get_weights()[0]
     neighbours = nearest(vectors, id_to_word, list(cfg.neighbours), cfg.k, cfg.metric)
     metrics = run.metrics()
+    metrics["cost"].update(restarts(store, run.state.epoch_seconds))
     # Every worker saves: under MultiWorkerMirroredStrategy saving reads variables through
     # collectives, so a chief-only save blocks until its peers have exited.
     run.model.save(workdir / contract.MODEL_FILE)

@@ -68,6 +68,8 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("trainer.storage.StoreUnavailableError", _RESUMABLE),
     ("trainer.termination.GroupStoppedError", (contract.EXIT_GROUP_STOPPED, _RESUMABLE[1])),
     ("trainer.termination.DivergedError", (contract.EXIT_DIVERGED, "error")),
+    ("trainer.distribute.GroupNotFormedError", (contract.EXIT_GROUP_NOT_FORMED, _RESUMABLE[1])),
+    ("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),
     ("trainer.termination.RetryableError", _RESUMABLE),
     # A store that does not exist or refuses us: retrying cannot help.
     ("trainer.storage.StoreError", _BAD_INPUT),
@@ -80,6 +82,14 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("jobs.spec.SpecError", _BAD_INPUT),
     ("jobs.cluster.ClusterError", _FAILED),
     ("jobs._cli.CommandFailedError", _FAILED),
+)
+
+
+# Exits a Job reruns to resume; a command a person runs reports them as a failure.
+RESUMABLE_EXITS = (
+    contract.EXIT_PREEMPTED,
+    contract.EXIT_GROUP_STOPPED,
+    contract.EXIT_GROUP_NOT_FORMED,
 )
 
 
@@ -99,7 +109,7 @@ def outcome(
         cls = getattr(sys.modules.get(module), name, None)
         if cls is None or not isinstance(e, cls):
             continue
-        if not resumable and code in (contract.EXIT_PREEMPTED, contract.EXIT_GROUP_STOPPED):
+        if not resumable and code in RESUMABLE_EXITS:
             code, word = _FAILED
         elif dotted == "trainer.storage.StoreError":
             code = store_refused

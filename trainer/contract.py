@@ -52,6 +52,15 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM or a transient store fault; rerun to
 # not this pod's failure, so the Job's podFailurePolicy ignores it (bounded by the deadline),
 # while a crash of a member still counts against backoffLimit.
 EXIT_GROUP_STOPPED = 76
+# The pod asked for GPUs (GPUS_ENV) and TensorFlow, a CUDA build, sees fewer: the node's
+# driver or device plugin is broken or not ready. Not bad input (the same Job runs on a
+# healthy node), so the Job retries it within backoffLimit (podFailurePolicy Count) instead
+# of failing for good; a CPU-only TensorFlow in a GPU Job's image is bad input (exit 2).
+EXIT_NO_GPU = 77
+# A worker group that did not form within PEER_TIMEOUT_ENV (a peer Pending for a GPU node,
+# or still pulling its image): no training was lost, so the Job does not count it against
+# backoffLimit (podFailurePolicy Ignore; activeDeadlineSeconds bounds the waits).
+EXIT_GROUP_NOT_FORMED = 78
 
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
@@ -73,7 +82,19 @@ COLLECTIVE_TIMEOUT_ENV = "IMDB_TRAIN_COLLECTIVE_TIMEOUT"  # seconds; empty: none
 # before it exits 75, so a group whose peer stays Pending does not hold its GPUs; the Job
 # then retries the group within its backoff limit.
 PEER_TIMEOUT_ENV = "IMDB_TRAIN_PEER_TIMEOUT"
-PEER_TIMEOUT_DEFAULT = 900  # a GPU node scale-up plus a multi-GB image pull fit in it
+# 30 min: GKE scales a GPU pool up from zero in about 5-10 min (Autopilot or NAP can take
+# longer when the zone is short of GPUs), installs the driver, then the pod pulls the 7 GB
+# GPU image (a few minutes at 50 MB/s); a timeout costs no retry (EXIT_GROUP_NOT_FORMED).
+PEER_TIMEOUT_DEFAULT = 1800
+# What the pod asked for and where it runs, set by jobs/manifest.py: the trainer refuses
+# fewer GPUs than GPUS_ENV says, and records the rest in metrics.json's cost.
+GPUS_ENV = "IMDB_TRAIN_GPUS"  # nvidia.com/gpu of the trainer container's limits
+NODE_NAME_ENV = "IMDB_TRAIN_NODE_NAME"  # downward API: spec.nodeName
+# The node labels the pod selected (Kubernetes has no downward API for node labels; the
+# node selector the Job sets is what the node has): GPU type and Spot.
+NODE_ACCELERATOR_ENV = "IMDB_TRAIN_NODE_ACCELERATOR"
+NODE_SPOT_ENV = "IMDB_TRAIN_NODE_SPOT"  # "true" when the pod selects Spot nodes
+SPOT_LABEL = "cloud.google.com/gke-spot"  # GKE's label (and selector) of Spot nodes
 LEASE_SECONDS_ENV = "IMDB_TRAIN_LEASE_SECONDS"  # a run's lease lifetime; renewed at a third
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
 # Ceiling on the bytes a data source may expand to (decompressed tarball, npz members):
@@ -144,6 +165,14 @@ def checkpoint_epoch(key: str) -> int | None:
     """The epoch of a checkpoint key, or None when the key is not a checkpoint."""
     m = _CHECKPOINT_RE.match(key)
     return int(m.group(1)) if m else None
+
+
+ATTEMPTS_DIR = "attempts"  # one small record per trainer process of a run (metrics' cost)
+
+
+def attempt_key(started: float, host: str) -> str:
+    """The record of the trainer process that started at unix time `started` on `host`."""
+    return f"{ATTEMPTS_DIR}/{started:017.6f}-{host}.json"
 
 
 def run_key(model: str, run_id: str, artifact: str = "") -> str:

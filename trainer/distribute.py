@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from trainer.contract import (
     COLLECTIVE_TIMEOUT_ENV,
     COMPLETION_INDEX_ENV,
+    GPUS_ENV,
     PEER_TIMEOUT_DEFAULT,
     PEER_TIMEOUT_ENV,
     WORKER_HOSTS_ENV,
 )
+from trainer.termination import RetryableError
 
 # The TF_CONFIG task types a MultiWorkerMirroredStrategy group is made of.
 TASK_TYPES = ("chief", "worker")
@@ -27,6 +29,105 @@ TASK_TYPES = ("chief", "worker")
 
 class DistributeError(ValueError):
     """The multi-worker environment is inconsistent."""
+
+
+class GpuImageError(DistributeError):
+    """The pod asked for GPUs, but its TensorFlow was built without CUDA (a CPU image)."""
+
+
+class GpuMissingError(Exception):
+    """The pod asked for more GPUs than TensorFlow sees: the node's driver or device plugin."""
+
+
+class GroupNotFormedError(RetryableError):
+    """The worker group did not form in time: nothing was trained, so it is no failure of
+    training (exit 78, which the Job does not count against backoffLimit)."""
+
+
+# Where the NVIDIA kernel driver says its version (the device plugin mounts it on GKE).
+DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
+
+
+def gpus_requested(env: Mapping[str, str] | None = None) -> int:
+    """The GPUs this pod asked for (IMDB_TRAIN_GPUS, set by the Job); 0 when unset.
+
+    Raises:
+        DistributeError: not a non-negative integer.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(GPUS_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise DistributeError(f"invalid {GPUS_ENV} {raw!r}: expected a number of GPUs (0, 1, ...)")
+    return int(raw)
+
+
+def _driver_version() -> str | None:
+    try:
+        with open(DRIVER_VERSION_FILE) as f:
+            first = f.readline()
+    except OSError:
+        return None
+    m = re.search(r"Kernel Module\s+(\S+)", first)
+    return m.group(1) if m else first.strip() or None
+
+
+def _gpu_name(tf, gpu) -> str:
+    """The GPU's model ("NVIDIA L4") where TensorFlow can say it, else its device name."""
+    try:
+        return tf.config.experimental.get_device_details(gpu).get("device_name") or gpu.name
+    except (RuntimeError, ValueError):
+        return gpu.name
+
+
+def devices() -> dict:
+    """What this process trains on, as TensorFlow reports it: the GPUs it sees, the CUDA
+    and cuDNN versions it was built with, and the NVIDIA driver (None where there is none)."""
+    import tensorflow as tf
+
+    build = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [_gpu_name(tf, gpu) for gpu in gpus]
+    return {
+        "gpus_requested": gpus_requested(),
+        "gpus": names,
+        "cpus": len(tf.config.list_physical_devices("CPU")),
+        "cuda_build": bool(build.get("is_cuda_build")),
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+        "driver_version": _driver_version(),
+    }
+
+
+def describe_devices(found: dict) -> str:
+    """One line: the GPUs found, the driver and the CUDA/cuDNN TensorFlow was built with."""
+    gpus = ", ".join(found.get("gpus") or []) or "none"
+    if not found.get("cuda_build"):
+        cuda = "TensorFlow built without CUDA"
+    else:
+        cuda = f"CUDA {found.get('cuda_version')}, cuDNN {found.get('cudnn_version')}"
+    return f"GPUs {gpus}; driver {found.get('driver_version') or 'none'}; {cuda}"
+
+
+def check_gpus(found: dict) -> None:
+    """Refuse to train on fewer GPUs than the pod asked for (TensorFlow would use the CPU).
+
+    Raises:
+        GpuImageError: the image's TensorFlow has no CUDA (exit 2: every node fails alike).
+        GpuMissingError: a CUDA build that sees too few GPUs (exit 77: the node's fault).
+    """
+    asked, seen = int(found.get("gpus_requested") or 0), len(found.get("gpus") or [])
+    if seen >= asked:
+        return
+    what = f"the pod asked for {asked} GPU(s) ({GPUS_ENV}), TensorFlow sees {seen}: "
+    what += describe_devices(found)
+    if not found.get("cuda_build"):
+        raise GpuImageError(f"{what}; the image is a CPU build: use the GPU image, or --gpus 0")
+    raise GpuMissingError(
+        f"{what}; the node's NVIDIA driver or device plugin is not ready, so the Job retries "
+        "the pod (exit 77)"
+    )
 
 
 def _host_port(value) -> bool:
@@ -346,6 +447,8 @@ def make_strategy(cpu_devices: int = 0, collective_timeout: float | None = None)
     """
     import tensorflow as tf
 
+    # A GPU pod whose node lost its driver would otherwise train on the CPU, silently.
+    check_gpus(devices())
     tf_config = tf_config_from_env()
     if group_size(tf_config) > 1:
         if collective_timeout is None:
@@ -384,7 +487,7 @@ def form_group(termination, cpu_devices: int, run_id: str):
         RetryableError: the group did not form in time, or the worker port is taken.
     """
     from trainer import quiet
-    from trainer.termination import PreemptedError, RetryableError
+    from trainer.termination import PreemptedError
 
     tf_config = tf_config_from_env()
     if group_size(tf_config) > 1:
@@ -400,7 +503,7 @@ def form_group(termination, cpu_devices: int, run_id: str):
                 f"rerun with --run-id {run_id}"
             )
         if missing:
-            raise RetryableError(
+            raise GroupNotFormedError(
                 f"{group_not_formed(missing, seconds)}; the Job retries the group, or rerun "
                 f"all workers with --run-id {run_id}"
             )

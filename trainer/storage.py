@@ -396,10 +396,13 @@ class GCSStore:
                     raise StoreUnavailableError(
                         f"cannot get Google credentials for {self.uri} ({type(e).__name__}: "
                         f"{reason}); on GKE, Workload Identity needs the cluster's workload "
-                        "pool, the node pool's GKE metadata server, the Kubernetes "
-                        "ServiceAccount annotated with iam.gke.io/gcp-service-account, and "
-                        "roles/iam.workloadIdentityUser for it on the Google service account "
-                        "(docs/kubernetes.md)"
+                        "pool and the node pool's GKE metadata server, then either the "
+                        "Kubernetes ServiceAccount itself granted the bucket role as the "
+                        "principal principal://iam.googleapis.com/projects/PROJECT_NUMBER/"
+                        "locations/global/workloadIdentityPools/PROJECT.svc.id.goog/subject/"
+                        "ns/NAMESPACE/sa/SERVICE_ACCOUNT, or the ServiceAccount annotated "
+                        "with iam.gke.io/gcp-service-account and roles/iam.workloadIdentityUser "
+                        "for it on that Google service account (docs/kubernetes.md)"
                     ) from e
                 self._client = None  # new credentials on the next attempt
                 time.sleep(delay)

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import checkpoints, contract, distribute, phases, profiles, quiet
+from trainer import checkpoints, contract, cost, distribute, phases, profiles, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish
 from trainer.config import ConfigError, TrainConfig, resume_keys
@@ -230,6 +230,8 @@ class Trainer:
         with strategy.scope():
             model, epoch, state = self._restore_or_build(workdir, schedule_steps)
         phases.mark("model_ready")
+        if self.chief:  # for metrics.json's cost: restarts and the training they redid
+            cost.record_attempt(self.store, epoch)
         val_ds = test_ds
         if held_out is not None:
             val_ds = tf.data.Dataset.from_tensor_slices(held_out).batch(cfg.eval_batch_size)
@@ -284,6 +286,8 @@ class Trainer:
             "per_replica_batch_size": cfg.batch_size / replicas,
             "replicas": replicas,
             "strategy": type(strategy).__name__,
+            # What it trained on (GPUs, driver, CUDA/cuDNN as TensorFlow reports them).
+            "devices": distribute.devices(),
             "data": {"source": cfg.data, "sha256": dataset.sha256, **dataset.stats},
             "encoding": data_mod.encoding_doc(),  # read back by trainer.predict
             "versions": _versions(),

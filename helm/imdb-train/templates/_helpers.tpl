@@ -192,6 +192,18 @@ spec:
               resource: limits.cpu
         - name: TF_NUM_INTEROP_THREADS
           value: "2"
+        # The GPUs this pod asked for: the trainer refuses to train on fewer (exit 77).
+        - name: IMDB_TRAIN_GPUS
+          value: {{ $v.gpus | toString | quote }}
+        # Where it ran, for metrics.json's cost: the node and what the pod selected of it.
+        - name: IMDB_TRAIN_NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        - name: IMDB_TRAIN_NODE_ACCELERATOR
+          value: {{ if gt (int $v.gpus) 0 }}{{ $v.accelerator | quote }}{{ else }}""{{ end }}
+        - name: IMDB_TRAIN_NODE_SPOT
+          value: {{ eq (toString (index ($v.nodeSelector | default dict) "cloud.google.com/gke-spot")) "true" | toString | quote }}
         # A CronJob's Jobs are named <cronjob>-<minute>: that name is the run id, stable across
         # the pod retries of one Job so that a retried pod resumes its own checkpoints.
         - name: IMDB_TRAIN_RUN_ID
@@ -270,6 +282,12 @@ podFailurePolicy:
         containerName: trainer
         operator: In
         values: [76]
+    # Exit 78: the worker group never formed (a peer Pending); nothing trained, not counted.
+    - action: Ignore
+      onExitCodes:
+        containerName: trainer
+        operator: In
+        values: [78]
     # Exit 2 = bad input, 3 = the loss diverged: permanent, retrying cannot help.
     # Exit 75 (preempted) counts normally.
     - action: FailJob
@@ -277,6 +295,12 @@ podFailurePolicy:
         containerName: trainer
         operator: In
         values: [2, 3]
+    # Exit 77: the node lacks the GPUs asked for (driver, device plugin); counted, retried.
+    - action: Count
+      onExitCodes:
+        containerName: trainer
+        operator: In
+        values: [77]
 # Never two pods for one index: the old one may still be writing its checkpoint.
 podReplacementPolicy: Failed
 {{- with $v.activeDeadlineSeconds }}
