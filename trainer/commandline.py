@@ -71,6 +71,8 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("trainer.termination.RetryableError", _RESUMABLE),
     # A store that does not exist or refuses us: retrying cannot help.
     ("trainer.storage.StoreError", _BAD_INPUT),
+    # What a store holds, damaged or missing: the same code from every command.
+    ("trainer.storage.StoreContentError", _BAD_INPUT),
     ("trainer.commandline.UsageError", _BAD_INPUT),
     ("trainer.config.ConfigError", _BAD_INPUT),
     ("trainer.data.common.DataError", _BAD_INPUT),
