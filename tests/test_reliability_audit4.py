@@ -307,7 +307,9 @@ def test_a_manifest_of_other_sizes_is_named(tmp_path, tiny_models):
         load_run(str(run))
 
 
-def test_publishing_records_every_file_and_results_checks_them(sample_run, tmp_path, capsys):
+def test_publishing_records_every_file_and_results_checks_them(
+    sample_run, shared_tarball, tmp_path, capsys
+):
     run = Path(sample_run.run_dir)
     doc = json.loads((run / contract.SUCCESS).read_text())
     assert set(doc["files"]) == set(manifest.RECORDED)
@@ -326,6 +328,19 @@ def test_publishing_records_every_file_and_results_checks_them(sample_run, tmp_p
                          "--run-id", doc["run_id"]])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and f"{contract.METRICS} is not the file this run published" in err
+    # The trainer started again on the complete run promotes it on its published metrics
+    # only: the edited file is named, exit 2, and latest.json is not written.
+    from tests.helpers import run_trainer, trainer_args
+    from tests.trained import SAMPLE
+
+    done = run_trainer(trainer_args(
+        model="mean", data=shared_tarball, output=store,
+        run_id=doc["run_id"], epochs=1, sample=SAMPLE, cpu_devices=2, neighbours="great", k=3,
+        cache_dir=sample_run.cache,
+    ))  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{contract.METRICS} is not the file this run published" in done.stderr
+    assert not (store / doc["model"] / contract.LATEST).exists()
 
 
 # --- class 5: one store, one answer ---------------------------------------------------------

@@ -16,7 +16,7 @@ from trainer.config import TrainConfig
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
 from trainer.state import RunState
-from trainer.storage import AlreadyExistsError, Store, upload_tree
+from trainer.storage import AlreadyExistsError, NotFoundError, Store, upload_tree
 
 RESERVED = {0: "<pad>", 1: "<start>", 2: "<oov>", 3: "<unused>"}
 
@@ -120,12 +120,13 @@ def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:
         # The run's record, each file's digest as written (config.json as the store has it:
         # written at the start, perhaps by an earlier attempt).
         files = {
-            contract.CONFIG: store.read_bytes(contract.CONFIG),
             contract.METRICS: to_json(metrics),
             contract.NEIGHBOURS: to_json(neighbours),
             contract.WORD_INDEX: word_index,
             **{name: workdir / name for name in manifest.LOCAL},
         }
+        with contextlib.suppress(NotFoundError):  # a run published by a library caller
+            files[contract.CONFIG] = store.read_bytes(contract.CONFIG)
         record = manifest.build(cfg.run_id, cfg.model, cfg.vocab_size, cfg.max_review_length, files)
         # A previous attempt may have finished publishing first: same run, same content.
         with contextlib.suppress(AlreadyExistsError):
