@@ -348,8 +348,24 @@ def test_publishing_records_every_file_and_results_checks_them(
 
 @pytest.mark.parametrize(
     "pointer",
-    [b'{"run_id": "../../x"}', b"[1, 2]", b"{not json", b"[" * 100_000 + b"]" * 100_000],
-    ids=["escaping", "a-list", "malformed", "nested-100k-deep"],
+    [
+        b'{"run_id": "../../x"}',
+        b"[1, 2]",
+        b"{not json",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"run_id": "r1", "test_accuracy": NaN}',
+        b'{"run_id": "r1", "test_accuracy": 1e308}',
+        b'{"run_id": "r1", "test_accuracy": "0.9"}',
+    ],
+    ids=[
+        "escaping",
+        "a-list",
+        "malformed",
+        "nested-100k-deep",
+        "nan-accuracy",
+        "huge-accuracy",
+        "text-accuracy",
+    ],
 )
 def test_a_bad_latest_json_is_the_same_exit_in_predict_and_results(tmp_path, capsys, pointer):
     from trainer.predict.__main__ import main as predict_main
@@ -516,6 +532,34 @@ def test_the_trainer_refuses_an_infinite_lease_period_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()  # before the (missing) data is looked at
     assert line.startswith(f"error: invalid {contract.LEASE_SECONDS_ENV} 'inf': expected"), line
+
+
+def test_checkpoint_keys_of_unicode_digits_are_not_checkpoints():
+    assert contract.checkpoint_epoch("checkpoints/epoch-0002.keras") == 2
+    for digits in ("١٢٣٤", "０００２", "²²²²"):
+        assert contract.checkpoint_epoch(f"checkpoints/epoch-{digits}.keras") is None
+
+
+@pytest.mark.parametrize(
+    "state",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"history": 5, "epoch_seconds": []}', b"[]"],
+    ids=["nested-100k-deep", "history-a-number", "a-list"],
+)
+def test_a_damaged_checkpoint_state_is_skipped_not_a_traceback(tmp_path, state):
+    from trainer import checkpoints
+
+    store = open_store(str(tmp_path / "store")).child("mean", "r1")
+    store.write_bytes(contract.checkpoint_key(1), b"not a model")
+    store.write_bytes(contract.state_key(1), state)
+    said: list[str] = []
+    assert checkpoints.restore_newest(store, tmp_path, said.append) is None
+    assert said[0].startswith("checkpoint of epoch 1 is unreadable"), said
+
+
+@pytest.mark.parametrize("value", ["٣", "1000000000", "0", "2.5"])
+def test_predict_batch_size_is_bounded(capsys, value):
+    code, err = predict_cli(capsys, "--batch-size", value, "great")
+    assert code == 2 and err.startswith("error: invalid --batch-size"), err
 
 
 # --- class 7: a download outage is not bad input ---------------------------------------------

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from trainer import contract
+from trainer.commandline import as_int
+from trainer.numbers import bounded_int
 from trainer.runs import load_run
 
 TEXT_CHARS = 80  # the `text` field of an output line is shortened to this many characters
@@ -30,6 +32,7 @@ THRESHOLD = 0.5
 MAX_REVIEW_BYTES = 100_000
 MAX_INPUT_BYTES = 64 << 20
 MAX_REVIEWS = 100_000
+MAX_BATCH = 65_536  # reviews per model call
 
 
 class PredictError(ValueError):
@@ -143,19 +146,14 @@ def predict(
         PredictError, StoreError, DataError: bad input, before anything is printed.
     """
     out = out or sys.stdout
-    try:
-        batch_size = int(batch_size)
-        text_chars = int(text_chars)
-    except (TypeError, ValueError):
-        raise PredictError(
-            f"invalid --batch-size {batch_size!r} or --text-chars {text_chars!r}: "
-            "expected positive integers"
-        ) from None
-    if batch_size <= 0 or text_chars <= 0:
-        raise PredictError(
-            f"invalid --batch-size {batch_size} or --text-chars {text_chars}: "
-            "expected positive integers"
-        )
+    # Bounded: a batch is held in memory at once (and int() took '٣' and 1e9).
+    # as_int first: fire reads `--batch-size 1e3` as 1000.0.
+    batch_size = bounded_int(
+        as_int(batch_size) or batch_size, "--batch-size", 1, MAX_BATCH, PredictError
+    )
+    text_chars = bounded_int(
+        as_int(text_chars) or text_chars, "--text-chars", 1, MAX_REVIEW_BYTES, PredictError
+    )
     if bad_bytes not in BAD_BYTES:
         raise PredictError(
             f"invalid --bad-bytes {bad_bytes!r}: expected one of {', '.join(BAD_BYTES)}"
@@ -163,6 +161,10 @@ def predict(
     file = "" if file is None else str(file)
     if reviews and file:
         raise PredictError("reviews given both as arguments and with --file: pass one of them")
+    if len(reviews) > MAX_REVIEWS:
+        raise PredictError(
+            f"{len(reviews)} review arguments: at most {MAX_REVIEWS} a call; split them"
+        )
     if reviews:
         texts = []
         for i, review in enumerate(reviews, start=1):
