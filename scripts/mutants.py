@@ -359,6 +359,21 @@ MUTANTS = [
            '        raise DataError(f"cannot download {url}: {e}") from e',
            ("tests/test_reliability_audit4.py::test_a_refused_connection_is_an_outage",
             "tests/test_reliability_audit4.py::test_a_server_that_never_answers_is_an_outage")),
+    Mutant("checkpoint-key-unicode-digits", "trainer/contract.py",
+           'r"^checkpoints/epoch-([0-9]{4})\\.keras\\Z"',
+           'r"^checkpoints/epoch-(\\d{4})\\.keras\\Z"',
+           ("tests/test_reliability_audit4.py::test_checkpoint_keys_of_unicode_digits_are_not_checkpoints",)),
+    Mutant("pointer-accuracy-unbounded", "trainer/promotion.py",
+           '    elif not _accuracy(doc.get("test_accuracy")):',
+           '    elif not isinstance(doc.get("test_accuracy"), (int, float)):',
+           ("tests/test_reliability_audit4.py::test_a_pointer_accuracy_out_of_bounds_is_named",)),
+    Mutant("checkpoint-state-shape-traceback", "trainer/checkpoints.py",
+           "        except (StoreError, OSError, ValueError, KeyError, TypeError, RecursionError,",
+           "        except (StoreError, OSError, ValueError, KeyError,",
+           ("tests/test_reliability_audit4.py::test_a_damaged_checkpoint_state_is_skipped_not_a_traceback",)),
+    Mutant("latest-dir-is-a-store-refusal", "trainer/storage.py",
+           "            raise DamagedKeyError(\n", "            raise StoreError(\n",
+           ("tests/test_reliability_audit4.py::test_a_latest_json_that_is_a_directory_is_the_same_exit_everywhere",)),
 ]  # fmt: skip
 
 

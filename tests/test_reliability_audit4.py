@@ -384,6 +384,31 @@ def test_a_bad_latest_json_is_the_same_exit_in_predict_and_results(tmp_path, cap
     assert len(err.strip().splitlines()) == 3 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("accuracy", ["NaN", "Infinity", "1e308", "-0.5", "1.5", '"0.9"', "true"])
+def test_a_pointer_accuracy_out_of_bounds_is_named(tmp_path, capsys, accuracy):
+    from trainer.promotion import PointerError, parse_pointer
+
+    raw = f'{{"run_id": "r1", "test_accuracy": {accuracy}}}'.encode()
+    with pytest.raises(PointerError, match="is not a number from 0 to 1"):
+        parse_pointer(raw, "STORE/mean/latest.json", "mean")
+    assert parse_pointer(b'{"run_id": "r1", "test_accuracy": 0.5}', "x", "mean")["run_id"] == "r1"
+
+
+def test_a_latest_json_that_is_a_directory_is_the_same_exit_everywhere(tmp_path, capsys):
+    from trainer.predict.__main__ import main as predict_main
+
+    store = tmp_path / "store"
+    (store / "mean" / contract.LATEST).mkdir(parents=True)
+    codes = {
+        predict_main(["--run", f"{store}/mean/latest", "great film"]),
+        results.main(["show", "--output", str(store), "--model", "mean"]),
+        results.main(["list", "--output", str(store)]),
+    }
+    err = capsys.readouterr().err
+    assert codes == {contract.EXIT_BAD_INPUT}, err
+    assert err.count("latest.json is a directory, not a file") == 3
+
+
 def test_a_missing_run_is_the_same_exit_in_predict_and_results(tmp_path, capsys):
     from trainer.predict.__main__ import main as predict_main
 

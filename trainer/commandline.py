@@ -70,10 +70,11 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("trainer.termination.GroupStoppedError", (contract.EXIT_GROUP_STOPPED, _RESUMABLE[1])),
     ("trainer.termination.DivergedError", (contract.EXIT_DIVERGED, "error")),
     ("trainer.termination.RetryableError", _RESUMABLE),
+    # What a store holds, damaged or missing: the same code from every command (above
+    # StoreError: a key that is a directory is both).
+    ("trainer.storage.StoreContentError", _BAD_INPUT),
     # A store that does not exist or refuses us: retrying cannot help.
     ("trainer.storage.StoreError", _BAD_INPUT),
-    # What a store holds, damaged or missing: the same code from every command.
-    ("trainer.storage.StoreContentError", _BAD_INPUT),
     ("trainer.commandline.UsageError", _BAD_INPUT),
     ("trainer.config.ConfigError", _BAD_INPUT),
     ("trainer.data.common.DataError", _BAD_INPUT),

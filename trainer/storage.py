@@ -49,6 +49,11 @@ class StoreContentError(ValueError):
     reads it (the trainer, predict, serving, jobs.results), never 1 in one and 2 in another."""
 
 
+class DamagedKeyError(StoreError, StoreContentError):
+    """A key held by something that is not an object we wrote (a directory): store content,
+    so exit 2 from every command, not a refusal of the store."""
+
+
 class NotFoundError(StoreError):
     """The key does not exist."""
 
@@ -197,7 +202,7 @@ class LocalStore:
             return self._path(key).read_bytes()
         except IsADirectoryError:
             # Not absent: something else holds the name, and writing it would fail too.
-            raise StoreError(
+            raise DamagedKeyError(
                 f"{self.uri}/{key} is a directory, not a file: remove or rename it"
             ) from None
         except (FileNotFoundError, NotADirectoryError) as e:
