@@ -374,6 +374,9 @@ MUTANTS = [
     Mutant("latest-dir-is-a-store-refusal", "trainer/storage.py",
            "            raise DamagedKeyError(\n", "            raise StoreError(\n",
            ("tests/test_reliability_audit4.py::test_a_latest_json_that_is_a_directory_is_the_same_exit_everywhere",)),
+    Mutant("download-cut-short-is-bad-data", "trainer/data/sources.py",
+           "        if total is not None and got_bytes < total:", "        if False:",
+           ("tests/test_reliability_audit4.py::test_a_connection_cut_mid_download_is_an_outage",)),
 ]  # fmt: skip
 
 

@@ -641,3 +641,34 @@ def test_a_checksum_mismatch_is_bad_input(tmp_path):
         download(url + "/x", tmp_path / "e" / "x", sha256="0" * 64)
     with pytest.raises(DownloadUnavailableError):
         download(refused_url() + "/x", tmp_path / "f" / "x")
+
+
+def test_a_connection_cut_mid_download_is_an_outage(tmp_path):
+    def short(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(b"x" * 10)  # then the connection closes: an IncompleteRead
+        handler.close_connection = True
+
+    with http_server(short) as url:
+        # With the checksum `--data keras` has: a cut transfer is not a checksum mismatch.
+        code, line = _outcome_of(url, tmp_path, sha256="0" * 64)
+    assert code == contract.EXIT_PREEMPTED, line
+    assert "the connection closed after 10 of 100000 bytes" in line, line
+
+
+def test_the_trainer_with_keras_data_and_no_network_exits_resumable(tmp_path):
+    # The default `--data keras` through a proxy that refuses (as a DNS or network outage
+    # would): the run is retried by its Job (75), not failed for good (2).
+    from tests.helpers import run_trainer, trainer_args
+
+    proxy = refused_url()
+    done = run_trainer(
+        trainer_args(model="mean", output=str(tmp_path / "out"), run_id="dl1", epochs=1),
+        **{"https_proxy": proxy, "HTTPS_PROXY": proxy, contract.CACHE_ENV: str(tmp_path / "c")},
+    )
+    assert done.returncode == contract.EXIT_PREEMPTED, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("stopped, resumable: cannot download https://"), line
+    assert not (tmp_path / "out" / "mean" / "dl1" / contract.SUCCESS).exists()

@@ -78,10 +78,19 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 total = bounded_int(resp.headers.get("Content-Length"), "length", 1, 1 << 50)
             except ValueError:
                 total = None
+            got_bytes = 0
             with progress(total, f"download {dest.name}", "B", unit_scale=True) as bar:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
+                    got_bytes += len(chunk)
                     bar.update(len(chunk))
+        # http.client ends a body cut short by a closed connection quietly; its checksum
+        # would then call an outage bad data.
+        if total is not None and got_bytes < total:
+            raise DownloadUnavailableError(
+                f"cannot download {url}: the connection closed after {got_bytes} of {total} "
+                "bytes: a network outage; the run is retried"
+            )
         if sha256 and (got := sha256_file(Path(tmp))) != sha256:
             raise DataError(f"download of {url} has sha256 {got}: expected {sha256}")
         os.replace(tmp, dest)
