@@ -377,6 +377,9 @@ MUTANTS = [
     Mutant("download-cut-short-is-bad-data", "trainer/data/sources.py",
            "        if total is not None and got_bytes < total:", "        if False:",
            ("tests/test_reliability_audit4.py::test_a_connection_cut_mid_download_is_an_outage",)),
+    Mutant("k8s-client-errors-unmapped", "trainer/commandline.py",
+           '    ("kubernetes.client.exceptions.OpenApiException", _FAILED),\n', "",
+           ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
 ]  # fmt: skip
 
 

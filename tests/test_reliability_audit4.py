@@ -182,6 +182,22 @@ def test_a_value_of_the_wrong_type_is_bad_input_naming_the_flag(
     assert out == "" and sent == []  # nothing printed as a manifest, nothing created
 
 
+def test_any_other_kubernetes_client_error_is_one_line_not_a_traceback():
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException, ApiTypeError, ApiValueError
+
+    failed = commandline.EXIT_FAILED
+    assert commandline.outcome(ApiTypeError("unexpected keyword 'x'")) == (
+        failed, "error: unexpected keyword 'x'")  # fmt: skip
+    assert commandline.outcome(ApiValueError("missing namespace"))[0] == failed
+    code, line = commandline.outcome(ApiException(status=500, reason="boom"))
+    assert code == failed and "\n" not in line
+    with pytest.raises(ValueError) as e:
+        client.V1Toleration(key=1)
+    code, line = commandline.outcome(e.value)
+    assert code == contract.EXIT_BAD_INPUT and "\n" not in line and "V1Toleration" in line
+
+
 # --- class 3: prediction input has a bound -------------------------------------------------
 
 

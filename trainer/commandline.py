@@ -87,6 +87,9 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     # The Kubernetes client's models refusing a value we built from the flags (answers
     # are wrapped by jobs.cluster.CheckedApiClient): bad input, never a traceback.
     ("pydantic_core._pydantic_core.ValidationError", _BAD_INPUT),
+    # Any other error of the Kubernetes client (ApiTypeError, ApiValueError, an ApiException
+    # a call site did not translate): the command failed, one line.
+    ("kubernetes.client.exceptions.OpenApiException", _FAILED),
 )
 
 
