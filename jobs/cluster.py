@@ -62,6 +62,54 @@ class JobOutcome:
     message: str
 
 
+class NotKubernetesError(ClusterError):
+    """The server answered, but not as a Kubernetes API server does (a login proxy's HTML
+    page, another service on the port): the command fails (exit 1), naming the server."""
+
+
+def not_kubernetes(host: str, e: Exception, status: object, content_type: object) -> ClusterError:
+    """The one line for an answer that is not a Kubernetes API object."""
+    detail = " ".join(str(e).split())[:120]
+    return NotKubernetesError(
+        f"the server at {host} answered HTTP {status} "
+        f"({content_type or 'no content type'}) with something that is not a Kubernetes "
+        f"API object ({type(e).__name__}: {detail}); is it the cluster's API server, not "
+        "a login proxy or another port? check your kubeconfig's server and --context"
+    )
+
+
+# What the client raises while reading an answer it cannot make objects of: pydantic's
+# ValidationError is a ValueError; JSON and charset errors are too.
+_UNREADABLE = (ValueError, TypeError, AttributeError, LookupError)
+
+
+class CheckedApiClient(client.ApiClient):
+    """The API client, whose answers that are not Kubernetes objects (HTML, text, JSON of
+    another shape: the client's pydantic models refuse them) are one ClusterError naming
+    the server, on every call, instead of a validation traceback."""
+
+    def response_deserialize(self, response_data, response_types_map=None):
+        try:
+            return super().response_deserialize(response_data, response_types_map)
+        except ApiException:
+            raise
+        except _UNREADABLE as e:
+            raise not_kubernetes(
+                self.configuration.host,
+                e,
+                response_data.status,
+                response_data.headers.get("content-type"),
+            ) from e
+
+    def deserialize(self, response_text, response_type, content_type=None):
+        try:
+            return super().deserialize(response_text, response_type, content_type)
+        except ApiException:
+            raise
+        except _UNREADABLE as e:
+            raise not_kubernetes(self.configuration.host, e, 200, content_type) from e
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """In-cluster config inside a pod, kubeconfig (KUBECONFIG, ~/.kube/config) elsewhere.
 
@@ -72,13 +120,17 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
+            return CheckedApiClient(configuration)
         except config.ConfigException as e:
             raise ClusterError(f"in-cluster Kubernetes configuration is unusable: {e}") from e
     # kubernetes.config reads KUBECONFIG once, at import; read it now instead.
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+        return CheckedApiClient(configuration)
     except (config.ConfigException, OSError) as e:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ClusterError(
@@ -470,6 +522,7 @@ class Cluster:
         watches from there. Any other API failure is translated like every other call.
         """
         w = watch.Watch()
+        w._api_client = self.api_client  # its own is a default one: ours names the server
         try:
             yield from w.stream(
                 list_fn,
@@ -481,6 +534,9 @@ class Cluster:
         except ApiException as e:
             if e.status != 410:
                 raise _translate(e, "watch", resource, namespace, name, group) from e
+        except _UNREADABLE as e:  # an event line that is not JSON
+            host = self.api_client.configuration.host
+            raise not_kubernetes(host, e, 200, "a watch stream") from e
         finally:
             w.stop()
 

@@ -507,11 +507,51 @@ def build_service(spec: JobSpec) -> client.V1Service:
     )
 
 
+# The flags behind the client models a value given on the command line reaches, for the
+# line that names what was refused.
+_MODEL_FLAGS = {
+    "V1Toleration": "--tolerations",
+    "V1ResourceRequirements": "--cpu, --memory, --gpus, --ephemeral-storage or their limits",
+    "V1EmptyDirVolumeSource": "--tmp-size-limit, --cache-size-limit or --shm-size-limit",
+    "V1ObjectMeta": "--name, --run-id, --pod-labels or --pod-annotations",
+    "V1Container": "--image, --image-pull-policy or --extra-args",
+    "V1PodSpec": "--node-selector, --service-account, --priority-class-name or "
+    "--termination-grace-period-seconds",
+    "V1JobSpec": "--backoff-limit, --active-deadline-seconds or --ttl-seconds-after-finished",
+    "V1EnvVar": "--data, --output, --image or --peer-timeout",
+    "V1LocalObjectReference": "--image-pull-secrets",
+}
+
+
+def invalid_field(e: ValueError) -> SpecError:
+    """A value the Kubernetes client's models refuse (pydantic's ValidationError: a number
+    where a string belongs) as one line naming the field, the value and the flag: bad
+    input, exit 2, found before anything is sent or printed."""
+    model = getattr(e, "title", "") or "a Kubernetes object"
+    errors = e.errors() if callable(getattr(e, "errors", None)) else []
+    first = errors[0] if errors else {}
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    what = f"{model}.{field}" if field else model
+    flag = _MODEL_FLAGS.get(model, "a submit flag")
+    value = first.get("input", "?")
+    reason = first.get("msg") or " ".join(str(e).split())[:120]
+    return SpecError(f"invalid value {value!r} for {what} (set by {flag}): {reason}")
+
+
 def build_objects(spec: JobSpec) -> list[Any]:
-    """What one submission creates: [Service,] Job, or a JobSet (which makes its Service)."""
-    if spec.runtime == RUNTIME_JOBSET:
-        return [build_jobset(spec)]
-    return [build_service(spec), build_job(spec)] if spec.workers > 1 else [build_job(spec)]
+    """What one submission creates: [Service,] Job, or a JobSet (which makes its Service).
+
+    Raises:
+        SpecError: a value the Kubernetes client refuses (invalid_field).
+    """
+    try:
+        if spec.runtime == RUNTIME_JOBSET:
+            return [build_jobset(spec)]
+        return [build_service(spec), build_job(spec)] if spec.workers > 1 else [build_job(spec)]
+    except ValueError as e:  # pydantic's ValidationError (a ValueError) from a model
+        if isinstance(e, SpecError):
+            raise
+        raise invalid_field(e) from e
 
 
 def cronjob_name(spec: JobSpec) -> str:

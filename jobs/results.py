@@ -9,6 +9,7 @@ from typing import Any
 
 from jobs import _cli
 from jobs.spec import MODELS, SpecError
+from trainer import manifest
 from trainer.contract import (
     CHECKPOINT_DIR,
     CONFIG,
@@ -24,7 +25,7 @@ from trainer.contract import (
 )
 from trainer.distribute import describe_devices
 from trainer.promotion import PointerError, read_latest
-from trainer.storage import NotFoundError, open_store
+from trainer.storage import NotFoundError, StoreContentError, open_store
 
 
 def _read_json(store, key: str) -> Any:
@@ -33,14 +34,20 @@ def _read_json(store, key: str) -> Any:
 
 def _read_doc(store, key: str) -> dict[str, Any]:
     """A run's JSON object, or one line naming the file when it is not one (damaged,
-    nested past the parser's depth, a list)."""
+    nested past the parser's depth, a list) or not the one the run published (its
+    manifest in _SUCCESS records another digest)."""
+    model, run_id, name = (key.split("/", 2) + ["", ""])[:3]
     try:
-        doc = _read_json(store, key)
+        raw = store.read_bytes(key)
+        if name in manifest.RECORDED:
+            run = store.child(model, run_id)
+            manifest.check(run, manifest.read(run), name, raw)
+        doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         reason = "nested too deeply" if isinstance(e, RecursionError) else f"not JSON ({e})"
-        raise _cli.CommandFailedError(f"{store.uri}/{key} is corrupt: {reason}") from None
+        raise StoreContentError(f"{store.uri}/{key} is corrupt: {reason}") from None
     if not isinstance(doc, dict):
-        raise _cli.CommandFailedError(
+        raise StoreContentError(
             f"{store.uri}/{key} is corrupt: a JSON {type(doc).__name__}, expected an object"
         )
     return doc
@@ -60,11 +67,9 @@ def _runs(store, model: str) -> dict[str, set[str]]:
 
 
 def _latest(store, model: str) -> dict[str, Any] | None:
-    """The promoted run's pointer, checked (promotion.read_latest)."""
-    try:
-        return read_latest(store.child(model), model)
-    except PointerError as e:
-        raise _cli.CommandFailedError(str(e)) from None
+    """The promoted run's pointer, checked (promotion.read_latest): a PointerError is bad
+    store content, exit 2, as in predict and the trainer."""
+    return read_latest(store.child(model), model)
 
 
 def _resolve(store, model: str, run_id: Any) -> str:
@@ -77,7 +82,7 @@ def _resolve(store, model: str, run_id: Any) -> str:
         return run_id
     latest = _latest(store, model)
     if latest is None:
-        raise _cli.CommandFailedError(
+        raise StoreContentError(
             f"no promoted {model} run in {store.uri} ({model}/{LATEST} is missing); "
             "pass --run-id (see `python -m jobs.results list`)"
         )
@@ -87,7 +92,7 @@ def _resolve(store, model: str, run_id: Any) -> str:
 def _finished(store, model: str, run_id: str) -> None:
     if not store.exists(f"{model}/{run_id}/{SUCCESS}"):
         what = "does not exist" if not store.list(f"{model}/{run_id}") else "is incomplete"
-        raise _cli.CommandFailedError(
+        raise StoreContentError(
             f"run {model}/{run_id} in {store.uri} {what} (no {SUCCESS}): still running, failed, "
             "or a wrong --run-id"
         )
@@ -118,7 +123,7 @@ def list_runs(output: str | None = None, model: str | None = None) -> None:
     for m in [model] if model else MODELS:
         try:
             latest = (_latest(store, m) or {}).get("run_id")
-        except _cli.CommandFailedError as e:
+        except PointerError as e:
             # The runs are still worth listing; the broken pointer is named once.
             print(f"warning: {e}", file=sys.stderr)
             latest = None
@@ -205,7 +210,7 @@ def show(
     neighbours = _read_doc(store, run_key(model, run_id, NEIGHBOURS))
     try:
         config = _read_doc(store, run_key(model, run_id, CONFIG))
-    except (NotFoundError, _cli.CommandFailedError):
+    except (NotFoundError, StoreContentError):
         config = None
     build = config.get("build") if isinstance(config, dict) else None
     found = config.get("devices") if isinstance(config, dict) else None
@@ -338,7 +343,7 @@ def summary(output: str | None = None, word: str = "great", k: int = 10) -> None
             f"{m:<5} test accuracy {float(latest['test_accuracy']):.2%}  (run {latest['run_id']})"
         )
     if not found:
-        raise _cli.CommandFailedError(f"no promoted runs in {store.uri}; train one first")
+        raise StoreContentError(f"no promoted runs in {store.uri}; train one first")
     latest = _latest(store, NEIGHBOURS_MODEL)
     if latest is None:
         return

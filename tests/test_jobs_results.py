@@ -167,13 +167,13 @@ def test_pull_downloads_the_artifacts(output, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["show", "--model", "lstm", "--run-id", "r3"], 1,
+        (["show", "--model", "lstm", "--run-id", "r3"], 2,
          "error: run lstm/r3 in {output} is incomplete (no _SUCCESS)"),
-        (["show", "--model", "lstm", "--run-id", "r9"], 1,
+        (["show", "--model", "lstm", "--run-id", "r9"], 2,
          "error: run lstm/r9 in {output} does not exist"),
-        (["show", "--model", "mean"], 1, "error: no promoted mean run in {output}"),
+        (["show", "--model", "mean"], 2, "error: no promoted mean run in {output}"),
         (["show", "--model", "cnn"], 2, "error: invalid model 'cnn': expected one of mean, lstm"),
-        (["pull", "--model", "lstm", "--run-id", "r3"], 1, "error: run lstm/r3"),
+        (["pull", "--model", "lstm", "--run-id", "r3"], 2, "error: run lstm/r3"),
         (["compare", "lstm/r1"], 2, "error: invalid runs ['lstm/r1']: expected at least two"),
         (["compare", "lstm/r1", "r2"], 2, "error: invalid run 'r2': expected MODEL/RUN_ID"),
     ],

@@ -62,7 +62,7 @@ def test_bad_latest_pointer_is_one_line_naming_the_file(store, tmp_path, capsys,
     dest.mkdir(parents=True)
     argv = [command, "--output", store.uri, "--model", "lstm"]
     code, out, err = cli(capsys, *argv, *(["--dest", str(dest)] if command == "pull" else []))
-    assert code == 1
+    assert code == 2
     assert err.startswith(f"error: {store.uri}/lstm/{LATEST} {message}"), err
     assert len(err.strip().splitlines()) == 1, err
     assert snapshot(work) == {}  # nothing written, inside or outside dest
@@ -122,11 +122,11 @@ def test_a_damaged_metrics_file_is_one_corrupt_run_the_others_unharmed(
     assert code == 0 and ["lstm", "r1", "complete", "0.8600", "2"] in rows
     assert ["lstm", "r2", state, "-", "-"] in rows
     code, out, err = cli(capsys, "show", "--output", store.uri, "--model", "lstm", "--run-id", "r2")
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert f"lstm/r2/{METRICS} is corrupt" in line
     code, _, err = cli(capsys, "compare", "lstm/r1", "lstm/r2", "--output", store.uri)
-    assert code == 1 and f"lstm/r2/{METRICS} is corrupt" in err
+    assert code == 2 and f"lstm/r2/{METRICS} is corrupt" in err
 
 
 def test_pull_to_a_file_is_refused_naming_it(tmp_path, capsys):

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from trainer import contract, serving
+from trainer import contract, manifest, serving
 from trainer.config import TrainConfig
 from trainer.cost import restarts, run_cost
 from trainer.neighbours import nearest
 from trainer.promotion import to_json
 from trainer.state import RunState
-from trainer.storage import AlreadyExistsError, Store, upload_tree
+from trainer.storage import AlreadyExistsError, NotFoundError, Store, upload_tree
 
 RESERVED = {0: "<pad>", 1: "<start>", 2: "<oov>", 3: "<unused>"}
 
@@ -106,7 +106,8 @@ def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:
         write_embedding(workdir, vectors, id_to_word)
         title = f"{cfg.model} run {cfg.run_id}: test accuracy {run.test_accuracy:.4f}"
         plot_curves(run.state.history, workdir / contract.CURVES, title)
-        store.write_bytes(contract.WORD_INDEX, json.dumps(run.dataset.word_index).encode())
+        word_index = json.dumps(run.dataset.word_index).encode()
+        store.write_bytes(contract.WORD_INDEX, word_index)
         store.write_bytes(contract.NEIGHBOURS, to_json(neighbours))
         for name in (contract.MODEL_FILE, contract.CURVES):
             store.upload_file(workdir / name, name)
@@ -119,7 +120,18 @@ def publish(run: FinishedRun, store: Store) -> tuple[dict, dict]:
             store.upload_file(workdir / name, name)
         upload_tree(store, workdir / contract.TENSORBOARD_DIR, contract.TENSORBOARD_DIR)
         store.write_bytes(contract.METRICS, to_json(metrics))
+        # The run's record, each file's digest as written (config.json as the store has it:
+        # written at the start, perhaps by an earlier attempt).
+        files = {
+            contract.METRICS: to_json(metrics),
+            contract.NEIGHBOURS: to_json(neighbours),
+            contract.WORD_INDEX: word_index,
+            **{name: workdir / name for name in manifest.LOCAL},
+        }
+        with contextlib.suppress(NotFoundError):  # a run published by a library caller
+            files[contract.CONFIG] = store.read_bytes(contract.CONFIG)
+        record = manifest.build(cfg.run_id, cfg.model, cfg.vocab_size, cfg.max_review_length, files)
         # A previous attempt may have finished publishing first: same run, same content.
         with contextlib.suppress(AlreadyExistsError):
-            store.write_bytes(contract.SUCCESS, to_json({"run_id": cfg.run_id}), if_absent=True)
+            store.write_bytes(contract.SUCCESS, to_json(record), if_absent=True)
     return metrics, neighbours

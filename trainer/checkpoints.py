@@ -46,7 +46,9 @@ def restore_newest(store: Store, workdir: Path, log: Callable[[str], None]):
     for epoch in found:
         try:
             model, state = load(store, epoch, workdir)
-        except (StoreError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        # TypeError, RecursionError: a state file of another shape, or nested past the parser.
+        except (StoreError, OSError, ValueError, KeyError, TypeError, RecursionError,
+                zipfile.BadZipFile) as e:  # fmt: skip
             reason = " ".join(str(e).split())[:200] or type(e).__name__
             log(f"checkpoint of epoch {epoch} is unreadable ({reason}); skipping it")
             continue

@@ -20,7 +20,8 @@ from trainer import contract
 EXIT_FAILED = 1  # a client command: the cluster or store refused, or a watched Job failed
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-_INT = re.compile(r"\s*[+-]?\d+(_\d+)*\s*\Z")
+# [0-9], not \d: \d takes any Unicode digit ("٣" would be 3).
+_INT = re.compile(r"\s*[+-]?[0-9]+(_[0-9]+)*\s*\Z")
 
 
 class UsageError(ValueError):
@@ -71,6 +72,9 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("trainer.distribute.GroupNotFormedError", (contract.EXIT_GROUP_NOT_FORMED, _RESUMABLE[1])),
     ("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),
     ("trainer.termination.RetryableError", _RESUMABLE),
+    # What a store holds, damaged or missing: the same code from every command (above
+    # StoreError: a key that is a directory is both).
+    ("trainer.storage.StoreContentError", _BAD_INPUT),
     # A store that does not exist or refuses us: retrying cannot help.
     ("trainer.storage.StoreError", _BAD_INPUT),
     ("trainer.commandline.UsageError", _BAD_INPUT),
@@ -82,6 +86,12 @@ ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
     ("jobs.spec.SpecError", _BAD_INPUT),
     ("jobs.cluster.ClusterError", _FAILED),
     ("jobs._cli.CommandFailedError", _FAILED),
+    # The Kubernetes client's models refusing a value we built from the flags (answers
+    # are wrapped by jobs.cluster.CheckedApiClient): bad input, never a traceback.
+    ("pydantic_core._pydantic_core.ValidationError", _BAD_INPUT),
+    # Any other error of the Kubernetes client (ApiTypeError, ApiValueError, an ApiException
+    # a call site did not translate): the command failed, one line.
+    ("kubernetes.client.exceptions.OpenApiException", _FAILED),
 )
 
 

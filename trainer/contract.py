@@ -148,7 +148,8 @@ RUN_FILES: tuple[str, ...] = (
     EMBEDDING_METADATA,
     SUCCESS,
 )
-_CHECKPOINT_RE = re.compile(r"^checkpoints/epoch-(\d{4})\.keras\Z")
+# [0-9], not \d: \d matches any Unicode digit ('epoch-١٢٣٤' would be epoch 1234).
+_CHECKPOINT_RE = re.compile(r"^checkpoints/epoch-([0-9]{4})\.keras\Z")
 
 
 def checkpoint_key(epoch: int) -> str:

@@ -21,6 +21,7 @@ from trainer.contract import (
     PEER_TIMEOUT_ENV,
     WORKER_HOSTS_ENV,
 )
+from trainer.numbers import bounded_float, bounded_int
 from trainer.termination import RetryableError
 
 # The TF_CONFIG task types a MultiWorkerMirroredStrategy group is made of.
@@ -135,7 +136,11 @@ def _host_port(value) -> bool:
     if not isinstance(value, str):
         return False
     host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    try:
+        bounded_int(port, "port", 1, 65535)
+    except ValueError:  # '²' passes isdigit() and fails int(): ASCII digits only
+        return False
+    return bool(host)
 
 
 def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
@@ -152,9 +157,9 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
             cluster, task = dict(cfg["cluster"]), dict(cfg["task"])
             members = cluster[task["type"]]
             index = task["index"]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:  # nested past the parser
             raise DistributeError(
-                f"invalid TF_CONFIG {raw!r}: expected "
+                f"invalid TF_CONFIG {raw[:200]!r}: expected "
                 '{"cluster": {"worker": ["host:port", ...]}, '
                 '"task": {"type": "worker", "index": N}}'
             ) from e
@@ -181,12 +186,10 @@ def tf_config_from_env(env: Mapping[str, str] | None = None) -> dict | None:
         raise DistributeError(
             f"invalid {WORKER_HOSTS_ENV} {env[WORKER_HOSTS_ENV]!r}: expected host:port,..."
         )
-    index = env.get(COMPLETION_INDEX_ENV)
-    if index is None or not index.isdigit() or int(index) >= len(hosts):
-        raise DistributeError(
-            f"JOB_COMPLETION_INDEX {index!r} is not a worker index: expected 0..{len(hosts) - 1}"
-        )
-    return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": int(index)}}
+    index = bounded_int(
+        env.get(COMPLETION_INDEX_ENV), COMPLETION_INDEX_ENV, 0, len(hosts) - 1, DistributeError
+    )
+    return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
 
 
 def _seconds_from_env(name: str, env: Mapping[str, str] | None) -> float | None:
@@ -194,13 +197,8 @@ def _seconds_from_env(name: str, env: Mapping[str, str] | None) -> float | None:
     raw = env.get(name, "").strip()
     if not raw:
         return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise DistributeError(f"invalid {name} {raw!r}: expected a positive number of seconds")
-    return seconds
+    # Above 0 and at most a week: a deadline beyond that is no deadline.
+    return bounded_float(raw, name, 0.001, 7 * 86_400, DistributeError)
 
 
 def collective_timeout_from_env(env: Mapping[str, str] | None = None) -> float | None:

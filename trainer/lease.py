@@ -18,26 +18,35 @@ import time
 from collections.abc import Callable
 
 from trainer import contract
+from trainer.numbers import bounded_float
 from trainer.storage import Store, StoreError
+from trainer.termination import RetryableError
 
 DEFAULT_SECONDS = 60.0
+MAX_SECONDS = 86_400.0  # a day: beyond it a killed trainer holds the run for good
+# A foreign lease's time is seconds since the epoch; up to the year 5138, not 1e308 or nan
+# (time.gmtime and the comparisons below would raise or never expire).
+_MAX_EXPIRES = 1e11
 
 
 class LeaseHeldError(Exception):
     """Another live trainer holds the run's lease (retryable: exit 75)."""
 
 
+class LeaseLostError(RetryableError):
+    """The run's lease was taken by another trainer or could no longer be renewed: this
+    trainer stops before publishing (exit 75); the rerun waits for or takes the lease."""
+
+
 def lease_seconds() -> float:
     raw = os.environ.get(contract.LEASE_SECONDS_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_SECONDS
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        from trainer.config import ConfigError
+    if not raw:
+        return DEFAULT_SECONDS
+    from trainer.config import ConfigError
 
-        raise ConfigError(f"invalid {contract.LEASE_SECONDS_ENV} {raw!r}: expected seconds > 0")
-    return value
+    # inf or 1e308 would kill the renewal thread (OverflowError in Event.wait) while
+    # training went on unheld.
+    return bounded_float(raw, contract.LEASE_SECONDS_ENV, 0.1, MAX_SECONDS, ConfigError)
 
 
 class Lease:
@@ -52,6 +61,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = threading.Event()
+        self.lost_why = ""
 
     def _read(self) -> tuple[dict | None, str | None]:
         raw, version = self.store.read_versioned(contract.LEASE)
@@ -59,9 +69,9 @@ class Lease:
             return None, None
         try:
             doc = json.loads(raw)
-            float(doc["expires"])
-            str(doc["owner"])
-        except (ValueError, KeyError, TypeError):
+            expires = bounded_float(doc["expires"], "lease time", 0.0, _MAX_EXPIRES)
+            doc = {"owner": str(doc["owner"])[:200], "expires": expires}
+        except (ValueError, KeyError, TypeError, RecursionError):
             doc = {"owner": "<unreadable lease>", "expires": 0.0}  # take it over
         return doc, version
 
@@ -102,14 +112,31 @@ class Lease:
         self._thread.start()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                if not self._write(self.version):
-                    self.lost.set()
-                    self.log("warning: the run's lease was taken by another trainer")
-                    return
-            except StoreError:
-                continue  # a blip: the next renewal may succeed before expiry
+        # The thread keeps the guarantee of one trainer per run: whatever ends it marks the
+        # lease lost, which `check` turns into a stop before publishing, never a silent end.
+        try:
+            while not self._stop.wait(self.seconds / 3):
+                try:
+                    if not self._write(self.version):
+                        self._lose("the run's lease was taken by another trainer")
+                        return
+                except StoreError:
+                    continue  # a blip: the next renewal may succeed before expiry
+        except BaseException as e:
+            self._lose(f"the lease renewal stopped ({type(e).__name__}: {e})")
+
+    def _lose(self, why: str) -> None:
+        self.lost_why = why
+        self.lost.set()
+        self.log(f"warning: {why}")
+
+    def check(self) -> None:
+        """Raises LeaseLostError when the lease is no longer held (taken, or not renewed)."""
+        if self.lost.is_set():
+            raise LeaseLostError(
+                f"{self.lost_why}: run {self.store.uri} is no longer held by this trainer, so "
+                "it stops before publishing; rerun with the same --run-id to resume"
+            )
 
     def release(self) -> None:
         """Stop renewing and let the lease expire now (only if it is still ours)."""

@@ -10,11 +10,22 @@ import time
 
 from trainer import contract
 from trainer.config import ConfigError, TrainConfig
+from trainer.numbers import bounded_float
 from trainer.storage import NotFoundError, Store
 
 
 class PointerError(ConfigError):
     """latest.json is not a pointer this project wrote: bad input, named, never overwritten."""
+
+
+def _accuracy(value: object) -> bool:
+    if isinstance(value, str):  # only a JSON number is an accuracy
+        return False
+    try:
+        bounded_float(value, "test_accuracy", 0.0, 1.0)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_pointer(raw: bytes | None, where: str, model: str | None = None) -> dict | None:
@@ -41,10 +52,10 @@ def parse_pointer(raw: bytes | None, where: str, model: str | None = None) -> di
         problem = f"expected a JSON object with run_id and test_accuracy, found a JSON {kind}"
     elif not contract.is_run_id(doc.get("run_id")):
         problem = f"run_id {doc.get('run_id')!r} is not a run id ({contract.RUN_ID_HELP})"
-    elif not isinstance(doc.get("test_accuracy"), (int, float)) or isinstance(
-        doc.get("test_accuracy"), bool
-    ):
-        problem = f"test_accuracy {doc.get('test_accuracy')!r} is not a number"
+    elif not _accuracy(doc.get("test_accuracy")):
+        # A number from a file we may not have written: NaN, Infinity or 1e308 would make
+        # every comparison of the gate false.
+        problem = f"test_accuracy {doc.get('test_accuracy')!r} is not a number from 0 to 1"
     elif model is not None and doc.get("model", model) != model:
         # A pointer copied from the other model's directory: its run (and accuracy) is not
         # one of this model's, so no gate or summary may compare against it.

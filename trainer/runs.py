@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from trainer import contract, quiet
+from trainer import contract, manifest, quiet
 from trainer.contract import INDEX_FROM
 from trainer.data.tokenizer import ENCODER_VERSION, ids_from_texts
-from trainer.storage import NotFoundError, Store, open_store
+from trainer.storage import NotFoundError, Store, StoreContentError, open_store
 
 
-class RunError(ValueError):
+class RunError(StoreContentError):
     """The run cannot be used: missing, incomplete, or its files are damaged (named)."""
 
 
@@ -127,14 +127,18 @@ class LoadedRun:
         return out
 
 
-def _read_json(store: Store, key: str) -> dict:
+def _read_json(store: Store, key: str, record: dict | None = None) -> dict:
+    """The JSON of `key`, checked against the run's manifest (`record`) when it has one."""
     try:
-        return json.loads(store.read_bytes(key))
+        raw = store.read_bytes(key)
     except NotFoundError:
         raise RunError(
             f"run {store.uri} has no {key}: expected a run written by this trainer"
         ) from None
-    except ValueError as e:
+    manifest.check(store, record, key, raw)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:
         raise RunError(f"{store.uri}/{key} is not JSON: {e}") from None
 
 
@@ -146,7 +150,11 @@ def load_run(run: str) -> LoadedRun:
         StoreError: the store cannot be read.
     """
     store = resolve_run(run)
-    doc = _read_json(store, contract.CONFIG)
+    record = manifest.read(store)
+    doc = _read_json(store, contract.CONFIG, record)
+    if not isinstance(doc, dict):
+        raise RunError(f"{store.uri}/{contract.CONFIG} is a JSON {type(doc).__name__}: expected "
+                       "an object; the run's files are damaged")  # fmt: skip
     cfg = doc.get("config", {})
     encoding = doc.get("encoding", {})
     version = encoding.get("version", ENCODER_VERSION)
@@ -155,7 +163,7 @@ def load_run(run: str) -> LoadedRun:
             f"run {store.uri} was encoded by encoder version {version}: this trainer has "
             f"version {ENCODER_VERSION}; predict with the trainer version that made the run"
         )
-    word_index = _read_json(store, contract.WORD_INDEX)
+    word_index = _read_json(store, contract.WORD_INDEX, record)
     if not isinstance(word_index, dict):
         raise RunError(
             f"{store.uri}/{contract.WORD_INDEX} is a JSON {type(word_index).__name__}: "
@@ -170,6 +178,15 @@ def load_run(run: str) -> LoadedRun:
     # Checked before the model is fetched: one line naming the file, never a traceback.
     ranks = word_ranks(store.uri, word_index)
     sizes = run_encoding(store.uri, cfg, encoding)
+    name = cfg.get("model")  # absent in hand-made runs: the structure alone is checked
+    if name is not None and name not in contract.MODELS:
+        raise RunError(
+            f"{store.uri}/{contract.CONFIG}: model is {name!r}: expected one of "
+            f"{', '.join(contract.MODELS)}; the run's files are damaged"
+        )
+    manifest.check_record(
+        store, record, model=name, vocab_size=sizes[0], max_review_length=sizes[1]
+    )
     # A run of several workers trains with tf-keras, whose files Keras 3 does not load;
     # this must be decided before TensorFlow is imported.
     if doc.get("keras") == "tf-keras" and "tensorflow" not in sys.modules:
@@ -177,6 +194,7 @@ def load_run(run: str) -> LoadedRun:
     with tempfile.TemporaryDirectory(prefix="imdb-predict-") as tmp:
         local = Path(tmp) / contract.MODEL_FILE
         store.download_file(contract.MODEL_FILE, local)
+        manifest.check(store, record, contract.MODEL_FILE, local)  # before it is loaded
         with quiet.quietly():
             import tensorflow as tf
 
@@ -185,7 +203,7 @@ def load_run(run: str) -> LoadedRun:
         metrics = json.loads(store.read_bytes(contract.METRICS))
     except (NotFoundError, ValueError):
         metrics = {}
-    _check_model(store.uri, model, *sizes[:2])
+    _check_model(store.uri, model, *sizes[:2], name)
     return LoadedRun(
         store=store,
         model=model,
@@ -242,8 +260,24 @@ def run_encoding(uri: str, cfg: Any, encoding: Any) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
-def _check_model(uri: str, model: Any, vocab_size: int, max_review_length: int) -> None:
+def model_kind(model: Any) -> str | None:
+    """Which of contract.MODELS a loaded Keras model is, by its layers (trainer.models
+    names them): an LSTM layer makes it 'lstm', the mean pooling 'mean'."""
+    names = {getattr(layer, "name", "") for layer in getattr(model, "layers", [])}
+    kinds = [kind for kind in contract.MODELS if kind in names]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _check_model(
+    uri: str, model: Any, vocab_size: int, max_review_length: int, name: str | None = None
+) -> None:
     """The model takes what config.json says it was trained on, or one line saying not."""
+    kind = model_kind(model)
+    if name is not None and kind != name:
+        raise RunError(
+            f"{uri}/{contract.MODEL_FILE} is {'a ' + kind if kind else 'not a'} model, but "
+            f"{contract.CONFIG} says {name!r}: the run's files are damaged or mixed"
+        )
     try:
         rows = int(model.get_layer("embedding").input_dim)
     except (ValueError, AttributeError):

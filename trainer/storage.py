@@ -22,6 +22,7 @@ from typing import Protocol
 from uuid import uuid4
 
 from trainer import contract
+from trainer.numbers import bounded_float
 
 # https://cloud.google.com/storage/docs/buckets#naming (dotted names aside, 3-63 chars).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
@@ -40,6 +41,17 @@ class StoreUnavailableError(StoreError):
     credentials yet), after the bounded retries: an outage, resumable at every phase of a
     run (exit 75), never bad input. Only a store that answers "no such bucket" or
     "forbidden" is a permanent error."""
+
+
+class StoreContentError(ValueError):
+    """What the store holds is not what this project wrote (a damaged or foreign file) or
+    not there (no such run, an incomplete one): bad input, exit 2, for every command that
+    reads it (the trainer, predict, serving, jobs.results), never 1 in one and 2 in another."""
+
+
+class DamagedKeyError(StoreError, StoreContentError):
+    """A key held by something that is not an object we wrote (a directory): store content,
+    so exit 2 from every command, not a refusal of the store."""
 
 
 class NotFoundError(StoreError):
@@ -190,7 +202,7 @@ class LocalStore:
             return self._path(key).read_bytes()
         except IsADirectoryError:
             # Not absent: something else holds the name, and writing it would fail too.
-            raise StoreError(
+            raise DamagedKeyError(
                 f"{self.uri}/{key} is a directory, not a file: remove or rename it"
             ) from None
         except (FileNotFoundError, NotADirectoryError) as e:
@@ -586,10 +598,10 @@ class GCSStore:
 def gcs_deadline() -> float:
     """IMDB_TRAIN_GCS_DEADLINE: seconds of retries for one store call (default 120)."""
     text = os.environ.get(contract.GCS_DEADLINE_ENV, "120")
-    try:
-        value = float(text)
+    try:  # float() alone takes Unicode digits ('٣') and 'inf'
+        value = bounded_float(text, contract.GCS_DEADLINE_ENV, 0.0, 86_400.0)
     except ValueError:
-        value = float("nan")
+        value = 0.0
     if not 0 < value < 86_400:
         raise StoreError(
             f"invalid {contract.GCS_DEADLINE_ENV} {text!r}: expected seconds, a number "

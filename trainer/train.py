@@ -19,11 +19,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import checkpoints, contract, cost, distribute, phases, profiles, quiet
+from trainer import checkpoints, contract, cost, distribute, manifest, phases, profiles, quiet
 from trainer import data as data_mod
 from trainer.artifacts import FinishedRun, publish
 from trainer.config import ConfigError, TrainConfig, resume_keys
-from trainer.lease import Lease, LeaseHeldError
+from trainer.lease import Lease, LeaseHeldError, lease_seconds
 from trainer.promotion import promote, to_json
 from trainer.state import RunState
 from trainer.storage import NotFoundError, Store, StoreError, open_store
@@ -128,6 +128,9 @@ class Trainer:
         self.model_store = (store or open_store(cfg.output)).child(cfg.model)
         self.store = self.model_store.child(cfg.run_id)
         self.chief = distribute.is_chief()
+        self.lease: Lease | None = None
+        # Read now: a lease period out of bounds is bad input before the data is read.
+        self.lease_seconds = lease_seconds()
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -146,7 +149,8 @@ class Trainer:
         phases.mark("strategy_ready")
         # One trainer per run id: a second one waits for a silent holder's lease to expire
         # (a killed pod), or stops resumable while a live one trains.
-        lease = Lease(self.store, log=self.log) if self.chief else None
+        lease = Lease(self.store, self.lease_seconds, log=self.log) if self.chief else None
+        self.lease = lease
         try:
             if lease is not None:
                 lease.acquire()
@@ -166,7 +170,10 @@ class Trainer:
 
     def _already_complete(self) -> dict:
         self.log(f"run {self.cfg.run_id} is already complete in {self.store.uri}")
-        metrics = json.loads(self.store.read_bytes(contract.METRICS))
+        raw = self.store.read_bytes(contract.METRICS)
+        # Promoted on what the run published, not on a metrics.json edited or copied since.
+        manifest.check(self.store, manifest.read(self.store), contract.METRICS, raw)
+        metrics = json.loads(raw)
         # A run that finished but was not promoted (a bad latest.json, a crash between
         # _SUCCESS and the pointer) gets its promotion now; an idempotent no-op otherwise.
         return self._promote(metrics)
@@ -355,6 +362,8 @@ class Trainer:
 
     def _finish(self, run: FinishedRun) -> dict:
         cfg = self.cfg
+        if self.lease is not None:
+            self.lease.check()  # a run no longer ours is not published by us
         metrics, neighbours = publish(run, self.store)
         self.log(
             f"\n{cfg.model} run {cfg.run_id}: test accuracy {run.test_accuracy:.4f} "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trainer import contract
 from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
+from trainer.numbers import bounded_int
 
 # The arrays of a dataset, as Keras's imdb.npz names them (the npz reader, the cache).
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -24,8 +25,8 @@ def max_data_bytes() -> int:
     raw = os.environ.get(MAX_DATA_BYTES_ENV, "")
     if not raw:
         return MAX_DATA_BYTES_DEFAULT
-    try:
-        value = int(raw)
+    try:  # int() alone takes Unicode digits ('٣' is 3)
+        value = bounded_int(raw, MAX_DATA_BYTES_ENV, 1, 1 << 50)
     except ValueError:
         value = 0
     if value <= 0:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from trainer import contract
+from trainer.commandline import as_int
+from trainer.numbers import bounded_int
 from trainer.runs import load_run
 
 TEXT_CHARS = 80  # the `text` field of an output line is shortened to this many characters
@@ -23,6 +25,14 @@ POSITIVE, NEGATIVE = "positive", "negative"
 # Keras's binary accuracy counts score > 0.5 as positive: the same threshold reproduces
 # the accuracy a run recorded.
 THRESHOLD = 0.5
+# Bounds on what one call reads and holds: the longest IMDB review is about 14 kB, so a
+# review of more than MAX_REVIEW_BYTES is not one (a file without newlines, a binary); the
+# whole input stops at MAX_INPUT_BYTES (--file /dev/zero, `yes |` on stdin) and
+# MAX_REVIEWS reviews, before anything is scored.
+MAX_REVIEW_BYTES = 100_000
+MAX_INPUT_BYTES = 64 << 20
+MAX_REVIEWS = 100_000
+MAX_BATCH = 65_536  # reviews per model call
 
 
 class PredictError(ValueError):
@@ -38,6 +48,11 @@ def read_lines(data: bytes, origin: str, bad_bytes: str = "error") -> list[str]:
     reviews = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         line = line.rstrip(b"\r")
+        if len(line) > MAX_REVIEW_BYTES:
+            raise PredictError(
+                f"{origin} line {number} is {len(line)} bytes: a review is at most "
+                f"{MAX_REVIEW_BYTES} bytes (one review per line)"
+            )
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -49,9 +64,52 @@ def read_lines(data: bytes, origin: str, bad_bytes: str = "error") -> list[str]:
             text = line.decode("utf-8", errors="replace")
         if text.strip():
             reviews.append(text)
+            if len(reviews) > MAX_REVIEWS:
+                raise PredictError(
+                    f"{origin} has more than {MAX_REVIEWS} reviews: split it into several calls"
+                )
     if not reviews:
         raise PredictError(f"{origin} has no reviews: expected one review per line")
     return reviews
+
+
+def read_input(file: str) -> tuple[bytes, str]:
+    """The bytes of --file (a regular file) or of stdin ("" or "-"), at most
+    MAX_INPUT_BYTES of them.
+
+    Raises:
+        PredictError: not a regular file (a FIFO, a device: they block or never end),
+            unreadable, or more than MAX_INPUT_BYTES.
+    """
+    if file in ("", "-"):
+        origin, stream = "stdin", sys.stdin.buffer
+        data = stream.read(MAX_INPUT_BYTES + 1)
+    else:
+        origin = file
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat decides.
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise PredictError(
+                f"cannot read --file {file!r}: {e.strerror}; expected a text file with "
+                "one review per line, or - for stdin"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PredictError(
+                f"--file {file!r} is not a regular file (a directory, FIFO or device): "
+                "expected a text file with one review per line, or - for stdin"
+            )
+        with os.fdopen(fd, "rb") as f:
+            try:
+                data = f.read(MAX_INPUT_BYTES + 1)
+            except OSError as e:
+                raise PredictError(f"cannot read --file {file!r}: {e.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise PredictError(
+            f"{origin} is more than {MAX_INPUT_BYTES} bytes: split it into several calls"
+        )
+    return data, origin
 
 
 def _shorten(text: str, chars: int) -> str:
@@ -88,19 +146,14 @@ def predict(
         PredictError, StoreError, DataError: bad input, before anything is printed.
     """
     out = out or sys.stdout
-    try:
-        batch_size = int(batch_size)
-        text_chars = int(text_chars)
-    except (TypeError, ValueError):
-        raise PredictError(
-            f"invalid --batch-size {batch_size!r} or --text-chars {text_chars!r}: "
-            "expected positive integers"
-        ) from None
-    if batch_size <= 0 or text_chars <= 0:
-        raise PredictError(
-            f"invalid --batch-size {batch_size} or --text-chars {text_chars}: "
-            "expected positive integers"
-        )
+    # Bounded: a batch is held in memory at once (and int() took '٣' and 1e9).
+    # as_int first: fire reads `--batch-size 1e3` as 1000.0.
+    batch_size = bounded_int(
+        as_int(batch_size) or batch_size, "--batch-size", 1, MAX_BATCH, PredictError
+    )
+    text_chars = bounded_int(
+        as_int(text_chars) or text_chars, "--text-chars", 1, MAX_REVIEW_BYTES, PredictError
+    )
     if bad_bytes not in BAD_BYTES:
         raise PredictError(
             f"invalid --bad-bytes {bad_bytes!r}: expected one of {', '.join(BAD_BYTES)}"
@@ -108,6 +161,10 @@ def predict(
     file = "" if file is None else str(file)
     if reviews and file:
         raise PredictError("reviews given both as arguments and with --file: pass one of them")
+    if len(reviews) > MAX_REVIEWS:
+        raise PredictError(
+            f"{len(reviews)} review arguments: at most {MAX_REVIEWS} a call; split them"
+        )
     if reviews:
         texts = []
         for i, review in enumerate(reviews, start=1):
@@ -123,23 +180,17 @@ def predict(
                 raise PredictError(
                     f"review argument {i} is empty: a review needs at least one word"
                 )
+            size = len(review.encode("utf-8", "surrogateescape"))
+            if size > MAX_REVIEW_BYTES:
+                raise PredictError(
+                    f"review argument {i} is {size} bytes: a review is at most "
+                    f"{MAX_REVIEW_BYTES} bytes"
+                )
             texts.append(review)
     else:
-        if file in ("", "-"):
-            if not file and sys.stdin.isatty():
-                raise PredictError(
-                    "no reviews: pass them as arguments, with --file PATH, or on stdin"
-                )
-            data, origin = sys.stdin.buffer.read(), "stdin"
-        else:
-            try:
-                data, origin = Path(file).read_bytes(), file
-            except OSError as e:
-                raise PredictError(
-                    f"cannot read --file {file!r}: {e.strerror}; expected a text file with "
-                    "one review per line, or - for stdin"
-                ) from None
-        texts = read_lines(data, origin, bad_bytes)
+        if not file and sys.stdin.isatty():
+            raise PredictError("no reviews: pass them as arguments, with --file PATH, or on stdin")
+        texts = read_lines(*read_input(file), bad_bytes)
     loaded = load_run(run)
     results = []
     with _progress(len(texts), show=len(texts) > batch_size) as bar:

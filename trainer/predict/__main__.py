@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trainer.commandline import run_fire
-from trainer.predict import TEXT_CHARS, predict
+from trainer.predict import (
+    MAX_INPUT_BYTES,
+    MAX_REVIEW_BYTES,
+    MAX_REVIEWS,
+    TEXT_CHARS,
+    predict,
+)
 
 
 def _command(reviews: list[str]) -> Callable[..., None]:
@@ -22,6 +28,9 @@ def _command(reviews: list[str]) -> Callable[..., None]:
         lines of --file, or stdin (one review per line, blank lines skipped). Each output
         line: {"text", "score", "label"}: score is P(positive), label is "positive" when
         score > 0.5.
+
+        Bounds: a review is at most {review} bytes; one call reads at most {input} MiB
+        and {reviews} reviews (split larger inputs); --file must be a regular file.
 
         Args:
             run: a finished run: a directory or URI (local path, file:// or
@@ -46,6 +55,10 @@ def _command(reviews: list[str]) -> Callable[..., None]:
             text_chars=text_chars,
         )
 
+    # The bounds in --help are the ones predict applies, not typed twice.
+    for name, value in (("{review}", MAX_REVIEW_BYTES), ("{input}", MAX_INPUT_BYTES >> 20),
+                        ("{reviews}", MAX_REVIEWS)):  # fmt: skip
+        run.__doc__ = (run.__doc__ or "").replace(name, str(value))
     return run
 
 
