@@ -40,6 +40,11 @@ LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_GROUP = "jobset.x-k8s.io"
 JOBSET_VERSION = "v1alpha2"
 JOBSET_PLURAL = "jobsets"
+# The oldest JobSet whose API knows every field we render: failurePolicy.rules[]
+# .onJobFailureMessagePatterns came in v0.10.0 (an older server, without strict field
+# validation, drops it and restarts on bad input without bound).
+JOBSET_MIN_RELEASE = "v0.10.0"
+JOBSET_NEWER_FIELDS = ("onJobFailureMessagePatterns",)
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
