@@ -305,6 +305,33 @@ MUTANTS = [
     Mutant("jobset-preemption-counted", "jobs/manifest.py",
            '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
            ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
+    # --- settings valid alone, invalid together; strict creates; jobs.doctor -------------
+    Mutant("spec-request-above-limit-rendered", "jobs/spec.py",
+           "if req and lim and parse_quantity(req) > parse_quantity(lim):",
+           "if False:",
+           ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
+            "_server",)),
+    Mutant("spec-gpu-count-unchecked", "jobs/spec.py",
+           "if self.gpus and counts and self.gpus not in counts:", "if False:",
+           ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
+            "_server",)),
+    Mutant("create-fields-not-strict", "jobs/cluster.py",
+           'FIELD_VALIDATION = "Strict"', 'FIELD_VALIDATION = "Ignore"',
+           ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
+    Mutant("jobset-old-release-not-named", "jobs/cluster.py",
+           "            if newer:\n", "            if False:\n",
+           ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
+    Mutant("doctor-queue-coverage-unchecked", "jobs/doctor.py",
+           "missing = [r for r in self.requested_resources() if r not in covered]",
+           "missing = []",
+           ("tests/test_doctor.py::test_a_queue_without_ephemeral_storage_is_the_blocker",)),
+    Mutant("doctor-any-node-offers-the-gpu", "jobs/doctor.py",
+           "        if fits:\n", "        if True:\n",
+           ("tests/test_doctor.py::test_an_accelerator_no_node_has_is_the_blocker",)),
+    Mutant("doctor-missing-service-account-skipped", "jobs/doctor.py",
+           "            if e.status == 404:\n                return Check(\"service account\"",
+           "            if False:\n                return Check(\"service account\"",
+           ("tests/test_doctor.py::test_a_missing_service_account_is_the_blocker",)),
 ]  # fmt: skip
 
 
