@@ -332,6 +332,10 @@ MUTANTS = [
            "            if e.status == 404:\n                return Check(\"service account\"",
            "            if False:\n                return Check(\"service account\"",
            ("tests/test_doctor.py::test_a_missing_service_account_is_the_blocker",)),
+    Mutant("doctor-outage-is-bad-input", "jobs/doctor.py",
+           '"check your kubeconfig context and network",\n                contract.EXIT_PREEMPTED,',
+           '"check your kubeconfig context and network",',
+           ("tests/test_doctor.py::test_an_api_server_that_does_not_answer_is_an_outage",)),
 ]  # fmt: skip
 
 

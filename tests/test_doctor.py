@@ -173,3 +173,22 @@ def test_the_bucket_is_probed_with_the_users_credentials(cluster, capsys, gcs_bu
     code, out, err = _doctor(capsys, "--output", "gs://no-such-bucket-28c/imdb")
     assert code == contract.EXIT_BAD_INPUT, out + err
     assert _line(out, "bucket").startswith("FAIL bucket:") and "no-such-bucket-28c" in out
+
+
+def test_an_api_server_that_does_not_answer_is_an_outage(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    code, out, err = _doctor(capsys, "--kubeconfig", str(kubeconfig))
+    assert code == contract.EXIT_PREEMPTED, out + err
+    assert out.splitlines()[0].startswith("FAIL api server: no answer")
+    assert len(out.splitlines()) == 1  # nothing else can be asked
