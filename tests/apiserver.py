@@ -40,7 +40,8 @@ def apiserver(tmp_path_factory) -> Iterator[cp.State]:
         yield state
     finally:
         if state is not None:
-            for pid in state.all_pids().values():
+            # Clients first, etcd last: an API server whose etcd is gone waits out its grace.
+            for pid in reversed(list(state.all_pids().values())):
                 cp.stop_group(pid)
         if saved is None:
             os.environ.pop("KUBECONFIG", None)

@@ -9,7 +9,7 @@ import pytest
 from jobs import doctor, submit
 from jobs.manifest import JOBSET_GROUP, JOBSET_MIN_RELEASE, JOBSET_PLURAL
 from jobs.spec import ACCELERATOR_LABEL, EXAMPLE_IMAGE
-from tests.apiserver import add_node, api_client, apiserver, until, without_property  # noqa: F401
+from tests.apiserver import add_node, api_client, until, without_property
 from trainer import contract
 
 NAMESPACE = "default"
@@ -42,12 +42,12 @@ def _cluster_queue(name: str, resources: list[str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster(apiserver):  # noqa: F811
+def cluster(apiserver):
     populate(apiserver)
     return apiserver
 
 
-def populate(apiserver) -> None:  # noqa: F811
+def populate(apiserver) -> None:
     """One L4 node, the trainer's ServiceAccount, and two queues: one covering every resource
     the Job asks for, one without ephemeral-storage (docs/kueue.yaml before the fix)."""
     from kubernetes import client

@@ -9,7 +9,7 @@ import yaml
 
 from jobs import submit
 from jobs.spec import EXAMPLE_IMAGE, GKE_ACCELERATORS, GKE_GPU_COUNTS
-from tests.apiserver import api_client, apiserver  # noqa: F401
+from tests.apiserver import api_client
 from trainer import contract
 
 BASE = {"image": EXAMPLE_IMAGE, "output": "/runs/imdb", "namespace": "default",
@@ -73,10 +73,10 @@ def server_dry_run(state, doc: dict) -> None:
 
 @pytest.mark.parametrize(("settings", "refusal"), TABLE, ids=[_id(r) for r in TABLE])
 def test_every_dry_run_is_refused_by_us_or_accepted_by_the_server(
-    apiserver,  # noqa: F811
+    apiserver,
     capsys,
     settings,
-    refusal,  # noqa: F811
+    refusal,
 ):
     from kubernetes.client.exceptions import ApiException
 
