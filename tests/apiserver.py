@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,10 +27,9 @@ from cluster import controlplane as cp
 @pytest.fixture(scope="session")
 def apiserver(tmp_path_factory) -> Iterator[cp.State]:
     """A running control plane with the JobSet and Kueue CRDs; KUBECONFIG points at it."""
-    try:
-        binary = cp.build(log=lambda line: None)
-    except cp.ClusterError as e:
-        pytest.skip(f"no control plane binary: {e}")
+    if not shutil.which("go"):  # the CRDs are read from the addons' Go modules
+        pytest.skip("the real control plane needs Go (its binary and the addons' CRDs)")
+    binary = cp.build(log=lambda line: None)
     directory: Path = tmp_path_factory.mktemp("apiserver")
     saved = os.environ.get("KUBECONFIG")
     state = None
