@@ -192,3 +192,10 @@ def test_an_api_server_that_does_not_answer_is_an_outage(tmp_path, capsys):
     assert code == contract.EXIT_PREEMPTED, out + err
     assert out.splitlines()[0].startswith("FAIL api server: no answer")
     assert len(out.splitlines()) == 1  # nothing else can be asked
+
+
+def test_a_worker_groups_service_and_job_are_both_dry_run(cluster, capsys):
+    code, out, err = _doctor(capsys, "--workers", "2", "--runtime", "job")
+    assert code == contract.EXIT_OK, out + err
+    dry = _line(out, "dry run")
+    assert dry.startswith("ok ") and "service/imdb-train-lstm-" in dry and ", job/" in dry
