@@ -20,14 +20,16 @@ from jobs.manifest import (
     JOBSET_MIN_RELEASE,
     JOBSET_NEWER_FIELDS,
     JOBSET_PLURAL,
+    KUEUE_GROUP,
+    KUEUE_VERSION,
     build_objects,
     to_dict,
 )
 from trainer import commandline, contract
 
 OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "FAIL"
-KUEUE_GROUP = "kueue.x-k8s.io"
-KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # v1beta2 since Kueue v0.15; jobs.status reads it
+# The queues are read at jobs.status's version, else at the one an older Kueue serves.
+KUEUE_VERSIONS = (KUEUE_VERSION, "v1beta1")
 GPU_RESOURCE = "nvidia.com/gpu"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 # Only GKE Autopilot serves this API group (its workload allowlists); there GPU nodes are made

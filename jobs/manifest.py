@@ -40,11 +40,10 @@ LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_GROUP = "jobset.x-k8s.io"
 JOBSET_VERSION = "v1alpha2"
 JOBSET_PLURAL = "jobsets"
-# The oldest JobSet whose API knows every field we render: failurePolicy.rules[]
-# .onJobFailureMessagePatterns came in v0.10.0 (an older server, without strict field
-# validation, drops it and restarts on bad input without bound).
-JOBSET_MIN_RELEASE = "v0.10.0"
-JOBSET_NEWER_FIELDS = ("onJobFailureMessagePatterns",)
+# Kueue's API as jobs.status reads it and docs/kueue.yaml writes it (v1beta2: Kueue >= 0.15;
+# v1beta1 is deprecated there).
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
 
 APP_NAME = "imdb-train"
 MANAGED_BY = "imdb-train-submit"
@@ -341,6 +340,12 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
         template=build_pod_template(spec, scheduled=scheduled),
     )
 
+
+# The oldest JobSet whose API knows every field we render: failurePolicy.rules[]
+# .onJobFailureMessagePatterns came in v0.10.0 (an older server, without strict field
+# validation, drops it and restarts on bad input without bound).
+JOBSET_MIN_RELEASE = "v0.10.0"
+JOBSET_NEWER_FIELDS = ("onJobFailureMessagePatterns",)
 
 # How the Job controller words a podFailurePolicy FailJob (pkg/controller/job/
 # pod_failure_policy.go); a JobSet's failure policy tells the causes apart by these messages.

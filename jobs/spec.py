@@ -41,10 +41,16 @@ GKE_ACCELERATORS = (
     "nvidia-tesla-p4",
 )
 EXAMPLE_ACCELERATOR = "nvidia-l4"
+# GPU node pools are usually tainted so that only pods asking for GPUs land there.
+GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+]
 # GPUs per node of each GKE GPU type, as its machine types come (g2-standard: 1-8 L4s,
 # a3-megagpu-8g: 8 H100s, ...): a pod asking for another count fits no node and stays
-# Pending (on Autopilot the pod is refused), so jobs.submit refuses it.
+# Pending (on Autopilot the pod is refused), so jobs.submit refuses it. A GPU type not
+# listed here is not checked.
 GKE_GPU_COUNTS: dict[str, tuple[int, ...]] = {
+    "nvidia-gb200": (4,),
     "nvidia-b200": (8,),
     "nvidia-h200-141gb": (8,),
     "nvidia-h100-mega-80gb": (8,),
@@ -58,10 +64,6 @@ GKE_GPU_COUNTS: dict[str, tuple[int, ...]] = {
     "nvidia-tesla-p100": (1, 2, 4),
     "nvidia-tesla-p4": (1, 2, 4),
 }
-# GPU node pools are usually tainted so that only pods asking for GPUs land there.
-GPU_TOLERATIONS: list[dict[str, str]] = [
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-]
 
 MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostname prefix
 

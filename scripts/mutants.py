@@ -296,15 +296,6 @@ MUTANTS = [
            "        if False:",
            ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
             "_created",)),
-    # --- one definition of a Job's settings; JobSet ------------------------------------
-    Mutant("submit-flag-dropped", "jobs/spec.py",
-           '        "", "the pods\' PriorityClass (empty: the cluster default)", '
-           'chart="priorityClassName"',
-           '        "", "the pods\' PriorityClass (empty: the cluster default)"',
-           ("tests/test_settings.py::test_every_chart_value_is_a_jobspec_setting_or_the_charts_own",)),
-    Mutant("jobset-preemption-counted", "jobs/manifest.py",
-           '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
-           ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
     # --- settings valid alone, invalid together; strict creates; jobs.doctor -------------
     Mutant("spec-request-above-limit-rendered", "jobs/spec.py",
            "if req and lim and parse_quantity(req) > parse_quantity(lim):",
@@ -336,6 +327,15 @@ MUTANTS = [
            '"check your kubeconfig context and network",\n                contract.EXIT_PREEMPTED,',
            '"check your kubeconfig context and network",',
            ("tests/test_doctor.py::test_an_api_server_that_does_not_answer_is_an_outage",)),
+    # --- one definition of a Job's settings; JobSet ------------------------------------
+    Mutant("submit-flag-dropped", "jobs/spec.py",
+           '        "", "the pods\' PriorityClass (empty: the cluster default)", '
+           'chart="priorityClassName"',
+           '        "", "the pods\' PriorityClass (empty: the cluster default)"',
+           ("tests/test_settings.py::test_every_chart_value_is_a_jobspec_setting_or_the_charts_own",)),
+    Mutant("jobset-preemption-counted", "jobs/manifest.py",
+           '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
+           ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
 ]  # fmt: skip
 
 
