@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,9 +47,9 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 ]
 # GPUs per node of each GKE GPU type, as its machine types come (g2-standard: 1-8 L4s,
-# a3-megagpu-8g: 8 H100s, ...): a pod asking for another count fits no node and stays
-# Pending (on Autopilot the pod is refused), so jobs.submit refuses it. A GPU type not
-# listed here is not checked.
+# a3-megagpu-8g: 8 H100s, ...): a pod asking for more than the largest fits no node (it
+# stays Pending), so jobs.submit refuses it; a count between them is a warning (Autopilot
+# takes only these counts). A GPU type not listed here is not checked.
 GKE_GPU_COUNTS: dict[str, tuple[int, ...]] = {
     "nvidia-gb200": (4,),
     "nvidia-b200": (8,),
@@ -614,7 +615,7 @@ class JobSpec:
 
     def _check_together(self) -> None:
         """Settings valid one by one that the API server (or every GKE node) refuses together:
-        a request above its limit, a GPU count no node of the type has. (An Indexed Job's
+        a request above its limit, more GPUs than any node of the type has. (An Indexed Job's
         100,000 completions cannot be reached: the global batch, at most 65,536, divides over
         every replica.)"""
         from kubernetes.utils import parse_quantity  # the client's own reading of quantities
@@ -629,11 +630,19 @@ class JobSpec:
                     "the pod); raise the limit or lower the request"
                 )
         counts = GKE_GPU_COUNTS.get(self.accelerator)
-        if self.gpus and counts and self.gpus not in counts:
+        if self.gpus and counts and self.gpus > max(counts):
             raise SpecError(
                 f"invalid --gpus {self.gpus} with --accelerator {self.accelerator}: its GKE "
-                f"machine types have {', '.join(map(str, counts))} GPUs per node, so the pod "
-                "would fit no node; expected one of those"
+                f"machine types have at most {max(counts)} GPUs per node, so the pod would fit "
+                f"no node; expected one of {', '.join(map(str, counts))}"
+            )
+        if self.gpus and counts and self.gpus not in counts:
+            # Standard fits it on a larger node (GPUs left idle); Autopilot refuses the pod.
+            print(
+                f"warning: --gpus {self.gpus} with --accelerator {self.accelerator}: its GKE "
+                f"machine types have {', '.join(map(str, counts))} GPUs; Autopilot refuses "
+                "this count, and on Standard the pod leaves GPUs of its node idle",
+                file=sys.stderr,
             )
 
     @property

@@ -302,8 +302,8 @@ MUTANTS = [
            "if False:",
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
-    Mutant("spec-gpu-count-unchecked", "jobs/spec.py",
-           "if self.gpus and counts and self.gpus not in counts:", "if False:",
+    Mutant("spec-gpus-beyond-any-node-rendered", "jobs/spec.py",
+           "if self.gpus and counts and self.gpus > max(counts):", "if False:",
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
     Mutant("create-fields-not-strict", "jobs/cluster.py",

@@ -31,13 +31,14 @@ TABLE = [
     ({"memory": "", "memory_limit": "4Gi"}, None),
     ({"ephemeral_storage": "50Gi"}, None),
     ({"gpus": 0, "cpu": "3", "cpu_limit": "2"}, "cpu request must be at most its limit"),
-    ({"gpus": 3, "batch_size": 96}, "GPUs per node"),
+    ({"gpus": 9, "batch_size": 72}, "at most 8 GPUs per node"),
+    ({"gpus": 3, "batch_size": 96}, None),  # a warning: Standard fits it on a 4-GPU node
     ({"gpus": 2, "batch_size": 64}, None),
     ({"gpus": 8, "batch_size": 64}, None),
-    ({"gpus": 1, "accelerator": "nvidia-h100-mega-80gb"}, "GPUs per node"),
-    ({"gpus": 8, "accelerator": "nvidia-h100-mega-80gb"}, None),
+    ({"gpus": 5, "accelerator": "nvidia-tesla-t4", "batch_size": 80}, "at most 4 GPUs"),
+    ({"gpus": 16, "accelerator": "nvidia-a100-80gb", "batch_size": 64}, "at most 8 GPUs"),
     ({"gpus": 16, "accelerator": "nvidia-tesla-a100", "batch_size": 64}, None),
-    ({"gpus": 16, "accelerator": "nvidia-a100-80gb", "batch_size": 64}, "GPUs per node"),
+    ({"gpus": 8, "accelerator": "nvidia-h100-mega-80gb"}, None),
     ({"workers": 4, "runtime": "jobset"}, None),
     ({"workers": 3, "runtime": "job", "batch_size": 63}, None),
     ({"workers": 2, "queue": "team", "cpu": "3", "cpu_limit": "3"}, None),
@@ -113,3 +114,14 @@ def test_the_refusal_is_one_line_naming_both_flags(capsys):
 def test_every_accelerator_has_its_gpu_counts():
     assert set(GKE_ACCELERATORS) <= set(GKE_GPU_COUNTS)
     assert all(counts and all(n >= 1 for n in counts) for counts in GKE_GPU_COUNTS.values())
+
+
+def test_a_gpu_count_between_the_machine_types_is_a_warning(capsys):
+    code = submit.main(["--dry-run", *_argv({"gpus": 3, "batch_size": 96})])
+    out, err = capsys.readouterr()
+    assert code == 0 and "nvidia.com/gpu: '3'" in out
+    (line,) = err.splitlines()
+    assert line == (
+        "warning: --gpus 3 with --accelerator nvidia-l4: its GKE machine types have 1, 2, 4, 8 "
+        "GPUs; Autopilot refuses this count, and on Standard the pod leaves GPUs of its node idle"
+    )
