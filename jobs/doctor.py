@@ -248,8 +248,7 @@ class Doctor:
             return Check("accelerator", SKIP, "--gpus 0: a CPU Job")
         try:
             if self._autopilot():
-                return Check("accelerator", OK, f"Autopilot: it makes a {s.accelerator} node "
-                             f"for the pod ({s.gpus} GPUs)")  # fmt: skip
+                return self._autopilot_gpus()
             nodes = self.cluster.core.list_node(
                 label_selector=f"{specs.ACCELERATOR_LABEL}={s.accelerator}"
             ).items
@@ -271,6 +270,17 @@ class Doctor:
                          "(a node pool at zero nodes cannot be seen from here)")  # fmt: skip
         return Check("accelerator", FAIL, f"{what}: the pods would stay Pending; add a "
                      f"{s.accelerator} node pool or pass another --accelerator")  # fmt: skip
+
+    def _autopilot_gpus(self) -> Check:
+        """Autopilot makes the node for the pod, but only for its machine types' GPU counts."""
+        s = self.spec
+        counts = specs.GKE_GPU_COUNTS.get(s.accelerator)
+        if counts and s.gpus not in counts:
+            return Check("accelerator", FAIL, f"Autopilot takes {', '.join(map(str, counts))} "
+                         f"GPUs of {s.accelerator} per pod, not {s.gpus}; pass one of those "
+                         "to --gpus")  # fmt: skip
+        return Check("accelerator", OK, f"Autopilot: it makes a {s.accelerator} node for the "
+                     f"pod ({s.gpus} GPUs)")  # fmt: skip
 
     def _autoscaled(self) -> bool:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,8 +47,9 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
 ]
 # GPUs per node of each GKE GPU type, as its machine types come (g2-standard: 1-8 L4s,
 # a3-megagpu-8g: 8 H100s, ...): a pod asking for more than the largest fits no node (it
-# stays Pending), so jobs.submit refuses it; a count between them is a warning (Autopilot
-# takes only these counts). A GPU type not listed here is not checked.
+# stays Pending), so jobs.submit refuses it. A count between them fits a larger node on
+# Standard (whose other GPUs other pods use); Autopilot takes only these counts, but
+# jobs.submit cannot tell Autopilot (jobs.doctor can). A GPU type not listed is not checked.
 GKE_GPU_COUNTS: dict[str, tuple[int, ...]] = {
     "nvidia-gb200": (4,),
     "nvidia-b200": (8,),
@@ -635,14 +635,6 @@ class JobSpec:
                 f"invalid --gpus {self.gpus} with --accelerator {self.accelerator}: its GKE "
                 f"machine types have at most {max(counts)} GPUs per node, so the pod would fit "
                 f"no node; expected one of {', '.join(map(str, counts))}"
-            )
-        if self.gpus and counts and self.gpus not in counts:
-            # Standard fits it on a larger node (GPUs left idle); Autopilot refuses the pod.
-            print(
-                f"warning: --gpus {self.gpus} with --accelerator {self.accelerator}: its GKE "
-                f"machine types have {', '.join(map(str, counts))} GPUs; Autopilot refuses "
-                "this count, and on Standard the pod leaves GPUs of its node idle",
-                file=sys.stderr,
             )
 
     @property

@@ -199,3 +199,39 @@ def test_a_worker_groups_service_and_job_are_both_dry_run(cluster, capsys):
     assert code == contract.EXIT_OK, out + err
     dry = _line(out, "dry run")
     assert dry.startswith("ok ") and "service/imdb-train-lstm-" in dry and ", job/" in dry
+
+
+@pytest.fixture
+def autopilot(cluster):
+    """The API group only GKE Autopilot serves (a CRD of its allowlists), for one test."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api_client(cluster))
+    ext.create_custom_resource_definition({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"allowlistedworkloads.{doctor.AUTOPILOT_GROUP}"},
+        "spec": {"group": doctor.AUTOPILOT_GROUP, "scope": "Cluster", "names": {
+            "plural": "allowlistedworkloads", "singular": "allowlistedworkload",
+            "kind": "AllowlistedWorkload"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                "openAPIV3Schema": {"type": "object"}}}]},
+    })  # fmt: skip
+    apis = client.ApisApi(api_client(cluster))
+
+    def served() -> bool:
+        return any(g.name == doctor.AUTOPILOT_GROUP for g in apis.get_api_versions().groups)
+
+    until("the Autopilot group served", served)
+    yield cluster
+    ext.delete_custom_resource_definition(f"allowlistedworkloads.{doctor.AUTOPILOT_GROUP}")
+    until("the Autopilot group gone", lambda: not served())
+
+
+def test_autopilot_needs_no_node_but_takes_only_its_gpu_counts(autopilot, capsys):
+    capsys.readouterr()
+    code, out, _ = _doctor(capsys, "--accelerator", "nvidia-tesla-t4")
+    assert code == contract.EXIT_OK, out
+    assert _line(out, "accelerator").startswith("ok   accelerator: Autopilot")
+    code, out, _ = _doctor(capsys, "--gpus", "3", "--batch-size", "96")
+    assert code == contract.EXIT_BAD_INPUT
+    assert "Autopilot takes 1, 2, 4, 8 GPUs of nvidia-l4 per pod, not 3" in out

@@ -32,7 +32,7 @@ TABLE = [
     ({"ephemeral_storage": "50Gi"}, None),
     ({"gpus": 0, "cpu": "3", "cpu_limit": "2"}, "cpu request must be at most its limit"),
     ({"gpus": 9, "batch_size": 72}, "at most 8 GPUs per node"),
-    ({"gpus": 3, "batch_size": 96}, None),  # a warning: Standard fits it on a 4-GPU node
+    ({"gpus": 3, "batch_size": 96}, None),  # Standard fits it on a 4-GPU node
     ({"gpus": 2, "batch_size": 64}, None),
     ({"gpus": 8, "batch_size": 64}, None),
     ({"gpus": 5, "accelerator": "nvidia-tesla-t4", "batch_size": 80}, "at most 4 GPUs"),
@@ -114,14 +114,3 @@ def test_the_refusal_is_one_line_naming_both_flags(capsys):
 def test_every_accelerator_has_its_gpu_counts():
     assert set(GKE_ACCELERATORS) <= set(GKE_GPU_COUNTS)
     assert all(counts and all(n >= 1 for n in counts) for counts in GKE_GPU_COUNTS.values())
-
-
-def test_a_gpu_count_between_the_machine_types_is_a_warning(capsys):
-    code = submit.main(["--dry-run", *_argv({"gpus": 3, "batch_size": 96})])
-    out, err = capsys.readouterr()
-    assert code == 0 and "nvidia.com/gpu: '3'" in out
-    (line,) = err.splitlines()
-    assert line == (
-        "warning: --gpus 3 with --accelerator nvidia-l4: its GKE machine types have 1, 2, 4, 8 "
-        "GPUs; Autopilot refuses this count, and on Standard the pod leaves GPUs of its node idle"
-    )
