@@ -19,6 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from jobs.manifest import (
     CONTAINER_NAME,
     JOBSET_GROUP,
+    JOBSET_MIN_RELEASE,
+    JOBSET_NEWER_FIELDS,
     JOBSET_PLURAL,
     JOBSET_VERSION,
     KUEUE_GROUP,
@@ -31,6 +33,9 @@ from jobs.spec import jobset_child_job
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 FALLBACK_NAMESPACE = "default"
+# Every object is created with strict field validation: the API server refuses a field it
+# does not know (an older JobSet's, a typo) instead of dropping it and running without it.
+FIELD_VALIDATION = "Strict"
 
 
 PROGRESS_SECONDS = 10  # how often a waiting command looks at the pods
@@ -303,6 +308,15 @@ class Cluster:
                     f"{verb} jobsets in namespace {namespace}: this cluster has no JobSet API "
                     f"({JOBSET_GROUP}); install JobSet (docs/kubernetes.md) or use --runtime job"
                 ) from e
+            message = str(_status_details(e).get("message") or "")
+            newer = [f for f in JOBSET_NEWER_FIELDS if "unknown field" in message and f in message]
+            if newer:
+                raise ClusterError(
+                    f"{verb} jobset {name} in namespace {namespace}: the installed JobSet is "
+                    f"older than {JOBSET_MIN_RELEASE} (its API does not know {newer[0]}, which "
+                    f"keeps bad input from restarting forever); upgrade JobSet to "
+                    f"{JOBSET_MIN_RELEASE} or later, or use --runtime job ({message})"
+                ) from e
             raise _translate(e, verb, JOBSET_PLURAL, namespace, name, JOBSET_GROUP) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise _translate(e, verb, JOBSET_PLURAL, namespace, name, JOBSET_GROUP) from e
@@ -382,21 +396,27 @@ class Cluster:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise _translate(e, verb, resource, namespace, name, group) from e
 
-    def create(self, objs: list[Any]) -> list[Any]:
+    def create(self, objs: list[Any], *, dry_run: bool = False) -> list[Any]:
         """Create Jobs and, for multi-worker runs, their headless Services (owned by the Job).
+
+        Strict field validation on every create; `dry_run`: the server validates and admits
+        each object (its webhooks included) and stores nothing.
 
         A Job with a Service is created suspended, so no worker starts before its peers' DNS
         names exist; it is resumed once the Service is there (unless Kueue admits it), and
         deleted again if the Service cannot be created. A Job that is already suspended (one
         for Kueue, which admits it by unsuspending) is left suspended.
         """
+        options: dict[str, str] = {"field_validation": FIELD_VALIDATION}
+        if dry_run:
+            options["dry_run"] = "All"
         created: list[Any] = []
         for obj in objs:
             if isinstance(obj, dict) and obj.get("kind") == "JobSet":
                 meta = obj["metadata"]
                 created.append(self._jobset_call(
                     "create", meta["namespace"], meta["name"],
-                    self.custom.create_namespaced_custom_object, obj))  # fmt: skip
+                    self.custom.create_namespaced_custom_object, obj, **options))  # fmt: skip
         services = [o for o in objs if isinstance(o, client.V1Service)]
         with_service = {s.spec.selector.get(LABEL_JOB_NAME, "") for s in services}
         to_resume: list[client.V1Job] = []
@@ -417,6 +437,7 @@ class Cluster:
                     ns,
                     job,
                     group="batch",
+                    **options,
                 )
             )
         owners = {j.metadata.name: j for j in created if isinstance(j, client.V1Job)}
@@ -437,16 +458,23 @@ class Cluster:
             try:
                 created.append(
                     self._call(
-                        "create", "services", ns, name, self.core.create_namespaced_service, ns, svc
-                    )
+                        "create",
+                        "services",
+                        ns,
+                        name,
+                        self.core.create_namespaced_service,
+                        ns,
+                        svc,
+                        **options,
+                    )  # fmt: skip
                 )
             except ClusterError as e:
-                if owner is not None:
+                if owner is not None and not dry_run:
                     # Workers without their Service can never find each other: no orphan Job.
                     self.delete_job(ns, owner.metadata.name)
                     raise ClusterError(f"{e}; deleted job {owner.metadata.name} again") from e
                 raise
-        for job in to_resume:
+        for job in [] if dry_run else to_resume:
             ns, name = job.metadata.namespace, job.metadata.name
             self._call(
                 "patch",

@@ -373,6 +373,12 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
     )
 
 
+# The oldest JobSet whose API knows every field we render: failurePolicy.rules[]
+# .onJobFailureMessagePatterns came in v0.10.0 (an older server, without strict field
+# validation, drops it and restarts on bad input without bound).
+JOBSET_MIN_RELEASE = "v0.10.0"
+JOBSET_NEWER_FIELDS = ("onJobFailureMessagePatterns",)
+
 # How the Job controller words a podFailurePolicy FailJob (pkg/controller/job/
 # pod_failure_policy.go); a JobSet's failure policy tells the causes apart by these messages.
 _FAILJOB_BY_CONDITION = "has condition {} matching FailJob rule"

@@ -51,6 +51,26 @@ ACCELERATOR_RE = re.compile(r"nvidia-[a-z0-9]([-a-z0-9]{0,54}[a-z0-9])?\Z")
 GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 ]
+# GPUs per node of each GKE GPU type, as its machine types come (g2-standard: 1-8 L4s,
+# a3-megagpu-8g: 8 H100s, ...): a pod asking for more than the largest fits no node (it
+# stays Pending), so jobs.submit refuses it. A count between them fits a larger node on
+# Standard (whose other GPUs other pods use); Autopilot takes only these counts, but
+# jobs.submit cannot tell Autopilot (jobs.doctor can). A GPU type not listed is not checked.
+GKE_GPU_COUNTS: dict[str, tuple[int, ...]] = {
+    "nvidia-gb200": (4,),
+    "nvidia-b200": (8,),
+    "nvidia-h200-141gb": (8,),
+    "nvidia-h100-mega-80gb": (8,),
+    "nvidia-h100-80gb": (1, 2, 4, 8),
+    "nvidia-a100-80gb": (1, 2, 4, 8),
+    "nvidia-tesla-a100": (1, 2, 4, 8, 16),
+    "nvidia-l4": (1, 2, 4, 8),
+    "nvidia-rtx-pro-6000": (1, 2, 4, 8),
+    "nvidia-tesla-t4": (1, 2, 4),
+    "nvidia-tesla-v100": (1, 2, 4, 8),
+    "nvidia-tesla-p100": (1, 2, 4),
+    "nvidia-tesla-p4": (1, 2, 4),
+}
 
 MAX_NAME = 63  # a Job name becomes a label value and, for indexed pods, a hostname prefix
 
@@ -453,6 +473,7 @@ class JobSpec:
         self._check_training()
         self._check_placement()
         self._check_lifecycle()
+        self._check_together()
         # Indexed pods are named <job>-<index> (a JobSet's <jobset>-worker-0-<index>), and
         # that must stay a DNS label.
         suffix = len(f"-{self.workers - 1}") if self.workers > 1 else 0
@@ -608,6 +629,30 @@ class JobSpec:
             raise SpecError(
                 f"invalid queue {self.queue!r}: expected a Kueue LocalQueue name (lower-case "
                 "letters, digits and '-')"
+            )
+
+    def _check_together(self) -> None:
+        """Settings valid one by one that the API server (or every GKE node) refuses together:
+        a request above its limit, more GPUs than any node of the type has. (An Indexed Job's
+        100,000 completions cannot be reached: the global batch, at most 65,536, divides over
+        every replica.)"""
+        from kubernetes.utils import parse_quantity  # the client's own reading of quantities
+
+        for resource, request, limit in (("cpu", "cpu", "cpu_limit"),
+                                         ("memory", "memory", "memory_limit")):  # fmt: skip
+            req, lim = getattr(self, request), getattr(self, limit)
+            if req and lim and parse_quantity(req) > parse_quantity(lim):
+                raise SpecError(
+                    f"invalid --{request} {req} with --{limit.replace('_', '-')} {lim}: a "
+                    f"{resource} request must be at most its limit (the API server refuses "
+                    "the pod); raise the limit or lower the request"
+                )
+        counts = GKE_GPU_COUNTS.get(self.accelerator)
+        if self.gpus and counts and self.gpus > max(counts):
+            raise SpecError(
+                f"invalid --gpus {self.gpus} with --accelerator {self.accelerator}: its GKE "
+                f"machine types have at most {max(counts)} GPUs per node, so the pod would fit "
+                f"no node; expected one of {', '.join(map(str, counts))}"
             )
 
     @property

@@ -24,6 +24,20 @@ def build_specs(
     return [specs.JobSpec(model=m, run_id=run_id, **fields) for m in specs.resolve_models(model)]
 
 
+def resolve_specs(
+    model: Any, kubeconfig: str | None, context: str | None, settings: dict[str, Any]
+) -> list[specs.JobSpec]:
+    """The JobSpecs a command line gives (jobs.submit's, jobs.doctor's): the environment's
+    defaults filled in, the namespace resolved as kubectl resolves it, each one validated."""
+    for field in dataclasses.fields(specs.JobSpec):
+        if field.metadata.get("env") and settings.get(field.name) in (None, ""):
+            settings[field.name] = os.environ.get(field.metadata["env"], "")
+    from jobs.cluster import resolve_namespace
+
+    settings["namespace"] = resolve_namespace(settings.pop("namespace", None), kubeconfig, context)
+    return build_specs(model=model, **settings)
+
+
 # What jobs.submit does with the Jobs, beside what they are (the JobSpec's fields).
 _COMMAND_OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("dry_run", False, "print the YAML that would be sent; needs no cluster"),
@@ -52,15 +66,8 @@ def submit(
     **settings: Any,
 ) -> None:
     # The signature and help fire shows are generated from JobSpec below (_signature).
-    for field in dataclasses.fields(specs.JobSpec):
-        if field.metadata.get("env") and settings.get(field.name) in (None, ""):
-            settings[field.name] = os.environ.get(field.metadata["env"], "")
     retries = specs.to_int("retries", retries, 0)  # before anything is created
-    from jobs.cluster import resolve_namespace
-
-    namespace = resolve_namespace(settings.pop("namespace", None), kubeconfig, context)
-    settings["namespace"] = namespace
-    job_specs = build_specs(model=model, **settings)
+    job_specs = resolve_specs(model, kubeconfig, context, settings)
     if retries and job_specs[0].runtime == specs.RUNTIME_JOBSET:
         raise specs.SpecError(
             f"invalid retries {retries} with --runtime jobset: a JobSet restarts itself "

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+# One control plane per session (per worker), whichever modules ask for it.
+from tests.apiserver import apiserver  # noqa: F401
 from tests.helpers import SHARED_TARBALL, gcs_client, shared_dir
 from trainer import contract
 
