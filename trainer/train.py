@@ -390,6 +390,8 @@ class Trainer:
                     # (EpochEnd): Keras's verbose=2 reads every step's metrics back.
                     verbose=1 if interactive else 0,
                 )
+                if model.stop_training:
+                    break  # early stopping (the fast recipe) ended the run in the first leg
         except StoppedInEpochError as e:
             return e.part
         return None
