@@ -37,6 +37,10 @@ class Mutant:
     tests: tuple[str, ...]  # pytest node ids or files; at least one must fail
 
 
+IN_EPOCH = (
+    "tests/test_resume.py::"
+    "test_sigterm_mid_epoch_resumes_from_that_step_to_the_uninterrupted_result"
+)
 BAD_LATEST = (
     "tests/test_resume.py::test_bad_latest_json_is_named_kept_and_promotion_retried_on_rerun"
 )
@@ -142,9 +146,22 @@ MUTANTS = [
            "            raise",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-partial-epoch-checkpointed", "trainer/callbacks.py",
-           "        if self.termination.stopping and (steps is None or done < steps):",
-           "        if False:",
+           "        if not self.termination.stopping or step >= self.steps:",
+           "        if True:",
            ("tests/test_reliability.py::test_kill_in_epoch_2_then_resume",)),
+    Mutant("in-epoch-checkpoint-not-saved", "trainer/callbacks.py",
+           "            self.in_epoch_checkpoint(self.model, part)\n",
+           "            pass\n",
+           (IN_EPOCH, "tests/test_reliability.py::test_kill_in_epoch_2_then_resume")),
+    Mutant("in-epoch-resume-position-lost", "trainer/train.py",
+           "        return ds.skip(step) if step else ds", "        return ds",
+           (IN_EPOCH,)),
+    Mutant("in-epoch-resume-order-lost", "trainer/train.py",
+           "        for _ in range(ITERATORS_PER_EPOCH * epoch):", "        for _ in range(0):",
+           (IN_EPOCH,)),
+    Mutant("in-epoch-group-position-lost", "trainer/train.py",
+           "            return ds.skip(position) if position else ds", "            return ds",
+           ("tests/test_multiworker.py::test_sigterm_stops_the_group_at_a_checkpoint[worker-1]",)),
     Mutant("resume-disk-full-is-a-crash", "trainer/train.py",
            "                if e.errno not in (errno.ENOSPC, errno.EDQUOT):",
            "                if True:",

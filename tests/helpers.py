@@ -85,6 +85,44 @@ def run_trainer(args: list[str], timeout: float = 300, **env: str) -> subprocess
     )
 
 
+def signal_in_epoch_2(
+    args: list[str], sig: int, delay: float = 0.3, **env: str
+) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS`, sent `sig` `delay` s after epoch 1's checkpoint (inside
+    epoch 2), then run to its end; stdout and stderr as text, and in `.seconds` the time
+    from the signal to the exit."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        env=trainer_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    stdout, sent = [], None
+    try:
+        for line in proc.stdout:
+            stdout.append(line)
+            if line.startswith("checkpoint: epoch 1 saved"):
+                time.sleep(delay)
+                proc.send_signal(sig)
+                sent = time.monotonic()
+                break
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(stdout) + out, err)
+    done.seconds = time.monotonic() - sent if sent is not None else None
+    return done
+
+
 def final_iterations(run: Path) -> int:
     """The optimizer's step counter in a run's published model.keras: a resume that did not
     restore the checkpoint's optimizer counts fewer steps than the epochs took."""

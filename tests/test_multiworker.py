@@ -300,12 +300,14 @@ def test_group_resumes_after_every_worker_is_killed(corpus, tmp_path):
 def test_sigterm_stops_the_group_at_a_checkpoint(corpus, tmp_path, signalled):
     """SIGTERM to every pod (a drain, a Job deleted) or to one pod only (a preemption:
     Kubernetes signals that pod alone, and the others are never told). The workers agree
-    to stop after the same step: each exits 75 at once, no partial epoch is checkpointed,
-    and a rerun resumes. No collective timeout is set, so a worker left alone in a
-    collective would hang past the test's wait."""
+    to stop after the same step of epoch 2: each exits 75 at once, that step is
+    checkpointed (weights, optimizer, data position) and a rerun goes on from it to the
+    model an uninterrupted group trains. No collective timeout is set, so a worker left
+    alone in a collective would hang past the test's wait."""
     store = tmp_path / "store"
     run_dir = store / "mean" / "term"
     epochs = 2  # signalled in the last epoch: the rerun resumes into it
+    steps = CORPUS // 16
     args = trainer_args(corpus, store, "term", epochs=epochs, sample=CORPUS)
     group = Group(tmp_path, 2, args, env={contract.COLLECTIVE_TIMEOUT_ENV: ""})
     try:
@@ -318,19 +320,22 @@ def test_sigterm_stops_the_group_at_a_checkpoint(corpus, tmp_path, signalled):
         # 76 (ignored by the Job's podFailurePolicy).
         expected = {i: 75 if i in signalled else contract.EXIT_GROUP_STOPPED for i in range(2)}
         assert codes == expected, group.tails()
-        done = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.keras"))
-        assert 1 <= len(done) < epochs, done
-        assert done == [f"epoch-{e:04d}.keras" for e in range(1, len(done) + 1)]
-        state = json.loads((run_dir / "checkpoints" / f"state-{len(done):04d}.json").read_text())
-        assert len(state["history"]["loss"]) == len(done), "a partial epoch was recorded"
+        names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+        cut = [contract.in_epoch_position(f"checkpoints/{n}") for n in names]
+        cut = [c for c in cut if c]
+        assert "epoch-0002.keras" not in names and len(cut) == 1, names
+        epoch, step = cut[0]
+        assert epoch == 2 and 0 < step < steps, names
+        part = json.loads((run_dir / contract.in_epoch_state_key(2, step)).read_text())
+        assert len(part["history"]["loss"]) == 1, "a partial epoch was recorded as whole"
+        assert part["in_epoch"]["position"] == steps + step
         assert not (run_dir / "_SUCCESS").exists()
         for i in range(2):
             why = (
                 "signal 15" if i in signalled else "the worker group (another worker was signalled)"
             )
-            assert f"stopped by {why} after epoch {len(done)} of {epochs}" in group.output(i), (
-                group.tails()
-            )
+            said = f"stopped by {why} in epoch 2 of {epochs} after step {step} of {steps}"
+            assert said in group.output(i), group.tails()
             assert "--run-id term" in group.output(i), group.tails()
 
         group.kill()  # all have exited: just forget them
@@ -340,10 +345,21 @@ def test_sigterm_stops_the_group_at_a_checkpoint(corpus, tmp_path, signalled):
         group.kill()
     assert codes == {0: 0, 1: 0}, group.tails()
     for i in range(2):
-        assert f"resuming run term after epoch {len(done)} of {epochs}" in group.output(i)
+        said = f"resuming run term in epoch 2 of {epochs} from step {step} of {steps}"
+        assert said in group.output(i), group.tails()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == epochs
     assert (run_dir / "_SUCCESS").exists()
+    if signalled == [1]:
+        # The same run uninterrupted: the resumed group trained on the same batches.
+        whole = Group(tmp_path / "whole", 2, trainer_args(corpus, store, "whole", epochs, CORPUS))
+        (tmp_path / "whole").mkdir()
+        assert whole.run(store) == {0: 0, 1: 0}, whole.tails()
+        other = json.loads((store / "mean" / "whole" / "metrics.json").read_text())
+        assert (metrics["test_accuracy"], metrics["test_loss"]) == (
+            other["test_accuracy"],
+            other["test_loss"],
+        )
 
 
 def test_sigterm_before_fit_stops_the_group_before_it_trains(corpus, tmp_path):

@@ -4,11 +4,8 @@ storage faults never leave a run that looks complete."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,16 +15,16 @@ import pytest
 
 from tests.faultproxy import FaultProxy
 from tests.helpers import (
-    ROOT,
     TINY,
     final_iterations,
     gcs_client,
     run_trainer,
+    signal_in_epoch_2,
     trainer_args,
-    trainer_env,
     write_keras_npz,
     write_tarball,
 )
+from trainer import contract
 from trainer.config import TrainConfig
 from trainer.contract import EXIT_BAD_INPUT, EXIT_PREEMPTED, LATEST, METRICS, SUCCESS
 from trainer.promotion import promote
@@ -277,32 +274,6 @@ def test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback(tmp_pat
 # ----------------------------------------------------------------------------- kills
 
 
-def _start_and_signal_in_epoch_2(args, sig) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", *args],
-        cwd=ROOT,
-        env=trainer_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    stdout = []
-    try:
-        for line in proc.stdout:
-            stdout.append(line)
-            if line.startswith("checkpoint: epoch 1 saved"):
-                time.sleep(0.3)  # well inside epoch 2
-                proc.send_signal(sig)
-                break
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(stdout) + out, err)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code"),
@@ -317,26 +288,41 @@ def test_kill_in_epoch_2_then_resume(sig, code, shared_tarball, warm_cache, tmp_
         model="lstm", data=shared_tarball, output=out, run_id="kill", epochs=2, sample=3000,
         cache_dir=warm_cache, neighbours="great",
     )  # fmt: skip
-    first = _start_and_signal_in_epoch_2(args, sig)
+    first = signal_in_epoch_2(args, sig)
     assert first.returncode == code, first.stderr[-3000:]
     run = open_store(str(out)).child("lstm", "kill")
     keys = set(run.list())
+    steps = -(-3000 // 64)
     assert "checkpoints/epoch-0001.keras" in keys
-    assert "checkpoints/epoch-0002.keras" not in keys  # the partial epoch is not saved
+    assert "checkpoints/epoch-0002.keras" not in keys  # the partial epoch is not complete
     assert SUCCESS not in keys and "metrics.json" not in keys
+    cut = sorted(k for k in keys if contract.in_epoch_position(k))
     if sig == signal.SIGTERM:
-        assert "stopped, resumable: stopped by signal 15 after epoch 1 of 2" in first.stderr
+        # SIGTERM: checkpointed where epoch 2 stopped; SIGKILL: nothing after epoch 1.
+        assert len(cut) == 1, keys
+        step = contract.in_epoch_position(cut[0])[1]
+        assert 0 < step < steps, cut
+        assert (
+            f"stopped, resumable: stopped by signal 15 in epoch 2 of 2 after step {step} "
+            f"of {steps} (checkpointed)"
+        ) in first.stderr
+    else:
+        assert cut == [], cut
 
     second = run_trainer(args, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming run kill after epoch 1 of 2" in second.stdout
+    if sig == signal.SIGTERM:
+        assert f"resuming run kill in epoch 2 of 2 from step {step} of {steps}" in second.stdout
+        # Superseded by epoch 2's own checkpoint: removed.
+        assert not [k for k in run.list() if contract.is_in_epoch_key(k)]
+    else:
+        assert "resuming run kill after epoch 1 of 2" in second.stdout
     metrics = json.loads(run.read_bytes("metrics.json"))
     assert metrics["epochs_completed"] == 2
     assert len(metrics["history"]["val_accuracy"]) == len(metrics["epoch_seconds"]) == 2
     assert run.exists(SUCCESS)
     assert metrics["test_accuracy"] > 0.6  # it really trained on after resuming
-    # The resume restored epoch 1's optimizer: its step counter went on from there.
-    steps = -(-3000 // 64)
+    # The resume restored the checkpoint's optimizer: its step counter went on from there.
     assert final_iterations(out / "lstm" / "kill") == 2 * steps
     # The cost counts the restart and the part of epoch 2 the first trainer lost.
     assert metrics["cost"]["restarts"] == 1

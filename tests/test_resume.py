@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.helpers import final_iterations, run_trainer, trainer_args, write_tarball
+from tests.helpers import (
+    final_iterations,
+    run_trainer,
+    signal_in_epoch_2,
+    trainer_args,
+    write_tarball,
+)
 from trainer import contract
 
 pytestmark = pytest.mark.slow
@@ -119,3 +127,67 @@ def test_bad_latest_json_is_named_kept_and_promotion_retried_on_rerun(tiny, poin
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already complete" in again.stdout and "promoted to" in again.stdout
     assert json.loads(latest.read_text())["run_id"] == "r2"
+
+
+# ----------------------------------------------------------------------------- in-epoch
+
+GRACE_STANDARD_SPOT = 15  # seconds GKE gives a Spot VM's pods on Standard (Autopilot: 25)
+
+
+def model_weights(path: Path) -> dict[str, np.ndarray]:
+    """Every array in a .keras file's weights (layers and optimizer), by name."""
+    import zipfile
+
+    import h5py
+
+    out = {}
+    with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f, h5py.File(f) as h5:
+        h5.visititems(
+            lambda name, obj: out.update({name: obj[()]}) if hasattr(obj, "shape") else None
+        )
+    return out
+
+
+def test_sigterm_mid_epoch_resumes_from_that_step_to_the_uninterrupted_result(
+    shared_tarball, warm_cache, tmp_path
+):
+    """SIGTERM inside epoch 2: the trainer checkpoints that step (weights, optimizer, data
+    position) within Spot's grace and exits 75; the rerun trains only the rest of epoch 2,
+    on the examples an uninterrupted run sees there, in its order, and ends with the very
+    same model, test figures and (to rounding) history."""
+    out = tmp_path / "runs"
+    args = trainer_args(
+        model="lstm", data=shared_tarball, output=out, epochs=2, sample=3000,
+        cache_dir=warm_cache, neighbours="great", promote=False,
+    )  # fmt: skip
+    whole = run_trainer([*args, "--run-id", "whole"])
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    first = signal_in_epoch_2([*args, "--run-id", "cut"], signal.SIGTERM)
+    assert first.returncode == contract.EXIT_PREEMPTED, first.stderr[-2000:]
+    assert first.seconds < GRACE_STANDARD_SPOT, first.seconds
+    run = out / "lstm" / "cut"
+    cut = [p for p in (run / "checkpoints").iterdir() if contract.in_epoch_position(
+        f"checkpoints/{p.name}")]  # fmt: skip
+    assert len(cut) == 1, sorted(p.name for p in (run / "checkpoints").iterdir())
+    epoch, step = contract.in_epoch_position(f"checkpoints/{cut[0].name}")
+    steps = -(-3000 // 64)
+    assert epoch == 2 and 0 < step < steps
+    part = json.loads((run / contract.in_epoch_state_key(epoch, step)).read_text())["in_epoch"]
+    assert part["position"] == steps + step and part["steps"] == steps  # batches used
+
+    again = run_trainer([*args, "--run-id", "cut"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming run cut in epoch 2 of 2 from step {step} of {steps}" in again.stdout
+    assert final_iterations(run) == 2 * steps  # no step run twice, none skipped
+    a, b = model_weights(out / "lstm" / "whole" / contract.MODEL_FILE), model_weights(
+        run / contract.MODEL_FILE)  # fmt: skip
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a), [
+        k for k in a if not np.array_equal(a[k], b[k])
+    ]
+    ma = json.loads((out / "lstm" / "whole" / contract.METRICS).read_text())
+    mb = json.loads((run / contract.METRICS).read_text())
+    assert (mb["test_accuracy"], mb["test_loss"]) == (ma["test_accuracy"], ma["test_loss"])
+    for key, values in ma["history"].items():
+        assert mb["history"][key] == pytest.approx(values, rel=1e-5), key

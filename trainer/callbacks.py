@@ -1,4 +1,5 @@
-"""The per-epoch callback: timings, TensorBoard scalars, one log line, a checkpoint per epoch."""
+"""The per-epoch callback: timings, TensorBoard scalars, one log line, a checkpoint per epoch,
+and the checkpoint of an epoch cut short by SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,20 +10,38 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from trainer.state import RunState
+from trainer.state import InEpoch, RunState
 from trainer.termination import Termination
+
+TRAIN_METRICS = ("loss", "accuracy")  # the running means an in-epoch checkpoint keeps
+
+
+class StoppedInEpochError(Exception):
+    """Raised out of fit() once an epoch cut short by SIGTERM is checkpointed: Keras would
+    validate the partial model first, seconds that the grace period does not have."""
+
+    def __init__(self, part: InEpoch) -> None:
+        super().__init__(f"stopped at step {part.step} of epoch {part.epoch + 1}")
+        self.part = part
 
 
 class EpochEnd(tf.keras.callbacks.Callback):
-    """Times each epoch, logs it for TensorBoard and the terminal, then checkpoints it.
+    """Times each epoch, logs it for TensorBoard and the terminal, then checkpoints it; an
+    epoch cut short by SIGTERM is checkpointed where it stopped (`in_epoch_checkpoint`).
 
     No batch hooks (see Termination): whether SIGTERM cut an epoch short is read from the
-    optimizer's step counter instead.
+    optimizer's step counter, when fit() stops stepping and goes on to validation.
 
     Args:
-        state: the run's history, appended to per completed epoch.
-        termination: the SIGTERM flag; a cut-short epoch is never checkpointed.
+        state: the run's history, appended to per completed epoch; `state.in_epoch` is the
+            epoch cut short that this fit finishes first (its steps are not run again).
+        termination: the SIGTERM flag.
         checkpoint: called as checkpoint(model, epoch) after each completed epoch.
+        in_epoch_checkpoint: called as in_epoch_checkpoint(model, part) when SIGTERM cut
+            an epoch short, before StoppedInEpochError ends fit().
+        steps: optimizer steps in a whole epoch.
+        batch_size: the global batch (examples per step, the last of a pass excepted).
+        examples: training examples in a whole epoch.
         tensorboard_dir: where the train/validation scalars go.
         epochs: the run's total epochs (for the log line).
         log: prints one line; None when Keras shows a progress bar instead.
@@ -33,6 +52,10 @@ class EpochEnd(tf.keras.callbacks.Callback):
         state: RunState,
         termination: Termination,
         checkpoint: Callable[[tf.keras.Model, int], None],
+        in_epoch_checkpoint: Callable[[tf.keras.Model, InEpoch], object],
+        steps: int,
+        batch_size: int,
+        examples: int,
         tensorboard_dir: Path,
         epochs: int,
         log: Callable[[str], None] | None,
@@ -41,9 +64,14 @@ class EpochEnd(tf.keras.callbacks.Callback):
         self.state = state
         self.termination = termination
         self.checkpoint = checkpoint
+        self.in_epoch_checkpoint = in_epoch_checkpoint
+        self.steps = steps
+        self.batch_size = batch_size
+        self.examples = examples
         self.tensorboard_dir = tensorboard_dir
         self.epochs = epochs
         self.log = log
+        self.part: InEpoch | None = None  # the resumed epoch's first part, while it runs
 
     def on_train_begin(self, logs=None):
         self.writers = {
@@ -53,17 +81,61 @@ class EpochEnd(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
+        self.epoch = epoch
         self.step0 = int(self.model.optimizer.iterations.numpy())
+        part = self.state.in_epoch
+        self.part = part if part is not None and part.epoch == epoch else None
+
+    def _steps_done(self) -> int:
+        """Steps of the current epoch done, its checkpointed first part included."""
+        done = int(self.model.optimizer.iterations.numpy()) - self.step0
+        return done + (self.part.step if self.part else 0)
+
+    def _stop_in_epoch(self) -> None:
+        """If SIGTERM cut this epoch short: checkpoint it where it stopped, end fit()."""
+        step = self._steps_done()
+        if not self.termination.stopping or step >= self.steps:
+            return  # not stopping, or the epoch is whole: validated and checkpointed as usual
+        done = step - (self.part.step if self.part else 0)
+        seconds = time.perf_counter() - self.t0
+        # Every train metric is a mean over examples: a later stop in the same epoch
+        # merges with the first part's, as the epoch's end does.
+        now = self.model.get_metrics_result()
+        logs = {k: float(now[k]) for k in TRAIN_METRICS if k in now}
+        examples = min(done * self.batch_size, self.examples)
+        if self.part is not None:
+            logs = self.part.merged(logs, examples)
+            seconds += self.part.seconds
+            examples += self.part.examples
+        part = InEpoch(
+            epoch=self.epoch,
+            step=step,
+            steps=self.steps,
+            # Batches of the training stream used since the run began: one per step.
+            position=int(self.model.optimizer.iterations.numpy()),
+            seconds=round(seconds, 3),
+            examples=examples,
+            logs=logs,
+        )
+        if done:  # nothing new since the checkpoint this fit started from: keep that one
+            self.in_epoch_checkpoint(self.model, part)
+        raise StoppedInEpochError(part)
+
+    def on_test_begin(self, logs=None):
+        # fit() validates after a mid-epoch stop: checkpoint before that, and skip it.
+        self._stop_in_epoch()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._stop_in_epoch()  # no validation this epoch: stopped here
         seconds = time.perf_counter() - self.t0
-        steps = self.params.get("steps")
-        done = int(self.model.optimizer.iterations.numpy()) - self.step0
-        if self.termination.stopping and (steps is None or done < steps):
-            # Keras still validates and calls us after a mid-epoch stop; a partial epoch
-            # must not be checkpointed as complete.
-            return
         logs = logs or {}
+        if self.part is not None:
+            # The epoch's first part ran before the preemption: the epoch's figures are
+            # both parts', as if it had never stopped.
+            rest = self.examples - self.part.examples
+            logs = self.part.merged(logs, rest)
+            seconds += self.part.seconds
+            self.state.in_epoch = self.part = None
         diverged = sorted(k for k in ("loss", "val_loss")
                           if k in logs and not math.isfinite(float(logs[k])))  # fmt: skip
         if diverged:

@@ -176,6 +176,33 @@ def attempt_key(started: float, host: str) -> str:
     return f"{ATTEMPTS_DIR}/{started:017.6f}-{host}.json"
 
 
+# A preempted epoch's checkpoint: taken on SIGTERM within the grace period, named by the epoch
+# it belongs to (1-based, as the epoch's own checkpoint will be) and the steps of it done.
+_IN_EPOCH_RE = re.compile(r"^checkpoints/epoch-([0-9]{4})-step-([0-9]{6})\.keras\Z")
+_IN_EPOCH_STATE_RE = re.compile(r"^checkpoints/state-[0-9]{4}-step-[0-9]{6}\.json\Z")
+
+
+def in_epoch_checkpoint_key(epoch: int, step: int) -> str:
+    """The checkpoint of epoch `epoch` (1-based) cut short after `step` of its steps."""
+    return f"{CHECKPOINT_DIR}/epoch-{epoch:04d}-step-{step:06d}.keras"
+
+
+def in_epoch_state_key(epoch: int, step: int) -> str:
+    """The history, timings and data position saved beside an in-epoch checkpoint."""
+    return f"{CHECKPOINT_DIR}/state-{epoch:04d}-step-{step:06d}.json"
+
+
+def in_epoch_position(key: str) -> tuple[int, int] | None:
+    """(epoch, step) of an in-epoch checkpoint key, or None when the key is not one."""
+    m = _IN_EPOCH_RE.match(key)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def is_in_epoch_key(key: str) -> bool:
+    """An in-epoch checkpoint or its state file (superseded once its epoch completes)."""
+    return bool(_IN_EPOCH_RE.match(key) or _IN_EPOCH_STATE_RE.match(key))
+
+
 def run_key(model: str, run_id: str, artifact: str = "") -> str:
     """The key of a run (or of one of its artifacts) relative to the store root."""
     return "/".join(p for p in (model, run_id, artifact) if p)

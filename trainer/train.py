@@ -225,13 +225,14 @@ class Trainer:
         # Steps per epoch: a share of a pass (fast recipe), or full batches only (a worker
         # group, whose collectives need equal shapes); None: one pass, Keras counts.
         part = self.plan.steps_per_epoch(len(dataset.y_train))
-        train_ds, test_ds, full = data_mod.make_tf_datasets(
-            dataset,
-            cfg.batch_size,
-            cfg.seed,
-            cfg.eval_batch_size,
-            even_batches=part is not None or distribute.is_multi_worker(),
-        )
+        even = part is not None or distribute.is_multi_worker()
+
+        def pipelines():
+            return data_mod.make_tf_datasets(
+                dataset, cfg.batch_size, cfg.seed, cfg.eval_batch_size, even_batches=even
+            )
+
+        _, test_ds, full = pipelines()
         steps = part or full
         schedule_steps = steps or -(-len(dataset.y_train) // cfg.batch_size)
         with strategy.scope():
@@ -250,14 +251,24 @@ class Trainer:
             # A signal since the group formed: every worker stops here, together, rather
             # than the signalled one alone while its peers go on into fit's collectives.
             group_stop.agree()
+        examples = steps * cfg.batch_size if steps else len(dataset.y_train)
+        stream = Stream(lambda: pipelines()[0], schedule_steps, repeats=steps is not None)
+        cut = None
         if epoch < cfg.epochs and not self.termination.stopping:
-            self._fit(model, train_ds, val_ds, epoch, state, workdir, steps, group_stop)
+            cut = self._fit(model, stream, val_ds, epoch, state, workdir, examples, group_stop)
         if self.termination.stopping:
-            done = next(iter(checkpoints.epochs(self.store)), 0)
             stopped = PreemptedError if self.termination.requested else GroupStoppedError
+            if cut is not None:
+                where = (
+                    f"in epoch {cut.epoch + 1} of {cfg.epochs} after step {cut.step} of "
+                    f"{cut.steps} (checkpointed)"
+                )
+            else:
+                done = next(iter(checkpoints.epochs(self.store)), 0)
+                where = f"after epoch {done} of {cfg.epochs}"
             raise stopped(
-                f"stopped by {self.termination.why()} after epoch {done} of "
-                f"{cfg.epochs}; rerun with --run-id {cfg.run_id} to resume"
+                f"stopped by {self.termination.why()} {where}; rerun with --run-id "
+                f"{cfg.run_id} to resume"
             )
         phases.mark("trained")
         test_loss, test_acc = model.evaluate(test_ds, verbose=0)
@@ -313,7 +324,20 @@ class Trainer:
         cfg = self.cfg
         restored = checkpoints.restore_newest(self.store, workdir, self.log)
         if restored is not None:
-            self.log(f"resuming run {cfg.run_id} after epoch {restored[1]} of {cfg.epochs}")
+            part = restored[2].in_epoch
+            if part is None:
+                self.log(f"resuming run {cfg.run_id} after epoch {restored[1]} of {cfg.epochs}")
+            elif part.steps != steps_per_epoch:
+                raise ConfigError(
+                    f"run {cfg.run_id} was stopped at step {part.step} of {part.steps} in "
+                    f"epoch {part.epoch + 1}, but its epochs now have {steps_per_epoch} steps: "
+                    "pass another --run-id"
+                )
+            else:
+                self.log(
+                    f"resuming run {cfg.run_id} in epoch {part.epoch + 1} of {cfg.epochs} "
+                    f"from step {part.step} of {part.steps}"
+                )
             return restored
         model = models.build_model(cfg.model, cfg)
         lr = self.plan.learning_rate(steps_per_epoch)  # a schedule for the fast recipe
@@ -322,16 +346,19 @@ class Trainer:
     def _fit(
         self,
         model,
-        train_ds,
+        stream: Stream,
         val_ds,
         initial_epoch: int,
         state: RunState,
         workdir: Path,
-        steps_per_epoch: int | None,
+        examples: int,
         group_stop=None,
     ):
-        from trainer.callbacks import EpochEnd
+        """Train from `initial_epoch` (and, resuming inside it, from `state.in_epoch`'s
+        step) to the last epoch; the InEpoch where SIGTERM stopped it, or None."""
+        from trainer.callbacks import EpochEnd, StoppedInEpochError
 
+        cfg = self.cfg
         interactive = sys.stdout.isatty()
         # One process: the signal handler stops fit() itself. A group agrees first.
         group = [group_stop] if group_stop is not None else []
@@ -341,24 +368,52 @@ class Trainer:
         epoch_end = EpochEnd(
             state=state,
             termination=self.termination,
-            checkpoint=lambda m, epoch: checkpoints.save(
-                m, epoch, state, workdir, self.store, self.chief, self.log
+            checkpoint=self._checkpoint(state, workdir),
+            in_epoch_checkpoint=lambda m, part: checkpoints.save_in_epoch(
+                m, part, state, workdir, self.store, self.chief, self.log
             ),
+            steps=stream.steps,
+            batch_size=cfg.batch_size,
+            examples=examples,
             tensorboard_dir=workdir / contract.TENSORBOARD_DIR,
-            epochs=self.cfg.epochs,
+            epochs=cfg.epochs,
             log=None if interactive else self.log,
         )
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=self.cfg.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=[*group, epoch_end, *self.plan.callbacks()],
-            # A progress bar on a terminal; in a pod's log one line per epoch (EpochEnd):
-            # Keras's verbose=2 still reads every step's metrics back from the device.
-            verbose=1 if interactive else 0,
-        )
+        # Resuming inside an epoch: its rest first, in a fit of its own (Keras's epochs
+        # all have the same number of steps), then the epochs after it.
+        part = state.in_epoch
+        first = initial_epoch + 1 if part is not None else cfg.epochs
+        legs = [(initial_epoch, first), (first, cfg.epochs)] if part else [(initial_epoch, first)]
+        try:
+            for begin, end in legs:
+                if begin >= end or self.termination.stopping:
+                    break
+                step = part.step if part is not None and begin == initial_epoch else 0
+                position = int(model.optimizer.iterations.numpy())
+                model.fit(
+                    stream.at(begin, step, position),
+                    validation_data=val_ds,
+                    epochs=end,
+                    initial_epoch=begin,
+                    steps_per_epoch=stream.steps - step if stream.repeats else None,
+                    callbacks=[*group, epoch_end, *self.plan.callbacks()],
+                    # A progress bar on a terminal; in a pod's log one line per epoch
+                    # (EpochEnd): Keras's verbose=2 reads every step's metrics back.
+                    verbose=1 if interactive else 0,
+                )
+                if model.stop_training:
+                    break  # early stopping (the fast recipe) ended the run in the first leg
+        except StoppedInEpochError as e:
+            return e.part
+        return None
+
+    def _checkpoint(self, state: RunState, workdir: Path):
+        def checkpoint(model, epoch: int) -> None:
+            checkpoints.save(model, epoch, state, workdir, self.store, self.chief, self.log)
+            # The epoch's own checkpoint supersedes any taken inside it.
+            checkpoints.drop_in_epoch(self.store, self.chief)
+
+        return checkpoint
 
     def _finish(self, run: FinishedRun) -> dict:
         cfg = self.cfg
@@ -391,6 +446,45 @@ class Trainer:
             self.log(f"{verdict} {self.model_store.uri}/{contract.LATEST}: {decision.reason}")
             metrics["promotion"] = decision.to_dict()
         return metrics
+
+
+# Iterators Keras 3's fit() makes per epoch of a pipeline that ends with each pass (Stream).
+ITERATORS_PER_EPOCH = 2
+
+
+class Stream:
+    """The training data as an uninterrupted run sees it, from any epoch and step on.
+
+    The pipeline reshuffles on each pass: each iterator made of one pipeline (and each pass
+    of one that repeats) takes the seed's next order, and a fresh pipeline starts at the
+    first. A resumed run builds a fresh one and moves it to where the checkpoint stopped;
+    the pipeline itself (trainer.data) is not told. Keras 3's fit() makes one iterator
+    before the first epoch and two per epoch of a pipeline that ends with each pass (one
+    at the epoch's end, which it drops): an uninterrupted run's epoch k takes order 2k + 1,
+    so a resume at epoch k makes 2k first. Of an endless stream it keeps one iterator over
+    all epochs: a resume skips the batches used. tests/test_resume.py checks both against
+    an uninterrupted run.
+
+    Args:
+        make: builds a fresh training pipeline (batched at the global batch).
+        steps: steps (batches) in one epoch.
+        repeats: the pipeline is one endless stream over all epochs (a worker group's even
+            batches, or the fast recipe's share of a pass); otherwise one pass per epoch.
+    """
+
+    def __init__(self, make: Callable[[], object], steps: int, repeats: bool) -> None:
+        self.make, self.steps, self.repeats = make, steps, repeats
+
+    def at(self, epoch: int, step: int, position: int):
+        """The data from `step` of epoch `epoch` on; `position`: batches of the stream
+        already used (the optimizer's steps, one batch each)."""
+        ds = self.make()
+        if self.repeats:
+            # Keras keeps one iterator over an endless stream across epochs.
+            return ds.skip(position) if position else ds
+        for _ in range(ITERATORS_PER_EPOCH * epoch):
+            iter(ds)  # each iterator made takes the next order
+        return ds.skip(step) if step else ds
 
 
 def train(

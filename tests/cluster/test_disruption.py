@@ -109,7 +109,8 @@ def test_eviction_is_not_counted_and_the_replacement_resumes(namespace):
     # DisruptionTarget matched the Ignore rule: nothing counted against backoffLimit.
     assert not done["status"].get("failed"), done["status"]
     logs = kubectl("logs", "-n", namespace, f"job/{name}").stdout
-    assert f"resuming run {run_id} after epoch" in logs, logs[-2000:]
+    # From epoch 1's checkpoint or inside epoch 2 (test_in_epoch_resume.py): either resumes.
+    assert f"resuming run {run_id} " in logs, logs[-2000:]
     first = [p for p in pods_of(namespace, name) if p["metadata"]["uid"] == pod["metadata"]["uid"]]
     if first:  # the Job controller may already have removed it
         (ev,) = first
@@ -133,7 +134,8 @@ def test_a_deleted_node_is_not_counted_and_the_run_completes_elsewhere(namespace
         nodes = {p["spec"]["nodeName"] for p in pods_of(namespace, name)}
         assert lost not in nodes  # the replacement ran on the other GPU node
         logs = kubectl("logs", "-n", namespace, f"job/{name}").stdout
-        assert f"resuming run {run_id} after epoch" in logs, logs[-2000:]
+        # A lost node may signal its pod first (an in-epoch checkpoint) or not at all.
+        assert f"resuming run {run_id} " in logs, logs[-2000:]
     finally:
         local.restart_node(cluster, lost)  # GKE recreates the VM; the next tests need it
 

@@ -32,6 +32,7 @@ from trainer.contract import (
     SUCCESS,
     WORKER_HOSTS_ENV,
     checkpoint_key,
+    in_epoch_position,
     run_key,
 )
 
@@ -185,13 +186,15 @@ def test_sigterm_to_pid_1_exits_75_in_the_grace_period_and_the_rerun_resumes(
     stored = keys(gcs_emulator, bucket, f"imdb/{run_key('lstm', run_id)}")
     assert checkpoint_key(1) in stored
     assert checkpoint_key(2) not in stored and SUCCESS not in stored
+    # The step epoch 2 stopped at is checkpointed: the rerun goes on from there.
+    (step,) = [p[1] for p in map(in_epoch_position, stored) if p and p[0] == 2]
 
     again = kubelet.start(job, extra_env=cluster_env)  # the Job's next pod: fresh emptyDirs
     assert again.wait(RUN_TIMEOUT) == EXIT_OK, again.tail()
-    assert f"resuming run {run_id} after epoch 1 of 3" in again.output
+    assert f"resuming run {run_id} in epoch 2 of 3 from step {step} of " in again.output
     stored = keys(gcs_emulator, bucket, f"imdb/{run_key('lstm', run_id)}")
     assert {SUCCESS, checkpoint_key(3)} <= stored
-    print(f"SIGTERM -> exit {code} in {took:.1f}s (grace {grace}s); rerun resumed after epoch 1")
+    print(f"SIGTERM -> exit {code} in {took:.1f}s (grace {grace}s); rerun from step {step}")
 
 
 def test_unknown_model_exits_2_with_one_line(kubelet, bucket, cluster_env):
