@@ -406,7 +406,7 @@ def test_a_signal_while_reading_the_cache_keeps_the_cache(tmp_path, monkeypatch)
     def preempted(*args, **kwargs):
         raise PreemptedError("stopped by signal 15 while loading data")
 
-    monkeypatch.setattr(cache_mod.np, "load", preempted)
+    monkeypatch.setattr(cache_mod, "_mapped", preempted)
     with pytest.raises(PreemptedError):
         cache_mod.read(cache)
     assert cache.exists()

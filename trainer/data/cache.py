@@ -10,6 +10,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +31,56 @@ def _cache_digest(members: dict[str, np.ndarray]) -> np.ndarray:
     for name in (*NPZ_ARRAYS, _CACHE_META):
         arr = np.ascontiguousarray(members[name])
         h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
-        h.update(arr.tobytes())
+        h.update(arr.reshape(-1).view(np.uint8).data if arr.size else b"")  # no copy of a map
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
+def _mapped(path: Path) -> dict[str, np.ndarray]:
+    """The members of an uncompressed npz, memory-mapped: processes on a node that read the
+    same entry share its pages, and nothing is read that is not used."""
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"member {name} is compressed")
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"member {name} has no local header")
+            start = info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30]))
+            f.seek(start)
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            if dtype.hasobject:
+                raise ValueError(f"member {name} holds objects")
+            offset, size = f.tell(), int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            end = min(start + info.file_size, os.fstat(f.fileno()).st_size)
+            if offset + size > end:
+                raise ValueError(f"member {name} is truncated")
+            order = "F" if fortran else "C"
+            out[name] = (
+                np.asarray(np.memmap(f, dtype, "r", offset, shape, order))
+                if size
+                else np.zeros(shape, dtype, order=order)
+            )
+    return out
+
+
 def read(path: Path) -> tuple[dict, dict[str, int], dict] | None:
-    """A verified cache entry, or None (absent; or corrupt: then warned about and removed)."""
+    """A verified cache entry, or None (absent; or corrupt: then warned about and removed).
+
+    The arrays are read-only maps of the file (see `_mapped`)."""
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as f:
-            members = {k: f[k] for k in (*NPZ_ARRAYS, _CACHE_META, _CACHE_SUM)}
+        mapped = _mapped(path)
+        members = {k: mapped[k] for k in (*NPZ_ARRAYS, _CACHE_META, _CACHE_SUM)}
         if not np.array_equal(members[_CACHE_SUM], _cache_digest(members)):
             raise ValueError("checksum mismatch")
         meta = json.loads(members[_CACHE_META].tobytes())

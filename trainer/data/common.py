@@ -3,7 +3,9 @@ progress bars and the cache folder."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -73,3 +75,28 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def available_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by the cgroup's CPU quota
+    (a pod's CPU limit), never the node's count that os.cpu_count() reports."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU limit in cores from cgroup v2 (cpu.max) or v1 (cfs quota / period)."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path(root, "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota = int(Path(root, "cpu", "cpu.cfs_quota_us").read_text())
+        period = int(Path(root, "cpu", "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None

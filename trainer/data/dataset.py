@@ -14,10 +14,11 @@ import numpy as np
 from trainer.contract import INDEX_FROM, MAX_REVIEW_LENGTH, START_CHAR, VOCAB_SIZE
 from trainer.data import cache
 from trainer.data.archives import read_reviews
-from trainer.data.common import DataError, default_cache_dir, progress, sha256_file
+from trainer.data.common import DataError, default_cache_dir, sha256_file
+from trainer.data.encoder import encode_stream
 from trainer.data.npz import npz_reviews, read_npz
 from trainer.data.sources import KERAS_WORD_INDEX_URL, download, resolve_source
-from trainer.data.tokenizer import ENCODER_VERSION, ids_from_ranks, tokenize_and_rank
+from trainer.data.tokenizer import ENCODER_VERSION, ids_from_ranks
 
 SHUFFLE_SEED = 113  # keras.datasets.imdb.load_data's default
 
@@ -58,47 +59,15 @@ def _split_orders(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_aclimdb(
-    path: Path, vocab_size: int, max_review_length: int
+    path: Path,
+    vocab_size: int,
+    max_review_length: int,
+    workers: int | None = None,
+    scratch: Path | None = None,
 ) -> tuple[dict, dict[str, int], dict]:
-    with progress(4, f"encode {path.name}", "step") as bar:
-        splits = read_reviews(path)
-        bar.update()
-        undecodable = 0
-        texts: list[bytes] = []
-        labels: list[int] = []
-        for split in ("train", "test"):
-            for _, content, label in splits[split]:
-                try:
-                    content.decode("utf-8")
-                except UnicodeDecodeError:
-                    # Keep the review: decode with replacement and count it.
-                    undecodable += 1
-                    content = content.decode("utf-8", errors="replace").encode()
-                texts.append(content)
-                labels.append(label)
-        n_train = len(splits["train"])
-        del splits
-        bar.update()
-        ranks, row_splits, words = tokenize_and_rank(texts)
-        bar.update()
-        x = ids_from_ranks(ranks, row_splits, vocab_size, max_review_length)
-        y = np.asarray(labels, dtype=np.int32)
-        bar.update()
-    tr, te = _split_orders(n_train, len(y) - n_train)
-    arrays = {
-        "x_train": x[:n_train][tr],
-        "y_train": y[:n_train][tr],
-        "x_test": x[n_train:][te],
-        "y_test": y[n_train:][te],
-    }
-    word_index = {w: i + 1 for i, w in enumerate(words)}
-    stats = {
-        "reviews": int(len(y)),
-        "undecodable_reviews": undecodable,
-        "tokens": int(len(ranks)),
-        "distinct_words": len(words),
-    }
-    return arrays, word_index, stats
+    """An aclImdb tarball or directory -> (arrays, word_index, stats), in a stream on every
+    core the process may use (`workers` to choose); see trainer.data.encoder."""
+    return encode_stream(path, vocab_size, max_review_length, _split_orders, workers, scratch)
 
 
 def encode_keras_npz(
@@ -192,9 +161,12 @@ def load(
         t0 = time.perf_counter()
         with open(local, "rb") if local.is_file() else contextlib.nullcontext() as f:
             is_npz = f is not None and f.read(4) == b"PK\x03\x04"
-        arrays, word_index, stats = (encode_keras_npz if is_npz else encode_aclimdb)(
-            local, vocab_size, max_review_length
-        )
+        if is_npz:
+            arrays, word_index, stats = encode_keras_npz(local, vocab_size, max_review_length)
+        else:
+            arrays, word_index, stats = encode_aclimdb(
+                local, vocab_size, max_review_length, scratch=cache_root / "encoded"
+            )
         stats["encode_seconds"] = round(time.perf_counter() - t0, 3)
         _check(arrays, source)
         cache.write(cached, arrays, word_index, stats)

@@ -145,18 +145,54 @@ def ids_from_ranks(
     ceiling = max(vocab_size - index_from, 0)
     ids = np.minimum(ranks, ceiling).astype(np.int64) + index_from
     ids[ids >= vocab_size] = OOV_CHAR
+    return pad_rows(ids, row_splits, max_review_length, START_CHAR, OOV_CHAR)
+
+
+def pad_rows(
+    values: np.ndarray, row_splits: np.ndarray, width: int, start: int, empty: int = 0
+) -> np.ndarray:
+    """Rows [start, *values[row]] padded with 0 and truncated at the front, to `width`.
+
+    `empty` only keeps the gather valid when there are no values at all.
+    """
     n = len(row_splits) - 1
     starts = row_splits[:-1]
     lengths = np.diff(row_splits) + 1  # + start char
-    take = np.minimum(lengths, max_review_length)
-    out = np.zeros((n, max_review_length), dtype=np.int32)
+    take = np.minimum(lengths, width)
+    out = np.zeros((n, width), dtype=np.int32)
     row = np.repeat(np.arange(n), take)
     pos = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
-    col = np.repeat(max_review_length - take, take) + pos
-    # Position j of review i's sequence [1, w0, w1, ...] kept from the end.
+    col = np.repeat(width - take, take) + pos
+    # Position j of review i's sequence [start, w0, w1, ...] kept from the end.
     seq_pos = np.repeat(lengths - take, take) + pos
     src = np.repeat(starts, take) + seq_pos - 1
-    safe = np.append(ids, OOV_CHAR)  # keeps the gather valid when every review is empty
-    vals = np.where(seq_pos == 0, START_CHAR, safe[np.clip(src, 0, len(safe) - 1)])
+    safe = np.append(values, empty)  # keeps the gather valid when every review is empty
+    vals = np.where(seq_pos == 0, start, safe[np.clip(src, 0, len(safe) - 1)])
     out[row, col] = vals
     return out
+
+
+def tokenize_chunk(
+    texts: Sequence[bytes], width: int, flat: bool = False
+) -> tuple[list[bytes], np.ndarray, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """One chunk of reviews, tokenised against a vocabulary of its own (a worker's job).
+
+    Local ids number the chunk's words in order of first occurrence, from 0. Returns
+    (words, counts, rows): counts[k] is how often words[k] occurs; rows are the reviews
+    padded and truncated to `width` as in `pad_rows`, with 0 = padding, 1 = start and
+    k + 2 = words[k]. With `flat`, rows are instead (ids, row_splits): every local id of
+    every review, for the caller that needs each word's first position.
+    """
+    tokens = marked_tokens(texts)
+    first_seen = dict.fromkeys(tokens)  # the marker b"#" first: the buffer starts with it
+    index = {w: i for i, w in enumerate(first_seen)}
+    ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int32, count=len(tokens))
+    del tokens, index
+    is_marker = ids == 0
+    splits = row_splits_of(is_marker)
+    counts = np.bincount(ids, minlength=len(first_seen))[1:]
+    words = list(first_seen)[1:]
+    ids = ids[~is_marker]
+    if flat:
+        return words, counts, (ids - 1, splits)
+    return words, counts, pad_rows(ids + 1, splits, width, 1)
