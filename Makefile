@@ -83,8 +83,10 @@ image:
 image-cpu:
 	bash scripts/image.sh build $(IMAGE_CPU) cpu
 
+# SOURCE: a local image to push under the name IMAGE, e.g. the local cluster's registry:
+# make push IMAGE=localhost:PORT/imdb-train:0.1.0-cpu SOURCE=imdb-train:0.1.0-cpu
 push:
-	bash scripts/image.sh push $(IMAGE)
+	bash scripts/image.sh push $(IMAGE) $(SOURCE)
 
 # Runs Jobs rendered by jobs.submit in the CPU image's root filesystem, as a kubelet would.
 image-test: setup host-tools image-cpu

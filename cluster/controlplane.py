@@ -394,6 +394,9 @@ def start(
         "--service-cluster-ip-range", SERVICE_CIDR,
         "--endpoint-reconciler-type", "none",
         "--kubelet-preferred-address-types", "InternalIP",
+        # Logs, exec and port-forward: the kubelets trust this client certificate only.
+        "--kubelet-client-certificate", str(pki / "kubelet-client.crt"),
+        "--kubelet-client-key", str(pki / "kubelet-client.key"),
         "--profiling=false",
     ], logs)  # fmt: skip
     state.save()
@@ -466,6 +469,40 @@ def _write_pki(pki: Path, identities: dict[str, Identity]) -> None:
     finally:
         os.umask(old)
     write_private(pki / "tokens.csv", token_rows(identities.values()))
+    _kubelet_client(pki)
+
+
+KUBELET_CLIENT_CA = "kubelet-client-ca.crt"
+
+
+def _kubelet_client(pki: Path) -> None:
+    """A CA the kubelets trust (their x509 clientCAFile) and the API server's client
+    certificate signed by it, in system:masters."""
+    old = os.umask(0o077)
+    try:
+        ca_key, ca = pki / "kubelet-client-ca.key", pki / KUBELET_CLIENT_CA
+        key, csr, cert = (pki / f"kubelet-client.{ext}" for ext in ("key", "csr", "crt"))
+        for path in (ca_key, ca, key, csr, cert):
+            path.unlink(missing_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+             "-subj", "/CN=imdb-train-kubelet-client-ca", "-keyout", str(ca_key),
+             "-out", str(ca)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes",
+             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+             "-keyout", str(key), "-out", str(csr)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey",
+             str(ca_key), "-CAcreateserial", "-days", "30", "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    finally:
+        os.umask(old)
 
 
 def token_rows(identities: Iterable[Identity]) -> str:

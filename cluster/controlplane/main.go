@@ -1,11 +1,14 @@
-// Command kube-cluster is one multi-call binary holding the four processes of a
-// Kubernetes control plane, built from one pinned release of the Kubernetes sources
-// (go.mod): etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
+// Command kube-cluster is one multi-call binary holding the processes of a Kubernetes
+// cluster, built from one pinned release of the Kubernetes sources (go.mod): the control
+// plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and a node's
+// agents (kubelet, kube-proxy).
 //
 //	kube-cluster etcd [flags]
 //	kube-cluster kube-apiserver [flags]
 //	kube-cluster kube-controller-manager [flags]
 //	kube-cluster kube-scheduler [flags]
+//	kube-cluster kubelet [flags]
+//	kube-cluster kube-proxy [flags]
 //
 // It is started by `python -m cluster up` (cluster/local.py), which owns the flags.
 // IMDB_CLUSTER_JOB_BACKOFF (a Go duration) shortens the Job controller's retry delay
@@ -13,6 +16,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,11 +31,13 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 	"k8s.io/kubernetes/pkg/controller/job"
 )
 
-const usage = "usage: kube-cluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler [flags]"
+const usage = "usage: kube-cluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy [flags]"
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -60,6 +66,10 @@ func main() {
 		run(controllermanager.NewControllerManagerCommand(), args)
 	case "kube-scheduler":
 		run(scheduler.NewSchedulerCommand(), args)
+	case "kubelet":
+		run(kubelet.NewKubeletCommand(context.Background()), args)
+	case "kube-proxy":
+		run(proxy.NewProxyCommand(), args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown component %q; %s\n", name, usage)
 		os.Exit(2)

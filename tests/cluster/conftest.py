@@ -46,7 +46,11 @@ def cluster(tmp_path_factory, shared_tarball):
         started = time.monotonic()
         state = local.up(directory, job_backoff="1s")
         print(f"cluster up in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        storage = f"http://127.0.0.1:{state.ports['storage']}"
+        storage = local.storage_url(state)
+        if state.ports.get("registry"):
+            # Real nodes pull: the image goes to the cluster's registry, as a user pushes it.
+            saved[IMAGE_ENV] = os.environ[IMAGE_ENV]
+            os.environ[IMAGE_ENV] = push_image(state, os.environ[IMAGE_ENV])
         os.environ["KUBECONFIG"] = str(state.kubeconfig)
         os.environ["STORAGE_EMULATOR_HOST"] = storage
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
@@ -57,11 +61,21 @@ def cluster(tmp_path_factory, shared_tarball):
         yield state
     finally:
         local.down(directory, quiet=True)
-        for k, v in saved.items():
+        for k, v in saved.items():  # IMAGE_ENV too, where it was renamed
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def push_image(state, image: str) -> str:
+    """`make push` of `image` into the cluster's registry; its name there."""
+    name = f"localhost:{state.ports['registry']}/{image.rsplit('/', 1)[-1]}"
+    started = time.monotonic()
+    subprocess.run(["bash", str(ROOT / "scripts" / "image.sh"), "push", name, image],
+                   check=True, capture_output=True, timeout=900)  # fmt: skip
+    print(f"pushed {name} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return name
 
 
 def kubectl(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from cluster import local
+from cluster import kubelet, local
 from tests.cluster.conftest import (
     BUCKET,
     MEDIUM,
@@ -53,8 +53,12 @@ def running_pods(namespace: str, name: str) -> list[dict]:
 
 
 def pid1(cluster, pod: dict) -> int:
-    """The container's PID 1 on the host, as its node agent recorded it."""
+    """The container's PID 1 on the host: from the node's containerd, or as the node agent
+    recorded it."""
     meta = pod["metadata"]
+    if cluster.ports.get("registry"):
+        (cs,) = pod["status"]["containerStatuses"]
+        return kubelet.container_pid(cluster, pod["spec"]["nodeName"], cs["containerID"])
     d = Path(cluster.dir) / "nodes" / pod["spec"]["nodeName"] / "pods"
     (path,) = d.glob(f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}/pid1")
     return int(path.read_text())
