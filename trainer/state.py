@@ -57,6 +57,8 @@ class RunState:
     @classmethod
     def from_json(cls, raw: bytes) -> RunState:
         doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise TypeError(f"a checkpoint state is a JSON object, not {type(doc).__name__}")
         part = doc.get("in_epoch")
         return cls(
             history=dict(doc["history"]),
