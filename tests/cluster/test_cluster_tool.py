@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster import controlplane as cp
+from cluster import kubelet
 from tests.cluster.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -82,7 +83,10 @@ def test_up_reuses_cleans_up_listens_on_loopback_and_down_leaves_nothing(tmp_pat
     try:
         sockets = listening(descendants(pids))
         assert sockets, "no listening sockets found"
-        assert {addr for _, addr in sockets} == {"127.0.0.1"}, sockets
+        real = bool(state.ports.get("registry"))
+        # Real nodes: the kubelets and CoreDNS on the nodes' address, private to this host.
+        allowed = {"127.0.0.1", kubelet.NODE_IP} if real else {"127.0.0.1"}
+        assert {addr for _, addr in sockets} <= allowed, sockets
         for name in (
             "kubeconfig",
             "state.json",
@@ -117,3 +121,12 @@ def test_up_reuses_cleans_up_listens_on_loopback_and_down_leaves_nothing(tmp_pat
             if proc.name.isdigit() and str(directory).encode() in (proc / "cmdline").read_bytes():
                 stray.append(proc.name)
     assert not stray, stray
+    if real:
+        mounts = Path("/proc/self/mounts").read_text()
+        assert str(directory) not in mounts, "mounts left after down"
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert kubelet.HOST_LINK not in links and f" {kubelet.BRIDGE_PREFIX}0" not in links
+        chains = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        left = [line for line in chains.splitlines() if line.startswith(":KUBE-")]
+        assert not left, left
+        assert not list(Path("/sys/fs/cgroup/memory").glob(f"{kubelet.CGROUP_ROOT_PREFIX}cpu-1"))

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from cluster.runtime import IMAGE_ENV
-from tests.cluster.conftest import TOOLS, cli, kubectl, submit_args, wait_for
+from tests.cluster.conftest import TOOLS, cli, install_chart, kubectl, submit_args, wait_for
 from tests.cluster.test_user_story import job, pods_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -37,6 +37,7 @@ def terminated(pod: dict) -> dict:
 def test_a_trainer_over_its_memory_limit_is_oomkilled_137_and_counted_as_a_failure(real, namespace):
     """The kernel kills at the cgroup's limit; exit 137 is no FailJob and no disruption,
     so the podFailurePolicy counts each such pod against backoffLimit."""
+    install_chart(namespace)  # the trainer's ServiceAccount
     run_id = f"oom-{uuid.uuid4().hex[:6]}"
     args = submit_args(namespace, "--model", "mean", "--run-id", run_id, "--gpus", "0",
                        "--backoff-limit", "1")  # fmt: skip
@@ -62,6 +63,7 @@ def test_a_trainer_over_its_memory_limit_is_oomkilled_137_and_counted_as_a_failu
 
 def test_an_image_not_in_the_registry_is_a_pull_error_and_status_says_so(real, namespace):
     missing = f"localhost:{real.ports['registry']}/imdb-train:no-such-tag"
+    install_chart(namespace)
     run_id = f"pull-{uuid.uuid4().hex[:6]}"
     args = submit_args(namespace, "--model", "mean", "--run-id", run_id, "--gpus", "0")
     args[args.index("--image") + 1] = missing
