@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.common import NPZ_ARRAYS, warn
+from trainer.data.common import NPZ_ARRAYS, read_npy_header, warn
 from trainer.termination import RetryableError
 
 _CACHE_META = "meta"  # JSON (word index, stats) as uint8
@@ -50,13 +50,7 @@ def _mapped(path: Path) -> dict[str, np.ndarray]:
                 raise ValueError(f"member {name} has no local header")
             start = info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30]))
             f.seek(start)
-            version = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(f)
+            shape, fortran, dtype = read_npy_header(f)
             if dtype.hasobject:
                 raise ValueError(f"member {name} holds objects")
             offset, size = f.tell(), int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -100,3 +100,17 @@ def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
         period = int(Path(root, "cpu", "cpu.cfs_period_us").read_text())
         return None if quota <= 0 or period <= 0 else quota / period
     return None
+
+
+def read_npy_header(f) -> tuple[tuple[int, ...], bool, object]:
+    """(shape, fortran order, dtype) of the .npy array that starts at `f`'s position, which is
+    left at the array's first byte; format 1.0 or 2.0, as numpy writes them."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    return read_header(f)

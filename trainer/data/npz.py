@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.common import NPZ_ARRAYS, DataError, max_data_bytes, too_big
+from trainer.data.common import NPZ_ARRAYS, DataError, max_data_bytes, read_npy_header, too_big
 from trainer.termination import RetryableError
 
 
@@ -68,13 +68,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_npy(f, what: str, size: int) -> np.ndarray:
-    version = np.lib.format.read_magic(f)
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(f)
+    shape, fortran, dtype = read_npy_header(f)
     if not dtype.hasobject:
         count = int(np.prod(shape, dtype=np.int64))
         if count * dtype.itemsize > size:
