@@ -55,6 +55,11 @@ MUTANTS = [
            "blob.upload_from_string(data, retry=None)",
            ("tests/test_storage.py::test_create_only_write_refuses_to_overwrite[gcs]",
             "tests/test_storage.py::test_compare_and_swap[gcs]")),
+    Mutant("storage-gcs-delete-skips-the-key-itself", "trainer/storage.py",
+           'if prefix.strip("/") and not prefix.endswith("/") and self.exists(prefix):',
+           "if False:",
+           ("tests/test_storage.py::"
+            "test_delete_prefix_of_one_key_removes_that_object_and_no_sibling[gcs]",)),
     Mutant("storage-written-in-place-not-renamed", "trainer/storage.py",
            "            tmp = write_new_file(path.parent, path.name, data)\n",
            "            path.write_bytes(data)\n"

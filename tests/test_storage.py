@@ -41,6 +41,15 @@ def test_write_read_list_delete(store, tmp_path):
         store.read_bytes("run/a.json")
 
 
+def test_delete_prefix_of_one_key_removes_that_object_and_no_sibling(store):
+    # An in-epoch checkpoint is dropped by its own key once its epoch is checkpointed.
+    for key in ("ck/epoch-0002-step-000016.keras", "ck/epoch-0002-step-000016.keras2",
+                "ck/epoch-0002.keras"):  # fmt: skip
+        store.write_bytes(key, b"x")
+    assert store.delete_prefix("ck/epoch-0002-step-000016.keras") == 1
+    assert store.list("ck") == ["ck/epoch-0002-step-000016.keras2", "ck/epoch-0002.keras"]
+
+
 def test_create_only_write_refuses_to_overwrite(store):
     store.write_bytes("_SUCCESS", b"1", if_absent=True)
     with pytest.raises(AlreadyExistsError, match="_SUCCESS already exists"):

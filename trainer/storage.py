@@ -534,7 +534,11 @@ class GCSStore:
         return sorted(n[strip:] for n in names)
 
     def delete_prefix(self, prefix: str) -> int:
+        # As the local store: the object named `prefix` itself, and everything under
+        # `prefix/` (never a sibling whose name merely starts with it).
         keys = self.list(prefix)
+        if prefix.strip("/") and not prefix.endswith("/") and self.exists(prefix):
+            keys.append(prefix)
         for key in keys:
             try:
                 self.bucket.blob(self._name(key)).delete(**self._bounds())

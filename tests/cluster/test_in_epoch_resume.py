@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.cluster.conftest import BUCKET, kubectl, wait_for
+from tests.cluster.conftest import BUCKET, wait_for
 from tests.cluster.test_disruption import (
     checkpointed,
     evict,
@@ -18,7 +18,7 @@ from tests.cluster.test_disruption import (
     running_pods,
     start_lstm,
 )
-from tests.cluster.test_user_story import condition
+from tests.cluster.test_user_story import condition, job_logs
 from tests.helpers import gcs_client
 from trainer import contract
 
@@ -50,7 +50,7 @@ def test_an_eviction_mid_epoch_resumes_inside_that_epoch(namespace, workers):
     done = finish(namespace, name, run_id)
     assert condition(done, "Complete"), done["status"]
     assert not done["status"].get("failed"), done["status"]  # DisruptionTarget: Ignore
-    logs = kubectl("logs", "-n", namespace, f"job/{name}").stdout
+    logs = job_logs(namespace, name)
     resumed = [m.groups() for m in RESUMED.finditer(logs)]
     assert resumed, logs[-2000:]
     rid, epoch, step, steps = resumed[-1]

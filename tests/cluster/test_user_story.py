@@ -42,6 +42,15 @@ def pods_of(namespace: str, job_name: str) -> list[dict]:
     return json.loads(out.stdout)["items"]
 
 
+def job_logs(namespace: str, job_name: str) -> str:
+    """The logs of every pod of a Job still there, oldest first: `kubectl logs job/NAME`
+    shows one pod only, which after a group's restart may be a stopped one."""
+    pods = sorted(pods_of(namespace, job_name), key=lambda p: p["metadata"]["creationTimestamp"])
+    return "".join(
+        kubectl("logs", "-n", namespace, p["metadata"]["name"], check=False).stdout for p in pods
+    )
+
+
 def condition(obj: dict, kind: str) -> dict | None:
     return next((c for c in obj["status"].get("conditions", []) if c["type"] == kind), None)
 
