@@ -55,5 +55,6 @@ def test_an_eviction_mid_epoch_resumes_inside_that_epoch(namespace, workers):
     assert resumed, logs[-2000:]
     rid, epoch, step, steps = resumed[-1]
     assert rid == run_id and epoch == "2" and 0 < int(step) < int(steps), resumed
+    print(f"{workers} worker(s): evicted in epoch {epoch}, resumed from step {step} of {steps}")
     # Superseded by epoch 2's own checkpoint once the replacement finished the epoch.
     assert in_epoch_steps(namespace, run_id) == []
