@@ -29,6 +29,8 @@ from jobs.manifest import (
     LABEL_JOBSET_NAME,
 )
 from jobs.spec import jobset_child_job
+from trainer import contract
+from trainer.errors import KnownError
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -49,8 +51,10 @@ def _print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class ClusterError(Exception):
+class ClusterError(KnownError):
     """An API call failed; the message names the object and the fix."""
+
+    exit_code = contract.EXIT_FAILED
 
 
 class ClusterNotFoundError(ClusterError):

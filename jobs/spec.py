@@ -11,6 +11,7 @@ from typing import Any
 
 from trainer import commandline, contract
 from trainer.contract import DEFAULT_DATA, MODELS, WORKER_PORT, new_run_id
+from trainer.errors import KnownError
 
 VERSION = "0.1.0"
 """The app version: chart appVersion, the image tag and the `app.kubernetes.io/version` label."""
@@ -106,7 +107,7 @@ def jobset_child_job(jobset: str) -> str:
     return f"{jobset}-{JOBSET_REPLICATED_JOB}-0"
 
 
-class SpecError(Exception):
+class SpecError(KnownError):
     """Bad input to a Job spec: the message names the flag, the value and what is valid."""
 
 

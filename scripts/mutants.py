@@ -146,8 +146,8 @@ MUTANTS = [
            "        if False:\n",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-no-fallback-past-a-bad-checkpoint", "trainer/checkpoints.py",
-           "            log(f\"checkpoint of epoch {epoch} is unreadable ({reason}); "
-           "skipping it\")\n            continue",
+           "            log(f\"checkpoint of {what} is unreadable ({reason}); skipping it\")\n"
+           "            continue",
            "            raise",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-partial-epoch-checkpointed", "trainer/callbacks.py",
@@ -180,8 +180,8 @@ MUTANTS = [
            "expired = current is None",
            ("tests/test_lease.py::test_an_expired_lease_is_taken_over",)),
     Mutant("multiworker-uneven-final-batch", "trainer/train.py",
-           "            even_batches=part is not None or distribute.is_multi_worker(),",
-           "            even_batches=part is not None,",
+           "        even = part is not None or distribute.is_multi_worker()\n",
+           "        even = part is not None\n",
            ("tests/test_multiworker.py::test_uneven_final_batch_trains_on_every_worker",)),
     Mutant("multiworker-signalled-worker-stops-alone", "trainer/callbacks.py",
            "            self.termination.agreed = float(self._signalled(flag)) > 0",
@@ -197,8 +197,8 @@ MUTANTS = [
     Mutant("multiworker-group-not-retried-by-the-job", "jobs/manifest.py",
            "    return spec.backoff_limit * spec.workers", "    return 0",
            ("tests/test_jobs_cluster.py::test_a_broken_worker_group_is_retried_by_the_cluster",)),
-    Mutant("store-outage-at-start-is-bad-input", "trainer/commandline.py",
-           '    ("trainer.storage.StoreUnavailableError", _RESUMABLE),\n', "",
+    Mutant("store-outage-at-start-is-bad-input", "trainer/storage.py",
+           "    exit_code, resumable, store_refusal = contract.EXIT_PREEMPTED, True, False\n", "",
            ("tests/test_reliability.py::test_an_unreachable_store_at_start_up_is_an_outage_not_bad_input",)),
     Mutant("group-stopped-peer-counts", "trainer/train.py",
            "stopped = PreemptedError if self.termination.requested else GroupStoppedError",
@@ -226,15 +226,15 @@ MUTANTS = [
            ("tests/test_results_safety.py::test_truncated_metrics_marks_one_run_corrupt",)),
     # --- hostile inputs, third audit (docs/reliability.md) ------------------------------
     Mutant("dataset-links-followed", "trainer/data/archives.py",
-           "                if not stat.S_ISREG(os.lstat(full).st_mode):  # never opened: "
-           "links, devices",
-           "                if not stat.S_ISREG(os.stat(full).st_mode):",
+           "            if not stat.S_ISREG(os.lstat(full).st_mode):  # never opened: links, "
+           "devices",
+           "            if not stat.S_ISREG(os.stat(full).st_mode):",
            ("tests/test_data_safety.py::test_a_symlink_out_of_the_dataset_is_not_read",)),
     Mutant("dataset-ceiling-not-checked", "trainer/data/archives.py",
-           "            if total > limit:\n"
-           "                raise too_big(f\"directory {root}\", limit)",
-           "            if False:\n"
-           "                raise too_big(f\"directory {root}\", limit)",
+           "        if total > limit:\n"
+           "            raise too_big(f\"directory {root}\", limit)",
+           "        if False:\n"
+           "            raise too_big(f\"directory {root}\", limit)",
            ("tests/test_data_safety.py::test_the_directory_ceiling_counts_bytes_read",)),
     Mutant("data-special-file-opened", "trainer/data/sources.py",
            "    if not (path.is_file() or path.is_dir()):",
@@ -276,9 +276,9 @@ MUTANTS = [
            "the parser",
            "    except ZeroDivisionError as e:",
            ("tests/test_reliability.py::test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback",)),
-    Mutant("signal-at-a-phase-is-bad-input", "trainer/commandline.py",
-           '    ("trainer.termination.RetryableError", _RESUMABLE),\n',
-           '    ("trainer.termination.RetryableError", _BAD_INPUT),\n',
+    Mutant("signal-at-a-phase-is-bad-input", "trainer/termination.py",
+           "    exit_code, resumable = contract.EXIT_PREEMPTED, True\n",
+           "    exit_code, resumable = contract.EXIT_BAD_INPUT, False\n",
            ("tests/test_reliability.py::test_a_signal_at_every_phase_is_a_preemption_and_the"
             "_rerun_completes[model_ready]",)),
     Mutant("gs-data-cache-keyed-by-name", "trainer/data/sources.py",
@@ -365,9 +365,8 @@ MUTANTS = [
     Mutant("gpu-check-skipped", "trainer/distribute.py",
            "    check_gpus(devices())\n", "",
            ("tests/test_distribute.py::test_a_cpu_pod_that_asked_for_a_gpu_stops_before_training",)),
-    Mutant("gpu-missing-is-bad-input", "trainer/commandline.py",
-           '("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),',
-           '("trainer.distribute.GpuMissingError", (contract.EXIT_BAD_INPUT, "error")),',
+    Mutant("gpu-missing-is-bad-input", "trainer/distribute.py",
+           "    exit_code = contract.EXIT_NO_GPU\n", "    exit_code = contract.EXIT_BAD_INPUT\n",
            ("tests/test_distribute.py",)),
     Mutant("gpus-env-not-set", "jobs/manifest.py",
            "        client.V1EnvVar(name=GPUS_ENV, value=str(spec.gpus)),\n", "",
@@ -458,8 +457,8 @@ MUTANTS = [
     Mutant("download-cut-short-is-bad-data", "trainer/data/sources.py",
            "        if total is not None and got_bytes < total:", "        if False:",
            ("tests/test_reliability_audit4.py::test_a_connection_cut_mid_download_is_an_outage",)),
-    Mutant("k8s-client-errors-unmapped", "trainer/commandline.py",
-           '    ("kubernetes.client.exceptions.OpenApiException", _FAILED),\n', "",
+    Mutant("k8s-client-errors-unmapped", "jobs/_cli.py",
+           "        return contract.EXIT_FAILED\n    return None\n", "    return None\n",
            ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
 ]  # fmt: skip
 

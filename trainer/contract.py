@@ -61,6 +61,10 @@ EXIT_NO_GPU = 77
 # or still pulling its image): no training was lost, so the Job does not count it against
 # backoffLimit (podFailurePolicy Ignore; activeDeadlineSeconds bounds the waits).
 EXIT_GROUP_NOT_FORMED = 78
+# A command a person runs (jobs.*, predict): the cluster or the store refused, a watched Job
+# failed, or a resumable stop of the trainer's kind happened to it (nothing reruns it).
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results
