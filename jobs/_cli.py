@@ -44,6 +44,11 @@ class CommandFailedError(KnownError):
     exit_code = contract.EXIT_FAILED
 
 
+def progress(line: str) -> None:
+    """A waiting command's progress line: on stderr, as it comes (stdout has the results)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def client_error(e: BaseException) -> int | None:
     """The exit code of an error of the Kubernetes client, or None for another error.
 

@@ -102,7 +102,7 @@ class Doctor:
 
     def dry_run(self) -> Check:
         """Exactly what jobs.submit would create, admitted by the server without storing it."""
-        from jobs.cluster import ClusterError
+        from jobs.apierrors import ClusterError
 
         objects = [obj for s in self.specs for obj in build_objects(s)]
         names = ", ".join(f"{to_dict(o)['kind'].lower()}/{to_dict(o)['metadata']['name']}"
@@ -359,7 +359,7 @@ def doctor(
     **settings: Any,
 ) -> int:
     # The signature and help come from jobs.submit's (_signature below).
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.kube import Cluster, load_api_client
     from jobs.submit import resolve_specs
 
     job_specs = resolve_specs(model, kubeconfig, context, settings)

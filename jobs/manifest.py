@@ -38,6 +38,8 @@ LABEL_MODEL = "imdb-train/model"
 LABEL_RUN_ID = "imdb-train/run-id"
 # Set by the Job controller on every pod it creates (Kubernetes >= 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+# The annotation of an Indexed Job's pod that says its worker index (0: the chief).
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Kueue's LocalQueue label; Kueue admits such a Job by unsuspending it.
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 # Kueue's WorkloadPriorityClass of a queued Job (its order in the queue, and preemption).

@@ -328,11 +328,11 @@ MUTANTS = [
            "if self.gpus and counts and self.gpus > max(counts):", "if False:",
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
-    Mutant("create-fields-not-strict", "jobs/cluster.py",
+    Mutant("create-fields-not-strict", "jobs/kube.py",
            'FIELD_VALIDATION = "Strict"', 'FIELD_VALIDATION = "Ignore"',
            ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
-    Mutant("jobset-old-release-not-named", "jobs/cluster.py",
-           "            if newer:\n", "            if False:\n",
+    Mutant("jobset-old-release-not-named", "jobs/kube.py",
+           "    if newer:\n", "    if False:\n",
            ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
     Mutant("doctor-queue-coverage-unchecked", "jobs/doctor.py",
            "missing = [r for r in self.requested_resources() if r not in covered]",
@@ -386,7 +386,7 @@ MUTANTS = [
            "float(this[\"training_from\"]) - kept)", "float(this[\"training_from\"]))",
            ("tests/test_cost.py",)),
     # --- hostile inputs, fourth audit (docs/reliability.md, classes 1 and 3-7) -----------
-    Mutant("k8s-non-kubernetes-answer-traceback", "jobs/cluster.py",
+    Mutant("k8s-non-kubernetes-answer-traceback", "jobs/kube.py",
            "        return CheckedApiClient(configuration)\n"
            "    except (config.ConfigException, OSError) as e:",
            "        return client.ApiClient(configuration)\n"
@@ -458,7 +458,8 @@ MUTANTS = [
            "        if total is not None and got_bytes < total:", "        if False:",
            ("tests/test_reliability_audit4.py::test_a_connection_cut_mid_download_is_an_outage",)),
     Mutant("k8s-client-errors-unmapped", "jobs/_cli.py",
-           "        return contract.EXIT_FAILED\n    return None\n", "    return None\n",
+           "        return contract.EXIT_FAILED\n    return None\n",
+           "        return None\n    return None\n",
            ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
 ]  # fmt: skip
 

@@ -45,8 +45,9 @@ def test_the_check_sees_a_lazy_import_and_a_dotted_name(tmp_path):
     ("name", "code"),
     [
         ("jobs.spec.SpecError", 2),
-        ("jobs.cluster.ClusterError", 1),
-        ("jobs.cluster.ClusterNotFoundError", 1),
+        ("jobs.apierrors.ClusterError", 1),
+        ("jobs.apierrors.ClusterNotFoundError", 1),
+        ("jobs.apierrors.NotKubernetesError", 1),
         ("jobs._cli.CommandFailedError", 1),
     ],
 )
