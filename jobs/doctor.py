@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs import spec as specs
-from jobs.manifest import (
+from jobs.manifest import to_dict
+from jobs.names import (
     CONTAINER_NAME,
     JOBSET_GROUP,
     JOBSET_MIN_RELEASE,
@@ -22,9 +23,8 @@ from jobs.manifest import (
     JOBSET_PLURAL,
     KUEUE_GROUP,
     KUEUE_VERSION,
-    build_objects,
-    to_dict,
 )
+from jobs.objects import build_objects
 from trainer import commandline, contract
 
 OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "FAIL"

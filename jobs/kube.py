@@ -22,7 +22,7 @@ from jobs.apierrors import (
     status_details,
     translate,
 )
-from jobs.manifest import (
+from jobs.names import (
     CONTAINER_NAME,
     JOBSET_GROUP,
     JOBSET_MIN_RELEASE,

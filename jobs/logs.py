@@ -33,7 +33,8 @@ def logs(
         context: kubeconfig context.
     """
     from jobs.kube import connect
-    from jobs.manifest import INDEX_ANNOTATION, selector
+    from jobs.manifest import selector
+    from jobs.names import INDEX_ANNOTATION
     from jobs.waits import follow_job, pod_reason
 
     cluster, namespace = connect(namespace, kubeconfig, context)
@@ -72,7 +73,7 @@ def logs(
 
 
 def _worker_pod(cluster, namespace: str, job: str, worker: int):
-    from jobs.manifest import INDEX_ANNOTATION
+    from jobs.names import INDEX_ANNOTATION
 
     pods = [
         p

@@ -6,7 +6,8 @@ import sys
 from datetime import datetime, timezone
 
 from jobs import _cli
-from jobs.manifest import LABEL_MODEL, LABEL_RUN_ID, selector
+from jobs.manifest import selector
+from jobs.names import LABEL_MODEL, LABEL_RUN_ID
 
 
 def job_state(job, pods=None) -> str:

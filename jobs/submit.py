@@ -10,7 +10,8 @@ from typing import Any
 
 from jobs import _cli
 from jobs import spec as specs
-from jobs.manifest import build_objects, to_yaml
+from jobs.manifest import to_yaml
+from jobs.objects import build_objects
 from trainer.contract import new_run_id
 
 

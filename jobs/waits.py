@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kubernetes import client
 
 from jobs.apierrors import ClusterError, ClusterNotFoundError
-from jobs.manifest import INDEX_ANNOTATION
+from jobs.names import INDEX_ANNOTATION
 
 if TYPE_CHECKING:
     from jobs.kube import Cluster

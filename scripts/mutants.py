@@ -358,7 +358,7 @@ MUTANTS = [
            'chart="priorityClassName"',
            '        "", "the pods\' PriorityClass (empty: the cluster default)"',
            ("tests/test_settings.py::test_every_chart_value_is_a_jobspec_setting_or_the_charts_own",)),
-    Mutant("jobset-preemption-counted", "jobs/manifest.py",
+    Mutant("jobset-preemption-counted", "jobs/objects.py",
            '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
            ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
     # --- the GKE day-one checks ------------------------------------------------------------
@@ -392,7 +392,7 @@ MUTANTS = [
            "        return client.ApiClient(configuration)\n"
            "    except (config.ConfigException, OSError) as e:",
            ("tests/test_reliability_audit4.py::test_a_server_that_is_not_kubernetes_is_one_line_naming_it",)),
-    Mutant("k8s-wrong-type-value-traceback", "jobs/manifest.py",
+    Mutant("k8s-wrong-type-value-traceback", "jobs/objects.py",
            "        raise invalid_field(e) from e", "        raise",
            ("tests/test_reliability_audit4.py::test_a_value_of_the_wrong_type_is_bad_input_naming_the_flag",)),
     Mutant("predict-special-file-read", "trainer/predict/__init__.py",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import doctor, submit
-from jobs.manifest import JOBSET_GROUP, JOBSET_MIN_RELEASE, JOBSET_PLURAL
+from jobs.names import JOBSET_GROUP, JOBSET_MIN_RELEASE, JOBSET_PLURAL
 from jobs.spec import ACCELERATOR_LABEL, EXAMPLE_IMAGE
 from tests.apiserver import add_node, api_client, until, without_property
 from trainer import contract
