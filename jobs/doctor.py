@@ -16,7 +16,9 @@ from typing import Any
 from jobs import spec as specs
 from jobs.manifest import to_dict
 from jobs.names import (
+    ACCELERATOR_LABEL,
     CONTAINER_NAME,
+    GKE_GPU_COUNTS,
     JOBSET_GROUP,
     JOBSET_MIN_RELEASE,
     JOBSET_NEWER_FIELDS,
@@ -250,7 +252,7 @@ class Doctor:
             if self._autopilot():
                 return self._autopilot_gpus()
             nodes = self.cluster.core.list_node(
-                label_selector=f"{specs.ACCELERATOR_LABEL}={s.accelerator}"
+                label_selector=f"{ACCELERATOR_LABEL}={s.accelerator}"
             ).items
         except Exception as e:  # noqa: BLE001 - listing nodes needs a cluster-scoped read
             why = commandline.one_line(e)[:120]
@@ -263,7 +265,7 @@ class Doctor:
         what = (
             f"{len(nodes)} {s.accelerator} node(s), none with {s.gpus} allocatable GPUs"
             if nodes
-            else f"no node has {specs.ACCELERATOR_LABEL}={s.accelerator}"
+            else f"no node has {ACCELERATOR_LABEL}={s.accelerator}"
         )
         if self._autoscaled():
             return Check("accelerator", WARN, f"{what}; the cluster autoscaler may add one "
@@ -274,7 +276,7 @@ class Doctor:
     def _autopilot_gpus(self) -> Check:
         """Autopilot makes the node for the pod, but only for its machine types' GPU counts."""
         s = self.spec
-        counts = specs.GKE_GPU_COUNTS.get(s.accelerator)
+        counts = GKE_GPU_COUNTS.get(s.accelerator)
         if counts and s.gpus not in counts:
             return Check("accelerator", FAIL, f"Autopilot takes {', '.join(map(str, counts))} "
                          f"GPUs of {s.accelerator} per pod, not {s.gpus}; pass one of those "

@@ -12,6 +12,7 @@ from jobs import _cli
 from jobs import spec as specs
 from jobs.manifest import to_yaml
 from jobs.objects import build_objects
+from jobs.values import to_int
 from trainer.contract import new_run_id
 
 
@@ -67,7 +68,7 @@ def submit(
     **settings: Any,
 ) -> None:
     # The signature and help fire shows are generated from JobSpec below (_signature).
-    retries = specs.to_int("retries", retries, 0)  # before anything is created
+    retries = to_int("retries", retries, 0)  # before anything is created
     job_specs = resolve_specs(model, kubeconfig, context, settings)
     if retries and job_specs[0].runtime == specs.RUNTIME_JOBSET:
         raise specs.SpecError(

@@ -308,12 +308,12 @@ MUTANTS = [
            "                stray = 0",
            ("tests/test_storage_safety.py::test_temp_files_a_killed_publisher_left_are_removed_by"
             "_the_next_attempt",)),
-    Mutant("k8s-label-keys-unchecked", "jobs/spec.py",
+    Mutant("k8s-label-keys-unchecked", "jobs/values.py",
            "        if not _label_key(key):\n",
            "        if False:\n",
            ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
             "_created",)),
-    Mutant("k8s-toleration-operator-unchecked", "jobs/spec.py",
+    Mutant("k8s-toleration-operator-unchecked", "jobs/values.py",
            "        if operator not in _TOLERATION_OPERATORS:",
            "        if False:",
            ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
@@ -325,7 +325,7 @@ MUTANTS = [
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
     Mutant("spec-gpus-beyond-any-node-rendered", "jobs/spec.py",
-           "if self.gpus and counts and self.gpus > max(counts):", "if False:",
+           "if spec.gpus and counts and spec.gpus > max(counts):", "if False:",
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
     Mutant("create-fields-not-strict", "jobs/kube.py",
@@ -377,10 +377,10 @@ MUTANTS = [
     Mutant("short-flags-not-expanded", "jobs/_cli.py",
            "        argv = expand_short_flags(sys.argv[1:] if argv is None else argv)\n", "",
            ("tests/test_jobs_submit.py::test_submit_takes_dash_n_as_the_namespace",)),
-    Mutant("unknown-accelerator-refused", "jobs/spec.py",
-           "        if acc not in GKE_ACCELERATORS:\n            print(",
-           "        if acc not in GKE_ACCELERATORS:\n            raise SpecError(acc)\n"
-           "            print(",
+    Mutant("unknown-accelerator-refused", "jobs/values.py",
+           "    if acc not in GKE_ACCELERATORS:\n        print(",
+           "    if acc not in GKE_ACCELERATORS:\n        raise SpecError(acc)\n"
+           "        print(",
            ("tests/test_k8s_manifest.py::test_an_unknown_gpu_type_is_a_warning_naming_the_known_ones",)),
     Mutant("restart-redone-work-not-subtracted", "trainer/cost.py",
            "float(this[\"training_from\"]) - kept)", "float(this[\"training_from\"]))",

@@ -302,7 +302,7 @@ def test_the_charts_gpu_types_are_the_specs():
     import json
     import re
 
-    from jobs.spec import ACCELERATOR_RE, GKE_ACCELERATORS
+    from jobs.values import ACCELERATOR_RE, GKE_ACCELERATORS
 
     schema = json.loads((ROOT / "helm" / "imdb-train" / "values.schema.json").read_text())
     pattern = re.compile(schema["properties"]["accelerator"]["pattern"])
