@@ -16,9 +16,7 @@ from typing import Any
 from jobs import spec as specs
 from jobs.manifest import to_dict
 from jobs.names import (
-    ACCELERATOR_LABEL,
     CONTAINER_NAME,
-    GKE_GPU_COUNTS,
     JOBSET_GROUP,
     JOBSET_MIN_RELEASE,
     JOBSET_NEWER_FIELDS,
@@ -27,6 +25,7 @@ from jobs.names import (
     KUEUE_VERSION,
 )
 from jobs.objects import build_objects
+from jobs.values import ACCELERATOR_LABEL, GKE_GPU_COUNTS
 from trainer import commandline, contract
 
 OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "FAIL"
