@@ -334,7 +334,7 @@ MUTANTS = [
     Mutant("jobset-old-release-not-named", "jobs/kube.py",
            "    if newer:\n", "    if False:\n",
            ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
-    Mutant("doctor-queue-coverage-unchecked", "jobs/doctor.py",
+    Mutant("doctor-queue-coverage-unchecked", "jobs/doctor_addons.py",
            "missing = [r for r in self.requested_resources() if r not in covered]",
            "missing = []",
            ("tests/test_doctor.py::test_a_queue_without_ephemeral_storage_is_the_blocker",)),
