@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainer import commandline, contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 
 # Flags whose values are names, ids, paths or URIs: strings exactly as typed, never numbers
 # (fire would read `--run-id 0x10` as 16 and `--run-id 1e3` as 1000.0).

@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from trainer import contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 
 
 class ClusterError(KnownError):

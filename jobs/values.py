@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainer import commandline, contract
-from trainer.contract import new_run_id
-from trainer.errors import KnownError
+from trainer.contract import KnownError, new_run_id
 
 # The GPU type of a GPU Job, as the node selector GKE reads: Autopilot refuses GPU pods
 # without it, and on Standard with several GPU pools it picks the pool. Required with GPUs.

@@ -100,13 +100,14 @@ def wait_until(
     wake: Callable[[float], T | None],
     *,
     timeout: float | None,
-    expired: Callable[[], ClusterError],
+    expired: str,
     period: float = WATCH_SECONDS,
 ) -> T:
     """The one wait loop. `look()` reads the state (and reports it): the result, or None
     while there is none; `wake(seconds)` waits at most that long for a change (a bounded
-    watch, or a sleep): the result, if the change brought it, or None. Raises `expired()`
-    once `timeout` seconds passed (None: for as long as it takes)."""
+    watch, or a sleep): the result, if the change brought it, or None. Once `timeout`
+    seconds passed (None: for as long as it takes), a ClusterError says `expired`, its
+    `{timeout}` filled in."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         found = look()
@@ -114,7 +115,7 @@ def wait_until(
             return found
         remaining = period if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
-            raise expired()
+            raise ClusterError(expired.format(timeout=f"{timeout:g}"))
         found = wake(min(remaining, period))
         if found is not None:
             return found
@@ -166,11 +167,10 @@ def wait_job(
             report(f"job {name}", cluster.job_pods(namespace, name))
         return None
 
-    def expired() -> ClusterError:
-        return ClusterError(
-            f"timed out after {timeout:g}s waiting for job {name} in namespace "
-            f"{namespace}; it is still running (check with python -m jobs.status)"
-        )
+    expired = (
+        f"timed out after {{timeout}}s waiting for job {name} in namespace "
+        f"{namespace}; it is still running (check with python -m jobs.status)"
+    )
 
     return wait_until(look, wake, timeout=timeout, expired=expired)
 
@@ -198,11 +198,10 @@ def wait_jobset(
             report(f"jobset {name} (restarts {restarts})", cluster.jobset_pods(namespace, name))
         return outcome
 
-    def expired() -> ClusterError:
-        return ClusterError(
-            f"timed out after {timeout:g}s waiting for jobset {name} in namespace "
-            f"{namespace}; it is still running (check with python -m jobs.status)"
-        )
+    expired = (
+        f"timed out after {{timeout}}s waiting for jobset {name} in namespace "
+        f"{namespace}; it is still running (check with python -m jobs.status)"
+    )
 
     return wait_until(look, _sleep, timeout=timeout, expired=expired, period=POLL_SECONDS)
 
@@ -226,11 +225,10 @@ def wait_deleted(cluster: Cluster, namespace: str, name: str, timeout: float = 3
         events = cluster.watch_job(read["job"], seconds)
         return True if any(event["type"] == "DELETED" for event in events) else None
 
-    def expired() -> ClusterError:
-        return ClusterError(
-            f"job {name} in namespace {namespace} is still being deleted after "
-            f"{timeout:g}s; check its pods with kubectl get pods -n {namespace}"
-        )
+    expired = (
+        f"job {name} in namespace {namespace} is still being deleted after "
+        f"{{timeout}}s; check its pods with kubectl get pods -n {namespace}"
+    )
 
     wait_until(look, wake, timeout=timeout, expired=expired)
 
@@ -283,11 +281,10 @@ def wait_pod_started(
         for _ in cluster.watch_job_pods(namespace, job_name, read["version"], seconds):
             break
 
-    def expired() -> ClusterError:
-        return ClusterError(
-            f"no running pod for job {job_name} in namespace {namespace} after "
-            f"{timeout:g}s; check `python -m jobs.status -n {namespace}`"
-        )
+    expired = (
+        f"no running pod for job {job_name} in namespace {namespace} after "
+        f"{{timeout}}s; check `python -m jobs.status -n {namespace}`"
+    )
 
     return wait_until(look, wake, timeout=timeout, expired=expired)
 

@@ -54,9 +54,9 @@ def test_the_check_sees_a_lazy_import_and_a_dotted_name(tmp_path):
 def test_the_clients_errors_say_their_own_exit_code(name, code):
     import importlib
 
-    from trainer import commandline, errors
+    from trainer import commandline, contract
 
     module, _, cls = name.rpartition(".")
     error = getattr(importlib.import_module(module), cls)
-    assert issubclass(error, errors.KnownError)
+    assert issubclass(error, contract.KnownError)
     assert commandline.outcome(error("x")) == (code, "error: x")

@@ -1,6 +1,6 @@
 """What every command line of the project shares: flag names, integers as typed, errors to
-exit codes and messages (each error class names its code: trainer.errors), and running a
-fire command.
+exit codes and messages (each error class names its code: contract.KnownError), and
+running a fire command.
 
 Used by `python -m trainer`, `trainer.predict`, `trainer.serving`, `bench.parity` and
 every `jobs.*` command. TensorFlow-free; fire is imported only to run a command.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from trainer import contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 
 # [0-9], not \d: \d takes any Unicode digit ("٣" would be 3).
 _INT = re.compile(r"\s*[+-]?[0-9]+(_[0-9]+)*\s*\Z")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer import commandline, contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 
 METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")

@@ -21,8 +21,8 @@ from trainer.contract import (
     PEER_TIMEOUT_DEFAULT,
     PEER_TIMEOUT_ENV,
     WORKER_HOSTS_ENV,
+    KnownError,
 )
-from trainer.errors import KnownError
 from trainer.numbers import bounded_float, bounded_int
 from trainer.termination import RetryableError
 

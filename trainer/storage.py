@@ -22,7 +22,7 @@ from typing import Protocol
 from uuid import uuid4
 
 from trainer import contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 from trainer.numbers import bounded_float
 
 # https://cloud.google.com/storage/docs/buckets#naming (dotted names aside, 3-63 chars).

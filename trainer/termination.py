@@ -8,7 +8,7 @@ import sys
 import threading
 
 from trainer import contract
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 
 
 class DivergedError(KnownError):

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from trainer import contract
-from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
-from trainer.errors import KnownError
+from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV, KnownError
 from trainer.numbers import bounded_int
 
 # The arrays of a dataset, as Keras's imdb.npz names them (the npz reader, the cache).

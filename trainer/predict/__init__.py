@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from trainer import contract
 from trainer.commandline import as_int
-from trainer.errors import KnownError
+from trainer.contract import KnownError
 from trainer.numbers import bounded_int
 from trainer.runs import load_run
 
