@@ -1,5 +1,5 @@
 """The jobs.* commands' part of the command line: which flags are strings, their own error,
-and their entry points. Errors, exit codes and running fire: trainer.commandline."""
+the Kubernetes client's errors, and their entry points. Running fire: trainer.commandline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from trainer import commandline
+from trainer import commandline, contract
+from trainer.contract import KnownError
 
 # Flags whose values are names, ids, paths or URIs: strings exactly as typed, never numbers
 # (fire would read `--run-id 0x10` as 16 and `--run-id 1e3` as 1000.0).
@@ -37,15 +38,46 @@ def expand_short_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-class CommandFailedError(Exception):
+class CommandFailedError(KnownError):
     """The command ran but its outcome is a failure (message already printed or given)."""
+
+    exit_code = contract.EXIT_FAILED
+
+
+def progress(line: str) -> None:
+    """A waiting command's progress line: on stderr, as it comes (stdout has the results)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def client_error(e: BaseException) -> int | None:
+    """The exit code of an error of the Kubernetes client, or None for another error.
+
+    Its classes are looked up only where the client is loaded (jobs.results and --help
+    never load it): an error of a module never imported was never raised.
+    """
+    # The client's models refusing a value we built from the flags (answers are wrapped by
+    # jobs.kube.CheckedApiClient): bad input, never a traceback.
+    validation = getattr(sys.modules.get("pydantic_core"), "ValidationError", None)
+    if validation is not None and isinstance(e, validation):
+        return contract.EXIT_BAD_INPUT
+    # Any other error of the client (ApiTypeError, ApiValueError, an ApiException a call
+    # site did not translate): the command failed, one line.
+    exceptions = sys.modules.get("kubernetes.client.exceptions")
+    if exceptions is not None and isinstance(e, exceptions.OpenApiException):
+        return contract.EXIT_FAILED
+    return None
 
 
 def entrypoint(component: Callable[..., Any] | dict[str, Any], name: str) -> Callable[..., int]:
     def main(argv: Sequence[str] | None = None) -> int:
         argv = expand_short_flags(sys.argv[1:] if argv is None else argv)
         return commandline.run_fire(
-            component, argv, name, store_refused=commandline.EXIT_FAILED, string_flags=STRING_FLAGS
+            component,
+            argv,
+            name,
+            store_refused=contract.EXIT_FAILED,
+            foreign=client_error,
+            string_flags=STRING_FLAGS,
         )
 
     return main

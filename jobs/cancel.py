@@ -26,7 +26,7 @@ def cancel(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import connect, owning_jobset
+    from jobs.kube import connect, owning_jobset
     from jobs.manifest import selector
 
     by_label = run_id not in (None, "") or model not in (None, "")

@@ -7,54 +7,25 @@ server or the bucket did not answer; run it again).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs import spec as specs
-from jobs.manifest import (
-    CONTAINER_NAME,
-    JOBSET_GROUP,
-    JOBSET_MIN_RELEASE,
-    JOBSET_NEWER_FIELDS,
-    JOBSET_PLURAL,
-    KUEUE_GROUP,
-    KUEUE_VERSION,
-    build_objects,
-    to_dict,
-)
+from jobs.doctor_addons import FAIL, OK, SKIP, WARN, AddonChecks, Check
+from jobs.manifest import to_dict
+from jobs.objects import build_objects
+from jobs.values import ACCELERATOR_LABEL, GKE_GPU_COUNTS
 from trainer import commandline, contract
 
-OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "FAIL"
-# The queues are read at jobs.status's version, else at the one an older Kueue serves.
-KUEUE_VERSIONS = (KUEUE_VERSION, "v1beta1")
 GPU_RESOURCE = "nvidia.com/gpu"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 # Only GKE Autopilot serves this API group (its workload allowlists); there GPU nodes are made
 # for the pod that asks, so no node needs to exist beforehand.
 AUTOPILOT_GROUP = "auto.gke.io"
-# Where the upstream release manifests put the controllers (their image tag is the release).
-CONTROLLERS = {
-    "JobSet": ("jobset-system", "jobset-controller-manager"),
-    "Kueue": ("kueue-system", "kueue-controller-manager"),
-}
 # The ConfigMap the cluster autoscaler keeps: node pools that can scale from zero exist.
 AUTOSCALER_STATUS = ("kube-system", "cluster-autoscaler-status")
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One line of the report: what was checked, how it stands, and the exit code of a FAIL."""
-
-    name: str
-    status: str
-    text: str
-    code: int = contract.EXIT_BAD_INPUT
-
-    def line(self) -> str:
-        return f"{self.status:<4} {self.name}: {self.text}"
 
 
 class Doctor:
@@ -67,16 +38,15 @@ class Doctor:
         self.specs = job_specs
         self.spec = job_specs[0]
         self.apis = client.ApisApi(cluster.api_client)
-        self.ext = client.ApiextensionsV1Api(cluster.api_client)
-        self.apps = client.AppsV1Api(cluster.api_client)
+        self.addons = AddonChecks(cluster, self.spec)
 
     def checks(self) -> list[Callable[[], Check]]:
         return [
             self.api_server,
             self.dry_run,
-            self.jobset,
-            self.kueue,
-            self.queue,
+            self.addons.jobset,
+            self.addons.kueue,
+            self.addons.queue,
             self.accelerator,
             self.service_account,
             self.image_pull,
@@ -102,7 +72,7 @@ class Doctor:
 
     def dry_run(self) -> Check:
         """Exactly what jobs.submit would create, admitted by the server without storing it."""
-        from jobs.cluster import ClusterError
+        from jobs.apierrors import ClusterError
 
         objects = [obj for s in self.specs for obj in build_objects(s)]
         names = ", ".join(f"{to_dict(o)['kind'].lower()}/{to_dict(o)['metadata']['name']}"
@@ -112,131 +82,6 @@ class Doctor:
         except ClusterError as e:
             return Check("dry run", FAIL, commandline.one_line(e))
         return Check("dry run", OK, f"server-side, strict field validation: {names} accepted")
-
-    def _crd(self, name: str) -> Any | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.ext.read_custom_resource_definition(name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def _release(self, addon: str) -> str:
-        """The controller's release from its Deployment's image tag, or '' where unreadable."""
-        namespace, name = CONTROLLERS[addon]
-        try:
-            deployment = self.apps.read_namespaced_deployment(name, namespace)
-        except Exception:  # noqa: BLE001 - not installed that way, or not ours to read
-            return ""
-        for container in deployment.spec.template.spec.containers:
-            tag = container.image.rpartition(":")[2] if ":" in container.image else ""
-            if tag.startswith("v"):
-                return tag
-        return ""
-
-    def jobset(self) -> Check:
-        needed = self.spec.runtime == specs.RUNTIME_JOBSET
-        try:
-            crd = self._crd(f"{JOBSET_PLURAL}.{JOBSET_GROUP}")
-        except Exception as e:  # noqa: BLE001 - CRDs are cluster-scoped: maybe not readable
-            return Check("jobset", SKIP, f"cannot read its CRD ({commandline.one_line(e)[:120]})")
-        if crd is None:
-            status = FAIL if needed else SKIP
-            return Check("jobset", status, "not installed (--runtime jobset needs it; "
-                         "docs/kubernetes.md installs it)")  # fmt: skip
-        schema = str(to_dict(crd).get("spec", {}).get("versions", []))
-        missing = [f for f in JOBSET_NEWER_FIELDS if f not in schema]
-        release = self._release("JobSet")
-        found = f"{release} installed" if release else "installed (release not readable)"
-        if missing:
-            status = FAIL if needed else WARN
-            return Check("jobset", status, f"{found}, older than {JOBSET_MIN_RELEASE}: its API "
-                         f"lacks {missing[0]}; upgrade JobSet or use --runtime job")  # fmt: skip
-        return Check("jobset", OK, f"{found}; its API has every field we render "
-                     f"({JOBSET_MIN_RELEASE} or later)")  # fmt: skip
-
-    def kueue(self) -> Check:
-        needed = bool(self.spec.queue)
-        try:
-            crd = self._crd(f"clusterqueues.{KUEUE_GROUP}")
-        except Exception as e:  # noqa: BLE001
-            return Check("kueue", SKIP, f"cannot read its CRD ({commandline.one_line(e)[:120]})")
-        if crd is None:
-            return Check(
-                "kueue",
-                FAIL if needed else SKIP,
-                "not installed (--queue needs it; docs/kubernetes.md installs it)",
-            )
-        served = [v.name for v in crd.spec.versions if v.served]
-        release = self._release("Kueue")
-        found = f"{release} installed" if release else "installed (release not readable)"
-        if KUEUE_VERSIONS[0] not in served:
-            return Check(
-                "kueue",
-                FAIL if needed else WARN,
-                f"{found}, serving {', '.join(served)}"
-                f" only: jobs.status reads {KUEUE_VERSIONS[0]} (Kueue v0.15 or later)",
-            )
-        return Check("kueue", OK, f"{found}, serving {', '.join(served)}")
-
-    def _kueue_get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        custom = self.cluster.custom
-        last: ApiException | None = None
-        for version in KUEUE_VERSIONS:
-            try:
-                if namespace:
-                    return custom.get_namespaced_custom_object(KUEUE_GROUP, version, namespace,
-                                                               plural, name)  # fmt: skip
-                return custom.get_cluster_custom_object(KUEUE_GROUP, version, plural, name)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                last = e
-        assert last is not None
-        raise last
-
-    def requested_resources(self) -> list[str]:
-        """Every resource a pod of the Job asks for (a limit without a request is one too)."""
-        pod = to_dict(build_objects(self.spec)[-1])
-        template = pod["spec"].get("template") or pod["spec"]["replicatedJobs"][0]["template"]
-        while "template" in template.get("spec", {}):
-            template = template["spec"]["template"]
-        found: list[str] = []
-        for c in template["spec"]["containers"] + template["spec"].get("initContainers", []):
-            res = c.get("resources") or {}
-            for name in [*res.get("requests", {}), *res.get("limits", {})]:
-                if name not in found:
-                    found.append(name)
-        return found
-
-    def queue(self) -> Check:
-        from kubernetes.client.exceptions import ApiException
-
-        s = self.spec
-        if not s.queue:
-            return Check("queue", SKIP, "no --queue: Kueue does not admit this Job")
-        try:
-            local = self._kueue_get("localqueues", s.queue, s.namespace)
-            name = local["spec"]["clusterQueue"]
-            cq = self._kueue_get("clusterqueues", name)
-        except ApiException as e:
-            what = "LocalQueue " + s.queue if e.status == 404 else "the queues"
-            return Check("queue", FAIL, f"cannot read {what} in namespace {s.namespace} "
-                         f"(HTTP {e.status}); create it (docs/kueue.yaml)")  # fmt: skip
-        covered = {r for g in cq["spec"].get("resourceGroups", [])
-                   for r in g.get("coveredResources", [])}  # fmt: skip
-        missing = [r for r in self.requested_resources() if r not in covered]
-        if missing:
-            return Check("queue", FAIL, f"ClusterQueue {name} (LocalQueue {s.queue}) does not "
-                         f"cover {', '.join(missing)}, which the {CONTAINER_NAME} requests: Kueue "
-                         "never admits the Job; add it to the ClusterQueue's coveredResources "
-                         "and flavors (docs/kueue.yaml)")  # fmt: skip
-        return Check("queue", OK, f"ClusterQueue {name} covers "
-                     f"{', '.join(self.requested_resources())}")  # fmt: skip
 
     def _autopilot(self) -> bool:
         groups = self.apis.get_api_versions().groups or []
@@ -250,7 +95,7 @@ class Doctor:
             if self._autopilot():
                 return self._autopilot_gpus()
             nodes = self.cluster.core.list_node(
-                label_selector=f"{specs.ACCELERATOR_LABEL}={s.accelerator}"
+                label_selector=f"{ACCELERATOR_LABEL}={s.accelerator}"
             ).items
         except Exception as e:  # noqa: BLE001 - listing nodes needs a cluster-scoped read
             why = commandline.one_line(e)[:120]
@@ -263,7 +108,7 @@ class Doctor:
         what = (
             f"{len(nodes)} {s.accelerator} node(s), none with {s.gpus} allocatable GPUs"
             if nodes
-            else f"no node has {specs.ACCELERATOR_LABEL}={s.accelerator}"
+            else f"no node has {ACCELERATOR_LABEL}={s.accelerator}"
         )
         if self._autoscaled():
             return Check("accelerator", WARN, f"{what}; the cluster autoscaler may add one "
@@ -274,7 +119,7 @@ class Doctor:
     def _autopilot_gpus(self) -> Check:
         """Autopilot makes the node for the pod, but only for its machine types' GPU counts."""
         s = self.spec
-        counts = specs.GKE_GPU_COUNTS.get(s.accelerator)
+        counts = GKE_GPU_COUNTS.get(s.accelerator)
         if counts and s.gpus not in counts:
             return Check("accelerator", FAIL, f"Autopilot takes {', '.join(map(str, counts))} "
                          f"GPUs of {s.accelerator} per pod, not {s.gpus}; pass one of those "
@@ -359,7 +204,7 @@ def doctor(
     **settings: Any,
 ) -> int:
     # The signature and help come from jobs.submit's (_signature below).
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.kube import Cluster, load_api_client
     from jobs.submit import resolve_specs
 
     job_specs = resolve_specs(model, kubeconfig, context, settings)

@@ -32,8 +32,10 @@ def logs(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import connect, pod_reason
+    from jobs.kube import connect
     from jobs.manifest import selector
+    from jobs.names import INDEX_ANNOTATION
+    from jobs.waits import follow_job, pod_reason
 
     cluster, namespace = connect(namespace, kubeconfig, context)
     if not job:
@@ -48,13 +50,13 @@ def logs(
     else:
         job = cluster.find_run(namespace, str(job))[0]  # a JobSet's name: its Job
     if follow:
-        for line in cluster.follow_job(namespace, job, worker=worker):
+        for line in follow_job(cluster, namespace, job, progress=_cli.progress, worker=worker):
             print(line, flush=True)
         return
     pods = cluster.job_pods(namespace, job)
     if not pods:
         raise _cli.CommandFailedError(f"job {job} in namespace {namespace} has no pods yet")
-    indexed = any(_INDEX in (p.metadata.annotations or {}) for p in pods)
+    indexed = any(INDEX_ANNOTATION in (p.metadata.annotations or {}) for p in pods)
     pod = (
         _worker_pod(cluster, namespace, job, worker or 0)
         if worker is not None or indexed
@@ -70,14 +72,13 @@ def logs(
         print(line, flush=True)
 
 
-_INDEX = "batch.kubernetes.io/job-completion-index"
-
-
 def _worker_pod(cluster, namespace: str, job: str, worker: int):
+    from jobs.names import INDEX_ANNOTATION
+
     pods = [
         p
         for p in cluster.job_pods(namespace, job)
-        if (p.metadata.annotations or {}).get(_INDEX) == str(worker)
+        if (p.metadata.annotations or {}).get(INDEX_ANNOTATION) == str(worker)
     ]
     if not pods:
         raise _cli.CommandFailedError(f"job {job} has no pod for worker {worker}")

@@ -1,4 +1,6 @@
-"""Pure translation from JobSpec to Kubernetes objects (V1Job, V1CronJob, ...); no I/O."""
+"""Pure translation from our JobSpec to the trainer's Kubernetes objects: its labels, container,
+pod template, the Job (a V1JobSpec around the pod) and a worker group's Service; no I/O.
+What a submission creates of them: jobs.objects; the chart's objects: jobs.chart_objects."""
 
 from __future__ import annotations
 
@@ -7,7 +9,27 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from jobs.spec import JOBSET_REPLICATED_JOB, RUNTIME_JOBSET, VERSION, JobSpec, SpecError
+from jobs.names import (
+    APP_NAME,
+    CACHE_DIR,
+    COLLECTIVE_TIMEOUT,
+    CONTAINER_NAME,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_JOB_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_NAME,
+    LABEL_PRIORITY_CLASS,
+    LABEL_QUEUE,
+    LABEL_RUN_ID,
+    LABEL_VERSION,
+    MANAGED_BY,
+    SCHEDULED_TOLERANCE,
+    TMP_DIR,
+    UID,
+)
+from jobs.spec import VERSION, JobSpec
 from trainer.contract import (
     CACHE_ENV,
     COLLECTIVE_TIMEOUT_ENV,
@@ -28,55 +50,6 @@ from trainer.contract import (
     WORKER_PORT,
     WORKER_PORT_NAME,
 )
-
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_VERSION = "app.kubernetes.io/version"
-LABEL_MODEL = "imdb-train/model"
-LABEL_RUN_ID = "imdb-train/run-id"
-# Set by the Job controller on every pod it creates (Kubernetes >= 1.27).
-LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
-# Kueue's LocalQueue label; Kueue admits such a Job by unsuspending it.
-LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
-# Kueue's WorkloadPriorityClass of a queued Job (its order in the queue, and preemption).
-LABEL_PRIORITY_CLASS = "kueue.x-k8s.io/priority-class"
-# Set by the JobSet controller on its child Jobs and their pods.
-LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
-JOBSET_GROUP = "jobset.x-k8s.io"
-JOBSET_VERSION = "v1alpha2"
-JOBSET_PLURAL = "jobsets"
-# Kueue's API as jobs.status reads it and docs/kueue.yaml writes it (v1beta2: Kueue >= 0.15;
-# v1beta1 is deprecated there).
-KUEUE_GROUP = "kueue.x-k8s.io"
-KUEUE_VERSION = "v1beta2"
-
-APP_NAME = "imdb-train"
-MANAGED_BY = "imdb-train-submit"
-CONTAINER_NAME = "trainer"
-COLLECTIVE_TIMEOUT = "900"  # seconds; well above the slowest checkpoint upload
-
-UID = 10001  # the image's non-root user (see Dockerfile)
-TMP_DIR = "/tmp"
-CACHE_DIR = "/cache"
-# Scheduled runs promote only a model at least as good as the current latest (no slow drift).
-SCHEDULED_TOLERANCE = "0"
-
-SUBMITTER_RULES: list[tuple[str, str, list[str]]] = [
-    # patch: a multi-worker Job is created suspended and resumed once its Service exists.
-    ("batch", "jobs", ["create", "get", "list", "watch", "patch", "delete"]),
-    ("", "pods", ["get", "list", "watch"]),
-    ("", "pods/log", ["get"]),
-    # jobs.status shows the latest events (FailedScheduling, image pull errors, ...).
-    ("", "events", ["list"]),
-    # Multi-worker runs come with a headless Service owned by the Job.
-    ("", "services", ["create"]),
-    # jobs.submit --runtime jobset: worker groups as JobSets (jobset.x-k8s.io), if installed.
-    (JOBSET_GROUP, JOBSET_PLURAL, ["create", "get", "list", "watch", "delete"]),
-    # jobs.status says why a queued Job is not admitted: its Kueue Workload's conditions.
-    ("kueue.x-k8s.io", "workloads", ["get", "list"]),
-]
 
 
 def labels(spec: JobSpec, component: str = "trainer", *, run_id: bool = True) -> dict[str, str]:
@@ -104,7 +77,7 @@ def selector(model: str | None = None, run_id: str | None = None) -> str:
     return ",".join(parts)
 
 
-def _base_labels(name: str, component: str) -> dict[str, str]:
+def base_labels(name: str, component: str) -> dict[str, str]:
     return {
         LABEL_NAME: APP_NAME,
         LABEL_INSTANCE: name,
@@ -303,7 +276,7 @@ def build_pod_template(spec: JobSpec, *, scheduled: bool = False) -> client.V1Po
     )
 
 
-def _exit_code_rule(action: str, *codes: int) -> client.V1PodFailurePolicyRule:
+def exit_code_rule(action: str, *codes: int) -> client.V1PodFailurePolicyRule:
     return client.V1PodFailurePolicyRule(
         action=action,
         on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
@@ -312,7 +285,7 @@ def _exit_code_rule(action: str, *codes: int) -> client.V1PodFailurePolicyRule:
     )
 
 
-def _disruption_rule(action: str) -> client.V1PodFailurePolicyRule:
+def disruption_rule(action: str) -> client.V1PodFailurePolicyRule:
     """Preemption, node drain, eviction: the pod's DisruptionTarget condition."""
     return client.V1PodFailurePolicyRule(
         action=action,
@@ -327,18 +300,18 @@ def build_pod_failure_policy() -> client.V1PodFailurePolicy:
     return client.V1PodFailurePolicy(
         rules=[
             # Preemption, node drain, eviction: not the trainer's fault; do not count it.
-            _disruption_rule("Ignore"),
+            disruption_rule("Ignore"),
             # A worker stopped because a peer was preempted: the preemption is not counted,
             # and neither is its consequence (activeDeadlineSeconds bounds the retries).
-            _exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
+            exit_code_rule("Ignore", EXIT_GROUP_STOPPED),
             # A group that never formed (a peer Pending for a GPU node) trained nothing: not
             # counted; activeDeadlineSeconds bounds the waits.
-            _exit_code_rule("Ignore", EXIT_GROUP_NOT_FORMED),
+            exit_code_rule("Ignore", EXIT_GROUP_NOT_FORMED),
             # Exit 2 = bad input, 3 = diverged: the same pod would fail the same way again.
-            _exit_code_rule("FailJob", *PERMANENT_EXITS),
+            exit_code_rule("FailJob", *PERMANENT_EXITS),
             # Exit 77: the node has not the GPUs the pod asked for (driver, device plugin):
             # another pod, maybe on another node, may train; counted against backoffLimit.
-            _exit_code_rule("Count", EXIT_NO_GPU),
+            exit_code_rule("Count", EXIT_NO_GPU),
         ]
     )
 
@@ -348,7 +321,7 @@ def group_backoff_limit(spec: JobSpec) -> int:
     return spec.backoff_limit * spec.workers
 
 
-def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpec:
+def build_v1_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpec:
     indexed = spec.workers > 1
     return client.V1JobSpec(
         # A worker group is one synchronous all-reduce: when one member fails, the others
@@ -373,102 +346,6 @@ def build_job_spec(spec: JobSpec, *, scheduled: bool = False) -> client.V1JobSpe
     )
 
 
-# The oldest JobSet whose API knows every field we render: failurePolicy.rules[]
-# .onJobFailureMessagePatterns came in v0.10.0 (an older server, without strict field
-# validation, drops it and restarts on bad input without bound).
-JOBSET_MIN_RELEASE = "v0.10.0"
-JOBSET_NEWER_FIELDS = ("onJobFailureMessagePatterns",)
-
-# How the Job controller words a podFailurePolicy FailJob (pkg/controller/job/
-# pod_failure_policy.go); a JobSet's failure policy tells the causes apart by these messages.
-_FAILJOB_BY_CONDITION = "has condition {} matching FailJob rule"
-_FAILJOB_BY_EXIT_CODE = "failed with exit code {} matching FailJob rule"
-
-
-def build_jobset_failure_policy(spec: JobSpec) -> dict[str, Any]:
-    """The whole group restarts on any member's failure; preemption is free, bad input final.
-
-    The child Job fails at once (backoffLimit 0, FailJob rules) and says why in its
-    message; the JobSet then recreates every Job (BlockingRecreate: only after the old pods
-    are gone, so no two workers share an index or a checkpoint), counting the restart
-    against maxRestarts unless a member was preempted (DisruptionTarget), stopped because
-    a peer was (exit 76), or the group never formed (exit 78).
-    """
-    return {
-        "maxRestarts": spec.backoff_limit,
-        "restartStrategy": "BlockingRecreate",
-        "rules": [
-            {
-                "name": "preempted",
-                "action": "RestartJobSetAndIgnoreMaxRestarts",
-                "onJobFailureReasons": ["PodFailurePolicy"],
-                "onJobFailureMessagePatterns": [
-                    _FAILJOB_BY_CONDITION.format("DisruptionTarget"),
-                    _FAILJOB_BY_EXIT_CODE.format(EXIT_GROUP_STOPPED),
-                    _FAILJOB_BY_EXIT_CODE.format(EXIT_GROUP_NOT_FORMED),
-                ],
-            },
-            {
-                "name": "badInput",
-                "action": "FailJobSet",
-                "onJobFailureReasons": ["PodFailurePolicy"],
-                "onJobFailureMessagePatterns": [
-                    _FAILJOB_BY_EXIT_CODE.format(code) for code in PERMANENT_EXITS
-                ],
-            },
-            # The deadline bounds one attempt of the group; restarting would start it again.
-            {
-                "name": "deadline",
-                "action": "FailJobSet",
-                "onJobFailureReasons": ["DeadlineExceeded"],
-            },
-        ],
-    }
-
-
-def build_jobset(spec: JobSpec) -> dict[str, Any]:
-    """A JobSet of one replicated Job: an Indexed Job of spec.workers pods that fails fast.
-
-    The JobSet controller makes the headless Service (its name is the JobSet's) and restarts
-    the whole group under build_jobset_failure_policy; Kueue admits the JobSet as one unit.
-    """
-    job = to_dict(build_job_spec(spec))
-    job["backoffLimit"] = 0  # any member's failure fails the Job; the JobSet restarts the group
-    job.pop("ttlSecondsAfterFinished", None)  # the JobSet's TTL removes its Jobs
-    job.pop("suspend", None)  # the JobSet is suspended for Kueue, not its Jobs
-    job["completionMode"] = "Indexed"
-    job["completions"] = job["parallelism"] = spec.workers
-    job["podFailurePolicy"] = {"rules": [
-        to_dict(_disruption_rule("FailJob")),
-        to_dict(_exit_code_rule("FailJob", EXIT_GROUP_STOPPED)),
-        to_dict(_exit_code_rule("FailJob", EXIT_GROUP_NOT_FORMED)),
-        to_dict(_exit_code_rule("FailJob", *PERMANENT_EXITS)),
-    ]}  # fmt: skip
-    body: dict[str, Any] = {
-        "apiVersion": f"{JOBSET_GROUP}/{JOBSET_VERSION}",
-        "kind": "JobSet",
-        "metadata": {
-            "name": spec.job_name,
-            "namespace": spec.namespace,
-            "labels": {**labels(spec), **queue_labels(spec)},
-        },
-        "spec": {
-            "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
-            "failurePolicy": build_jobset_failure_policy(spec),
-            "replicatedJobs": [{
-                "name": JOBSET_REPLICATED_JOB,
-                "replicas": 1,
-                "template": {"metadata": {"labels": labels(spec)}, "spec": job},
-            }],
-        },
-    }  # fmt: skip
-    if spec.queue:
-        body["spec"]["suspend"] = True
-    if spec.ttl_seconds_after_finished is not None:
-        body["spec"]["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return body
-
-
 def queue_labels(spec: JobSpec) -> dict[str, str]:
     """Kueue's labels on a queued Job (or JobSet, or a CronJob's job template)."""
     out = {LABEL_QUEUE: spec.queue} if spec.queue else {}
@@ -487,7 +364,7 @@ def build_job(spec: JobSpec) -> client.V1Job:
             namespace=spec.namespace,
             labels={**labels(spec), **queue_labels(spec)},
         ),
-        spec=build_job_spec(spec),
+        spec=build_v1_job_spec(spec),
     )
 
 
@@ -510,198 +387,6 @@ def build_service(spec: JobSpec) -> client.V1Service:
                 )
             ],
         ),
-    )
-
-
-# The flags behind the client models a value given on the command line reaches, for the
-# line that names what was refused.
-_MODEL_FLAGS = {
-    "V1Toleration": "--tolerations",
-    "V1ResourceRequirements": "--cpu, --memory, --gpus, --ephemeral-storage or their limits",
-    "V1EmptyDirVolumeSource": "--tmp-size-limit, --cache-size-limit or --shm-size-limit",
-    "V1ObjectMeta": "--name, --run-id, --pod-labels or --pod-annotations",
-    "V1Container": "--image, --image-pull-policy or --extra-args",
-    "V1PodSpec": "--node-selector, --service-account, --priority-class-name or "
-    "--termination-grace-period-seconds",
-    "V1JobSpec": "--backoff-limit, --active-deadline-seconds or --ttl-seconds-after-finished",
-    "V1EnvVar": "--data, --output, --image or --peer-timeout",
-    "V1LocalObjectReference": "--image-pull-secrets",
-}
-
-
-def invalid_field(e: ValueError) -> SpecError:
-    """A value the Kubernetes client's models refuse (pydantic's ValidationError: a number
-    where a string belongs) as one line naming the field, the value and the flag: bad
-    input, exit 2, found before anything is sent or printed."""
-    model = getattr(e, "title", "") or "a Kubernetes object"
-    errors = e.errors() if callable(getattr(e, "errors", None)) else []
-    first = errors[0] if errors else {}
-    field = ".".join(str(p) for p in first.get("loc", ()))
-    what = f"{model}.{field}" if field else model
-    flag = _MODEL_FLAGS.get(model, "a submit flag")
-    value = first.get("input", "?")
-    reason = first.get("msg") or " ".join(str(e).split())[:120]
-    return SpecError(f"invalid value {value!r} for {what} (set by {flag}): {reason}")
-
-
-def build_objects(spec: JobSpec) -> list[Any]:
-    """What one submission creates: [Service,] Job, or a JobSet (which makes its Service).
-
-    Raises:
-        SpecError: a value the Kubernetes client refuses (invalid_field).
-    """
-    try:
-        if spec.runtime == RUNTIME_JOBSET:
-            return [build_jobset(spec)]
-        return [build_service(spec), build_job(spec)] if spec.workers > 1 else [build_job(spec)]
-    except ValueError as e:  # pydantic's ValidationError (a ValueError) from a model
-        if isinstance(e, SpecError):
-            raise
-        raise invalid_field(e) from e
-
-
-def cronjob_name(spec: JobSpec) -> str:
-    return f"{spec.name}-retrain-{spec.model}"
-
-
-def build_cronjob(
-    spec: JobSpec,
-    *,
-    schedule: str = "0 3 * * 0",
-    time_zone: str = "Etc/UTC",
-    starting_deadline_seconds: int = 3600,
-    successful_jobs_history_limit: int = 3,
-    failed_jobs_history_limit: int = 3,
-    suspend: bool = False,
-) -> client.V1CronJob:
-    """Scheduled retraining: one Job per tick, each with its own run id (its Job name).
-
-    Raises:
-        SpecError: workers > 1 (an Indexed group needs a per-run Service) or the name is too long.
-    """
-    if spec.workers > 1:
-        raise SpecError(
-            f"invalid workers {spec.workers} for a CronJob: expected 1 (multi-worker runs are "
-            "submitted with jobs.submit)"
-        )
-    name = cronjob_name(spec)
-    # The controller appends -<11 digits> to make Job names; those must stay within 63.
-    if len(name) > 52:
-        raise SpecError(f"invalid name {spec.name!r}: CronJob name {name!r} exceeds 52 characters")
-    return client.V1CronJob(
-        api_version="batch/v1",
-        kind="CronJob",
-        metadata=client.V1ObjectMeta(
-            name=name, namespace=spec.namespace, labels=labels(spec, "retrain", run_id=False)
-        ),
-        spec=client.V1CronJobSpec(
-            schedule=schedule,
-            time_zone=time_zone,
-            # A retrain still running when the next tick comes is not doubled up.
-            # A run still going at the next tick is not doubled up (Forbid). With a Kueue
-            # queue a Job may never be admitted (no LocalQueue, no Kueue) and, suspended, it
-            # never reaches its deadline: Forbid would then skip every later tick. Replace
-            # swaps it for the new tick's Job; an admitted run is over long before the next
-            # tick, since activeDeadlineSeconds is far shorter than the schedule's period.
-            concurrency_policy="Replace" if spec.queue else "Forbid",
-            starting_deadline_seconds=starting_deadline_seconds,
-            successful_jobs_history_limit=successful_jobs_history_limit,
-            failed_jobs_history_limit=failed_jobs_history_limit,
-            suspend=suspend,
-            job_template=client.V1JobTemplateSpec(
-                metadata=client.V1ObjectMeta(
-                    labels={
-                        **labels(spec, "retrain", run_id=False),
-                        **queue_labels(spec),
-                    }
-                ),
-                spec=build_job_spec(spec, scheduled=True),
-            ),
-        ),
-    )
-
-
-def build_service_account(
-    name: str,
-    namespace: str,
-    *,
-    instance: str,
-    component: str,
-    gcp_service_account: str = "",
-) -> client.V1ServiceAccount:
-    """A ServiceAccount; the trainer's maps to a GCP SA through Workload Identity (no keys)."""
-    annotations = (
-        {"iam.gke.io/gcp-service-account": gcp_service_account} if gcp_service_account else None
-    )
-    return client.V1ServiceAccount(
-        api_version="v1",
-        kind="ServiceAccount",
-        metadata=client.V1ObjectMeta(
-            name=name,
-            namespace=namespace,
-            labels=_base_labels(instance, component),
-            annotations=annotations,
-        ),
-        # The trainer reaches GCP through Workload Identity and needs no token; the submitter
-        # runs jobs.* in the cluster and does.
-        automount_service_account_token=component != "trainer",
-    )
-
-
-def build_network_policy(
-    name: str, namespace: str, *, instance: str, egress: bool = False
-) -> client.V1NetworkPolicy:
-    """Trainer pods may reach each other on the workers' port where a namespace denies
-    traffic by default; only their ingress is isolated (egress too if asked, for namespaces
-    that deny egress by default and allow DNS and Cloud Storage already)."""
-    trainers = client.V1LabelSelector(
-        match_labels={LABEL_NAME: APP_NAME, LABEL_COMPONENT: "trainer"}
-    )
-    peers = [client.V1NetworkPolicyPeer(pod_selector=trainers)]
-    port = [client.V1NetworkPolicyPort(port=WORKER_PORT, protocol="TCP")]
-    return client.V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=client.V1ObjectMeta(
-            name=f"{name}-workers", namespace=namespace, labels=_base_labels(instance, "network")
-        ),
-        spec=client.V1NetworkPolicySpec(
-            pod_selector=trainers,
-            policy_types=["Ingress", "Egress"] if egress else ["Ingress"],
-            ingress=[client.V1NetworkPolicyIngressRule(_from=peers, ports=port)],
-            egress=[client.V1NetworkPolicyEgressRule(to=peers, ports=port)] if egress else None,
-        ),
-    )
-
-
-def build_role(name: str, namespace: str, *, instance: str) -> client.V1Role:
-    """Only what jobs.submit/status/logs/cancel need, in one namespace."""
-    return client.V1Role(
-        api_version="rbac.authorization.k8s.io/v1",
-        kind="Role",
-        metadata=client.V1ObjectMeta(
-            name=name, namespace=namespace, labels=_base_labels(instance, "submitter")
-        ),
-        rules=[
-            client.V1PolicyRule(api_groups=[group], resources=[resource], verbs=verbs)
-            for group, resource, verbs in SUBMITTER_RULES
-        ],
-    )
-
-
-def build_role_binding(
-    name: str, namespace: str, *, instance: str, service_account: str
-) -> client.V1RoleBinding:
-    return client.V1RoleBinding(
-        api_version="rbac.authorization.k8s.io/v1",
-        kind="RoleBinding",
-        metadata=client.V1ObjectMeta(
-            name=name, namespace=namespace, labels=_base_labels(instance, "submitter")
-        ),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=name),
-        subjects=[
-            client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)
-        ],
     )
 
 

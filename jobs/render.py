@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 from jobs import _cli
-from jobs.manifest import (
+from jobs.chart_objects import (
     build_cronjob,
     build_network_policy,
-    build_objects,
     build_role,
     build_role_binding,
     build_service_account,
-    to_yaml,
 )
+from jobs.manifest import to_yaml
+from jobs.objects import build_objects
 from jobs.spec import (
     DEFAULT_NAME,
     DEFAULT_NAMESPACE,

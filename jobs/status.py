@@ -6,7 +6,8 @@ import sys
 from datetime import datetime, timezone
 
 from jobs import _cli
-from jobs.manifest import LABEL_MODEL, LABEL_RUN_ID, selector
+from jobs.manifest import selector
+from jobs.names import LABEL_MODEL, LABEL_RUN_ID
 
 
 def job_state(job, pods=None) -> str:
@@ -14,7 +15,7 @@ def job_state(job, pods=None) -> str:
 
     A Job counts its pods as active from creation on; it runs only once a container does.
     """
-    from jobs.cluster import job_outcome, pod_reason
+    from jobs.waits import job_outcome, pod_reason
 
     outcome = job_outcome(job)
     if outcome is not None:
@@ -65,7 +66,8 @@ def status(
         kubeconfig: kubeconfig file (default: KUBECONFIG or ~/.kube/config).
         context: kubeconfig context.
     """
-    from jobs.cluster import ClusterError, connect, pod_line
+    from jobs.kube import ClusterError, connect, kueue_admission
+    from jobs.waits import pod_line
 
     cluster, namespace = connect(namespace, kubeconfig, context)
     run_id = None if run_id is None else str(run_id)
@@ -105,7 +107,7 @@ def status(
             # A queued Job waits for Kueue; one waiting long says so, in Kueue's words
             # (a missing LocalQueue or an absent Kueue would wedge retraining unnoticed).
             waited = _age(job.metadata.creation_timestamp)
-            print(f"  suspended {waited}, not admitted: {cluster.admission(job)}")
+            print(f"  suspended {waited}, not admitted: {kueue_admission(cluster, job)}")
         try:
             events = cluster.job_events(namespace, [name, *(p.metadata.name for p in pods[name])])
         except ClusterError as e:

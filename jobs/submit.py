@@ -10,7 +10,9 @@ from typing import Any
 
 from jobs import _cli
 from jobs import spec as specs
-from jobs.manifest import build_objects, to_yaml
+from jobs.manifest import to_yaml
+from jobs.objects import build_objects
+from jobs.values import to_int
 from trainer.contract import new_run_id
 
 
@@ -32,7 +34,7 @@ def resolve_specs(
     for field in dataclasses.fields(specs.JobSpec):
         if field.metadata.get("env") and settings.get(field.name) in (None, ""):
             settings[field.name] = os.environ.get(field.metadata["env"], "")
-    from jobs.cluster import resolve_namespace
+    from jobs.kube import resolve_namespace
 
     settings["namespace"] = resolve_namespace(settings.pop("namespace", None), kubeconfig, context)
     return build_specs(model=model, **settings)
@@ -66,7 +68,7 @@ def submit(
     **settings: Any,
 ) -> None:
     # The signature and help fire shows are generated from JobSpec below (_signature).
-    retries = specs.to_int("retries", retries, 0)  # before anything is created
+    retries = to_int("retries", retries, 0)  # before anything is created
     job_specs = resolve_specs(model, kubeconfig, context, settings)
     if retries and job_specs[0].runtime == specs.RUNTIME_JOBSET:
         raise specs.SpecError(
@@ -78,7 +80,7 @@ def submit(
         sys.stdout.write(to_yaml(objects))
         return
 
-    from jobs.cluster import Cluster, load_api_client
+    from jobs.kube import Cluster, load_api_client
 
     cluster = Cluster(load_api_client(kubeconfig, context))
     _create(cluster, job_specs, objects)
@@ -105,8 +107,12 @@ def _create(cluster, job_specs: list[specs.JobSpec], objects: list[Any]) -> None
 
 def _follow(cluster, job_specs: list[specs.JobSpec], timeout: float | None) -> None:
     """Stream each Job's trainer log in turn, prefixed with the model when there are several."""
+    from jobs.waits import follow_job
+
     for s in job_specs:
-        for line in cluster.follow_job(s.namespace, s.pod_job_name, timeout=timeout):
+        lines = follow_job(cluster, s.namespace, s.pod_job_name, progress=_cli.progress,
+                           timeout=timeout)  # fmt: skip
+        for line in lines:
             print(f"[{s.model}] {line}" if len(job_specs) > 1 else line, flush=True)
 
 
@@ -128,13 +134,14 @@ def _wait(cluster, job_specs: list[specs.JobSpec], retries: int, timeout: float 
 
 
 def _wait_with_retries(cluster, spec: specs.JobSpec, retries: int, timeout: float | None):
-    from jobs.cluster import PERMANENT_REASONS
+    from jobs import waits
 
+    where = (cluster, spec.namespace, spec.job_name)
     if spec.runtime == specs.RUNTIME_JOBSET:
-        return cluster.wait_jobset(spec.namespace, spec.job_name, timeout=timeout)
+        return waits.wait_jobset(*where, progress=_cli.progress, timeout=timeout)
     for attempt in range(retries + 1):
-        outcome = cluster.wait_job(spec.namespace, spec.job_name, timeout=timeout)
-        if outcome.succeeded or outcome.reason in PERMANENT_REASONS or attempt == retries:
+        outcome = waits.wait_job(*where, progress=_cli.progress, timeout=timeout)
+        if outcome.succeeded or outcome.reason in waits.PERMANENT_REASONS or attempt == retries:
             return outcome
         print(
             f"job.batch/{spec.job_name} failed ({outcome.reason}); re-running it as a whole, "
@@ -144,7 +151,7 @@ def _wait_with_retries(cluster, spec: specs.JobSpec, retries: int, timeout: floa
         # Foreground: the Job goes only after its pods, so old workers are not still writing
         # checkpoints (or holding their hostnames) when the new ones start.
         cluster.delete_job(spec.namespace, spec.job_name, propagation="Foreground")
-        cluster.wait_deleted(spec.namespace, spec.job_name)
+        waits.wait_deleted(*where)
         cluster.create(build_objects(spec))
     return outcome
 

@@ -146,8 +146,8 @@ MUTANTS = [
            "        if False:\n",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-no-fallback-past-a-bad-checkpoint", "trainer/checkpoints.py",
-           "            log(f\"checkpoint of epoch {epoch} is unreadable ({reason}); "
-           "skipping it\")\n            continue",
+           "            log(f\"checkpoint of {what} is unreadable ({reason}); skipping it\")\n"
+           "            continue",
            "            raise",
            ("tests/test_resume.py::test_unreadable_last_checkpoint_falls_back_to_the_one_before",)),
     Mutant("resume-partial-epoch-checkpointed", "trainer/callbacks.py",
@@ -180,8 +180,8 @@ MUTANTS = [
            "expired = current is None",
            ("tests/test_lease.py::test_an_expired_lease_is_taken_over",)),
     Mutant("multiworker-uneven-final-batch", "trainer/train.py",
-           "            even_batches=part is not None or distribute.is_multi_worker(),",
-           "            even_batches=part is not None,",
+           "        even = part is not None or distribute.is_multi_worker()\n",
+           "        even = part is not None\n",
            ("tests/test_multiworker.py::test_uneven_final_batch_trains_on_every_worker",)),
     Mutant("multiworker-signalled-worker-stops-alone", "trainer/callbacks.py",
            "            self.termination.agreed = float(self._signalled(flag)) > 0",
@@ -197,8 +197,8 @@ MUTANTS = [
     Mutant("multiworker-group-not-retried-by-the-job", "jobs/manifest.py",
            "    return spec.backoff_limit * spec.workers", "    return 0",
            ("tests/test_jobs_cluster.py::test_a_broken_worker_group_is_retried_by_the_cluster",)),
-    Mutant("store-outage-at-start-is-bad-input", "trainer/commandline.py",
-           '    ("trainer.storage.StoreUnavailableError", _RESUMABLE),\n', "",
+    Mutant("store-outage-at-start-is-bad-input", "trainer/storage.py",
+           "    exit_code, resumable, store_refusal = contract.EXIT_PREEMPTED, True, False\n", "",
            ("tests/test_reliability.py::test_an_unreachable_store_at_start_up_is_an_outage_not_bad_input",)),
     Mutant("group-stopped-peer-counts", "trainer/train.py",
            "stopped = PreemptedError if self.termination.requested else GroupStoppedError",
@@ -226,15 +226,15 @@ MUTANTS = [
            ("tests/test_results_safety.py::test_truncated_metrics_marks_one_run_corrupt",)),
     # --- hostile inputs, third audit (docs/reliability.md) ------------------------------
     Mutant("dataset-links-followed", "trainer/data/archives.py",
-           "                if not stat.S_ISREG(os.lstat(full).st_mode):  # never opened: "
-           "links, devices",
-           "                if not stat.S_ISREG(os.stat(full).st_mode):",
+           "            if not stat.S_ISREG(os.lstat(full).st_mode):  # never opened: links, "
+           "devices",
+           "            if not stat.S_ISREG(os.stat(full).st_mode):",
            ("tests/test_data_safety.py::test_a_symlink_out_of_the_dataset_is_not_read",)),
     Mutant("dataset-ceiling-not-checked", "trainer/data/archives.py",
-           "            if total > limit:\n"
-           "                raise too_big(f\"directory {root}\", limit)",
-           "            if False:\n"
-           "                raise too_big(f\"directory {root}\", limit)",
+           "        if total > limit:\n"
+           "            raise too_big(f\"directory {root}\", limit)",
+           "        if False:\n"
+           "            raise too_big(f\"directory {root}\", limit)",
            ("tests/test_data_safety.py::test_the_directory_ceiling_counts_bytes_read",)),
     Mutant("data-special-file-opened", "trainer/data/sources.py",
            "    if not (path.is_file() or path.is_dir()):",
@@ -276,9 +276,9 @@ MUTANTS = [
            "the parser",
            "    except ZeroDivisionError as e:",
            ("tests/test_reliability.py::test_a_damaged_config_of_the_same_run_id_is_one_line_not_a_traceback",)),
-    Mutant("signal-at-a-phase-is-bad-input", "trainer/commandline.py",
-           '    ("trainer.termination.RetryableError", _RESUMABLE),\n',
-           '    ("trainer.termination.RetryableError", _BAD_INPUT),\n',
+    Mutant("signal-at-a-phase-is-bad-input", "trainer/termination.py",
+           "    exit_code, resumable = contract.EXIT_PREEMPTED, True\n",
+           "    exit_code, resumable = contract.EXIT_BAD_INPUT, False\n",
            ("tests/test_reliability.py::test_a_signal_at_every_phase_is_a_preemption_and_the"
             "_rerun_completes[model_ready]",)),
     Mutant("gs-data-cache-keyed-by-name", "trainer/data/sources.py",
@@ -308,12 +308,12 @@ MUTANTS = [
            "                stray = 0",
            ("tests/test_storage_safety.py::test_temp_files_a_killed_publisher_left_are_removed_by"
             "_the_next_attempt",)),
-    Mutant("k8s-label-keys-unchecked", "jobs/spec.py",
+    Mutant("k8s-label-keys-unchecked", "jobs/values.py",
            "        if not _label_key(key):\n",
            "        if False:\n",
            ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
             "_created",)),
-    Mutant("k8s-toleration-operator-unchecked", "jobs/spec.py",
+    Mutant("k8s-toleration-operator-unchecked", "jobs/values.py",
            "        if operator not in _TOLERATION_OPERATORS:",
            "        if False:",
            ("tests/test_k8s_manifest.py::test_kubernetes_fields_are_checked_before_anything_is"
@@ -325,16 +325,16 @@ MUTANTS = [
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
     Mutant("spec-gpus-beyond-any-node-rendered", "jobs/spec.py",
-           "if self.gpus and counts and self.gpus > max(counts):", "if False:",
+           "if spec.gpus and counts and spec.gpus > max(counts):", "if False:",
            ("tests/test_spec_together.py::test_every_dry_run_is_refused_by_us_or_accepted_by_the"
             "_server",)),
-    Mutant("create-fields-not-strict", "jobs/cluster.py",
+    Mutant("create-fields-not-strict", "jobs/kube.py",
            'FIELD_VALIDATION = "Strict"', 'FIELD_VALIDATION = "Ignore"',
            ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
-    Mutant("jobset-old-release-not-named", "jobs/cluster.py",
-           "            if newer:\n", "            if False:\n",
+    Mutant("jobset-old-release-not-named", "jobs/kube.py",
+           "    if newer:\n", "    if False:\n",
            ("tests/test_doctor.py::test_a_jobset_field_the_server_does_not_know_is_refused",)),
-    Mutant("doctor-queue-coverage-unchecked", "jobs/doctor.py",
+    Mutant("doctor-queue-coverage-unchecked", "jobs/doctor_addons.py",
            "missing = [r for r in self.requested_resources() if r not in covered]",
            "missing = []",
            ("tests/test_doctor.py::test_a_queue_without_ephemeral_storage_is_the_blocker",)),
@@ -358,16 +358,15 @@ MUTANTS = [
            'chart="priorityClassName"',
            '        "", "the pods\' PriorityClass (empty: the cluster default)"',
            ("tests/test_settings.py::test_every_chart_value_is_a_jobspec_setting_or_the_charts_own",)),
-    Mutant("jobset-preemption-counted", "jobs/manifest.py",
+    Mutant("jobset-preemption-counted", "jobs/objects.py",
            '"action": "RestartJobSetAndIgnoreMaxRestarts"', '"action": "RestartJobSet"',
            ("tests/test_k8s_manifest.py::test_jobset_restarts_the_group_and_ignores_preemptions",)),
     # --- the GKE day-one checks ------------------------------------------------------------
     Mutant("gpu-check-skipped", "trainer/distribute.py",
            "    check_gpus(devices())\n", "",
            ("tests/test_distribute.py::test_a_cpu_pod_that_asked_for_a_gpu_stops_before_training",)),
-    Mutant("gpu-missing-is-bad-input", "trainer/commandline.py",
-           '("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),',
-           '("trainer.distribute.GpuMissingError", (contract.EXIT_BAD_INPUT, "error")),',
+    Mutant("gpu-missing-is-bad-input", "trainer/distribute.py",
+           "    exit_code = contract.EXIT_NO_GPU\n", "    exit_code = contract.EXIT_BAD_INPUT\n",
            ("tests/test_distribute.py",)),
     Mutant("gpus-env-not-set", "jobs/manifest.py",
            "        client.V1EnvVar(name=GPUS_ENV, value=str(spec.gpus)),\n", "",
@@ -378,22 +377,22 @@ MUTANTS = [
     Mutant("short-flags-not-expanded", "jobs/_cli.py",
            "        argv = expand_short_flags(sys.argv[1:] if argv is None else argv)\n", "",
            ("tests/test_jobs_submit.py::test_submit_takes_dash_n_as_the_namespace",)),
-    Mutant("unknown-accelerator-refused", "jobs/spec.py",
-           "        if acc not in GKE_ACCELERATORS:\n            print(",
-           "        if acc not in GKE_ACCELERATORS:\n            raise SpecError(acc)\n"
-           "            print(",
+    Mutant("unknown-accelerator-refused", "jobs/values.py",
+           "    if acc not in GKE_ACCELERATORS:\n        print(",
+           "    if acc not in GKE_ACCELERATORS:\n        raise SpecError(acc)\n"
+           "        print(",
            ("tests/test_k8s_manifest.py::test_an_unknown_gpu_type_is_a_warning_naming_the_known_ones",)),
     Mutant("restart-redone-work-not-subtracted", "trainer/cost.py",
            "float(this[\"training_from\"]) - kept)", "float(this[\"training_from\"]))",
            ("tests/test_cost.py",)),
     # --- hostile inputs, fourth audit (docs/reliability.md, classes 1 and 3-7) -----------
-    Mutant("k8s-non-kubernetes-answer-traceback", "jobs/cluster.py",
+    Mutant("k8s-non-kubernetes-answer-traceback", "jobs/kube.py",
            "        return CheckedApiClient(configuration)\n"
            "    except (config.ConfigException, OSError) as e:",
            "        return client.ApiClient(configuration)\n"
            "    except (config.ConfigException, OSError) as e:",
            ("tests/test_reliability_audit4.py::test_a_server_that_is_not_kubernetes_is_one_line_naming_it",)),
-    Mutant("k8s-wrong-type-value-traceback", "jobs/manifest.py",
+    Mutant("k8s-wrong-type-value-traceback", "jobs/objects.py",
            "        raise invalid_field(e) from e", "        raise",
            ("tests/test_reliability_audit4.py::test_a_value_of_the_wrong_type_is_bad_input_naming_the_flag",)),
     Mutant("predict-special-file-read", "trainer/predict/__init__.py",
@@ -458,8 +457,9 @@ MUTANTS = [
     Mutant("download-cut-short-is-bad-data", "trainer/data/sources.py",
            "        if total is not None and got_bytes < total:", "        if False:",
            ("tests/test_reliability_audit4.py::test_a_connection_cut_mid_download_is_an_outage",)),
-    Mutant("k8s-client-errors-unmapped", "trainer/commandline.py",
-           '    ("kubernetes.client.exceptions.OpenApiException", _FAILED),\n', "",
+    Mutant("k8s-client-errors-unmapped", "jobs/_cli.py",
+           "        return contract.EXIT_FAILED\n    return None\n",
+           "        return None\n    return None\n",
            ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
 ]  # fmt: skip
 

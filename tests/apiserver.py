@@ -75,7 +75,7 @@ def install_crds(state: cp.State, which: tuple[addons.Addon, ...]) -> None:
 
 
 def api_client(state: cp.State):
-    from jobs.cluster import load_api_client
+    from jobs.kube import load_api_client
 
     return load_api_client(str(state.kubeconfig))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.manifest import CACHE_DIR, TMP_DIR, UID
+from jobs.names import CACHE_DIR, TMP_DIR, UID
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from jobs import doctor, submit
-from jobs.manifest import JOBSET_GROUP, JOBSET_MIN_RELEASE, JOBSET_PLURAL
-from jobs.spec import ACCELERATOR_LABEL, EXAMPLE_IMAGE
+from jobs.names import JOBSET_GROUP, JOBSET_MIN_RELEASE, JOBSET_PLURAL
+from jobs.spec import EXAMPLE_IMAGE
+from jobs.values import ACCELERATOR_LABEL
 from tests.apiserver import add_node, api_client, until, without_property
 from trainer import contract
 

@@ -107,7 +107,7 @@ def test_seed_minus_one_is_derived_from_the_run_id_and_recorded():
 
 
 def test_scheduled_runs_derive_their_seed_and_keep_ties_with_the_incumbent():
-    from jobs.manifest import build_cronjob
+    from jobs.chart_objects import build_cronjob
     from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec
 
     spec = JobSpec(model="mean", run_id="r1", image=EXAMPLE_IMAGE, output=EXAMPLE_OUTPUT,

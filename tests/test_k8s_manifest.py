@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.manifest import (
-    build_cronjob,
-    build_job,
-    build_objects,
-    build_role,
-    build_role_binding,
-    build_service,
-    build_service_account,
-    to_dict,
-)
+from jobs.chart_objects import build_cronjob, build_role, build_role_binding, build_service_account
+from jobs.manifest import build_job, build_service, to_dict
+from jobs.objects import build_objects
 from jobs.spec import EXAMPLE_IMAGE, EXAMPLE_OUTPUT, JobSpec, SpecError, resolve_models
 from tests.fakes.k8s_checks import ROOT, restricted_violations, validate
 
@@ -309,7 +302,7 @@ def test_the_charts_gpu_types_are_the_specs():
     import json
     import re
 
-    from jobs.spec import ACCELERATOR_RE, GKE_ACCELERATORS
+    from jobs.values import ACCELERATOR_RE, GKE_ACCELERATORS
 
     schema = json.loads((ROOT / "helm" / "imdb-train" / "values.schema.json").read_text())
     pattern = re.compile(schema["properties"]["accelerator"]["pattern"])
@@ -375,7 +368,7 @@ def test_jobset_restarts_the_group_and_ignores_preemptions():
     """--runtime jobset: one JobSet whose child Job fails at once on any member's failure,
     saying why in its message; the JobSet restarts the group for free on a preemption (or a
     peer's exit 76), fails at once on bad input or the deadline, else counts the restart."""
-    from jobs.manifest import build_objects
+    from jobs.objects import build_objects
     from trainer.contract import (
         EXIT_BAD_INPUT,
         EXIT_GROUP_NOT_FORMED,

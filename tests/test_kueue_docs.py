@@ -16,7 +16,7 @@ def docs_by_kind():
 def test_queues_reference_each_other():
     kinds = docs_by_kind()
     assert set(kinds) == {"ResourceFlavor", "ClusterQueue", "LocalQueue"}
-    from jobs.manifest import KUEUE_GROUP, KUEUE_VERSION
+    from jobs.names import KUEUE_GROUP, KUEUE_VERSION
 
     # The version jobs.status reads Workloads at: on a Kueue without it, status says so.
     assert all(d["apiVersion"] == f"{KUEUE_GROUP}/{KUEUE_VERSION}" for d in kinds.values())

@@ -148,7 +148,7 @@ def test_a_server_that_is_not_kubernetes_is_one_line_naming_it(
         code = main(argv)
     err = capsys.readouterr().err
     # Not bad input (exit 2): the command failed against the wrong server (exit 1).
-    assert code == commandline.EXIT_FAILED, err
+    assert code == contract.EXIT_FAILED, err
     assert "Traceback" not in err and "pydantic" not in err.lower()
     (line,) = err.strip().splitlines()
     assert line.startswith(f"error: the server at {url} answered HTTP 200"), line
@@ -186,15 +186,20 @@ def test_any_other_kubernetes_client_error_is_one_line_not_a_traceback():
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException, ApiTypeError, ApiValueError
 
-    failed = commandline.EXIT_FAILED
-    assert commandline.outcome(ApiTypeError("unexpected keyword 'x'")) == (
+    from jobs._cli import client_error
+
+    def outcome(e):
+        return commandline.outcome(e, foreign=client_error)
+
+    failed = contract.EXIT_FAILED
+    assert outcome(ApiTypeError("unexpected keyword 'x'")) == (
         failed, "error: unexpected keyword 'x'")  # fmt: skip
-    assert commandline.outcome(ApiValueError("missing namespace"))[0] == failed
-    code, line = commandline.outcome(ApiException(status=500, reason="boom"))
+    assert outcome(ApiValueError("missing namespace"))[0] == failed
+    code, line = outcome(ApiException(status=500, reason="boom"))
     assert code == failed and "\n" not in line
     with pytest.raises(ValueError) as e:
         client.V1Toleration(key=1)
-    code, line = commandline.outcome(e.value)
+    code, line = outcome(e.value)
     assert code == contract.EXIT_BAD_INPUT and "\n" not in line and "V1Toleration" in line
 
 

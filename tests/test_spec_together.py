@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from jobs import submit
-from jobs.spec import EXAMPLE_IMAGE, GKE_ACCELERATORS, GKE_GPU_COUNTS
+from jobs.spec import EXAMPLE_IMAGE
+from jobs.values import GKE_ACCELERATORS, GKE_GPU_COUNTS
 from tests.apiserver import api_client
 from trainer import contract
 

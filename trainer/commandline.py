@@ -1,5 +1,6 @@
-"""What every command line of the project shares: flag names, integers as typed, the one
-table from errors to exit codes and messages, and running a fire command.
+"""What every command line of the project shares: flag names, integers as typed, errors to
+exit codes and messages (each error class names its code: contract.KnownError), and
+running a fire command.
 
 Used by `python -m trainer`, `trainer.predict`, `trainer.serving`, `bench.parity` and
 every `jobs.*` command. TensorFlow-free; fire is imported only to run a command.
@@ -16,15 +17,13 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from trainer import contract
-
-EXIT_FAILED = 1  # a client command: the cluster or store refused, or a watched Job failed
-EXIT_INTERRUPTED = 130  # Ctrl-C
+from trainer.contract import KnownError
 
 # [0-9], not \d: \d takes any Unicode digit ("٣" would be 3).
 _INT = re.compile(r"\s*[+-]?[0-9]+(_[0-9]+)*\s*\Z")
 
 
-class UsageError(ValueError):
+class UsageError(KnownError, ValueError):
     """A command line that names an unknown flag or leaves one without its value."""
 
 
@@ -58,74 +57,37 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-# The one table from errors to exit codes and the word that starts their line: first match
-# wins (subclasses above their bases). A class is named by module and name, and only
-# looked up when its module is loaded: an error of a module never imported was never
-# raised, and the trainer's image carries no jobs/ package.
-_BAD_INPUT = (contract.EXIT_BAD_INPUT, "error")
-_RESUMABLE = (contract.EXIT_PREEMPTED, "stopped, resumable")
-_FAILED = (EXIT_FAILED, "error")
-ERRORS: tuple[tuple[str, tuple[int, str]], ...] = (
-    ("trainer.storage.StoreUnavailableError", _RESUMABLE),
-    ("trainer.termination.GroupStoppedError", (contract.EXIT_GROUP_STOPPED, _RESUMABLE[1])),
-    ("trainer.termination.DivergedError", (contract.EXIT_DIVERGED, "error")),
-    ("trainer.distribute.GroupNotFormedError", (contract.EXIT_GROUP_NOT_FORMED, _RESUMABLE[1])),
-    ("trainer.distribute.GpuMissingError", (contract.EXIT_NO_GPU, "error")),
-    ("trainer.termination.RetryableError", _RESUMABLE),
-    # What a store holds, damaged or missing: the same code from every command (above
-    # StoreError: a key that is a directory is both).
-    ("trainer.storage.StoreContentError", _BAD_INPUT),
-    # A store that does not exist or refuses us: retrying cannot help.
-    ("trainer.storage.StoreError", _BAD_INPUT),
-    ("trainer.commandline.UsageError", _BAD_INPUT),
-    ("trainer.config.ConfigError", _BAD_INPUT),
-    ("trainer.data.common.DataError", _BAD_INPUT),
-    ("trainer.distribute.DistributeError", _BAD_INPUT),
-    ("trainer.runs.RunError", _BAD_INPUT),
-    ("trainer.predict.PredictError", _BAD_INPUT),
-    ("jobs.spec.SpecError", _BAD_INPUT),
-    ("jobs.cluster.ClusterError", _FAILED),
-    ("jobs._cli.CommandFailedError", _FAILED),
-    # The Kubernetes client's models refusing a value we built from the flags (answers
-    # are wrapped by jobs.cluster.CheckedApiClient): bad input, never a traceback.
-    ("pydantic_core._pydantic_core.ValidationError", _BAD_INPUT),
-    # Any other error of the Kubernetes client (ApiTypeError, ApiValueError, an ApiException
-    # a call site did not translate): the command failed, one line.
-    ("kubernetes.client.exceptions.OpenApiException", _FAILED),
-)
-
-
-# Exits a Job reruns to resume; a command a person runs reports them as a failure.
-RESUMABLE_EXITS = (
-    contract.EXIT_PREEMPTED,
-    contract.EXIT_GROUP_STOPPED,
-    contract.EXIT_GROUP_NOT_FORMED,
-)
-
-
 def outcome(
-    e: BaseException, resumable: bool = False, store_refused: int = contract.EXIT_BAD_INPUT
+    e: BaseException,
+    resumable: bool = False,
+    store_refused: int = contract.EXIT_BAD_INPUT,
+    foreign: Callable[[BaseException], int | None] | None = None,
 ) -> tuple[int, str] | None:
-    """(exit code, line) for a known error, or None for an unexpected one.
+    """(exit code, line) for a known error (a KnownError, which names its own code), or
+    None for an unexpected one.
 
-    `resumable`: the program is the trainer, which a Job reruns to resume (exits 75, 76).
-    A command a person runs is not resumed: there a store outage or a signal is a
+    `resumable`: the program is the trainer, which a Job reruns to resume (exits 75, 76,
+    78). A command a person runs is not resumed: there a store outage or a signal is a
     failure, exit 1. `store_refused`: the exit code of a store that refuses (no such
     bucket, forbidden): bad input for the trainer and prediction; the jobs.* commands
-    document 1 ("the cluster or the store refused").
+    document 1 ("the cluster or the store refused"). `foreign`: the exit code of an error
+    of a dependency that the program knows (the jobs.* commands: the Kubernetes client's),
+    or None.
     """
-    for dotted, (code, word) in ERRORS:
-        module, _, name = dotted.rpartition(".")
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is None or not isinstance(e, cls):
-            continue
-        if not resumable and code in RESUMABLE_EXITS:
-            code, word = _FAILED
-        elif dotted == "trainer.storage.StoreError":
-            code = store_refused
-        message = one_line(e)
-        return code, f"{word}: {message}" if message else ""
-    return None
+    if isinstance(e, KnownError):
+        if e.resumable and not resumable:
+            code, word = contract.EXIT_FAILED, "error"
+        elif e.resumable:
+            code, word = e.exit_code, "stopped, resumable"
+        else:
+            code, word = store_refused if e.store_refusal else e.exit_code, "error"
+    else:
+        code = foreign(e) if foreign is not None else None
+        if code is None:
+            return None
+        word = "error"
+    message = one_line(e)
+    return code, f"{word}: {message}" if message else ""
 
 
 def _help(component: Any, argv: Sequence[str], name: str) -> bool:
@@ -216,6 +178,7 @@ def run_fire(
     name: str,
     *,
     store_refused: int = contract.EXIT_BAD_INPUT,
+    foreign: Callable[[BaseException], int | None] | None = None,
     string_flags: Collection[str] = (),
     positional: Callable[[list[str]], Callable[..., Any]] | None = None,
 ) -> int:
@@ -240,13 +203,13 @@ def run_fire(
     except fire.core.FireExit as e:  # fire's usage errors
         return int(e.code or 0)
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return contract.EXIT_INTERRUPTED
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return contract.EXIT_OK
     except Exception as e:
-        known = outcome(e, store_refused=store_refused)
+        known = outcome(e, store_refused=store_refused, foreign=foreign)
         if known is None:
             raise
         code, line = known

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer import commandline, contract
+from trainer.contract import KnownError
 
 METRICS = ("euclidean", "cosine")
 JIT_CHOICES = ("auto", "true", "false")
@@ -20,7 +21,7 @@ DEFAULT_QUERIES = ("great", "bad", "boring", "excellent")
 MIN_REVIEW_LENGTH = 5  # words kept per review; fewer cannot carry a review's sentiment
 
 
-class ConfigError(Exception):
+class ConfigError(KnownError):
     """Bad input: the message names the value and what is valid."""
 
 

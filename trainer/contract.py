@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 from datetime import datetime, timezone
+from typing import ClassVar
 
 # --- models -------------------------------------------------------------------------------
 # Model variants the trainer can build; trainer/models.py's registry must have exactly these.
@@ -61,6 +62,27 @@ EXIT_NO_GPU = 77
 # or still pulling its image): no training was lost, so the Job does not count it against
 # backoffLimit (podFailurePolicy Ignore; activeDeadlineSeconds bounds the waits).
 EXIT_GROUP_NOT_FORMED = 78
+# A command a person runs (jobs.*, predict): the cluster or the store refused, a watched Job
+# failed, or a resumable stop of the trainer's kind happened to it (nothing reruns it).
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class KnownError(Exception):
+    """The one base of the errors a command reports as one line and an exit code (read by
+    trainer.commandline.outcome), never a traceback; each subclass names its own code.
+
+    `exit_code`: the process's exit code. `resumable`: the trainer stopped at a checkpoint
+    and a rerun with the same run id resumes (a Job reruns it; a command a person runs
+    reports it as a failure, EXIT_FAILED). `store_refusal`: a store that does not exist or
+    refuses us, whose code each program chooses (bad input for the trainer and predict; the
+    jobs.* commands document 1). A subclass sets what differs from its base.
+    """
+
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT
+    resumable: ClassVar[bool] = False
+    store_refusal: ClassVar[bool] = False
+
 
 # --- environment variables ----------------------------------------------------------------
 OUTPUT_ENV = "IMDB_TRAIN_OUTPUT"  # default store of trainer, jobs.submit and jobs.results

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from trainer import contract
 from trainer.contract import (
     COLLECTIVE_TIMEOUT_ENV,
     COMPLETION_INDEX_ENV,
@@ -20,6 +21,7 @@ from trainer.contract import (
     PEER_TIMEOUT_DEFAULT,
     PEER_TIMEOUT_ENV,
     WORKER_HOSTS_ENV,
+    KnownError,
 )
 from trainer.numbers import bounded_float, bounded_int
 from trainer.termination import RetryableError
@@ -28,7 +30,7 @@ from trainer.termination import RetryableError
 TASK_TYPES = ("chief", "worker")
 
 
-class DistributeError(ValueError):
+class DistributeError(KnownError, ValueError):
     """The multi-worker environment is inconsistent."""
 
 
@@ -36,13 +38,17 @@ class GpuImageError(DistributeError):
     """The pod asked for GPUs, but its TensorFlow was built without CUDA (a CPU image)."""
 
 
-class GpuMissingError(Exception):
+class GpuMissingError(KnownError):
     """The pod asked for more GPUs than TensorFlow sees: the node's driver or device plugin."""
+
+    exit_code = contract.EXIT_NO_GPU
 
 
 class GroupNotFormedError(RetryableError):
     """The worker group did not form in time: nothing was trained, so it is no failure of
     training (exit 78, which the Job does not count against backoffLimit)."""
+
+    exit_code = contract.EXIT_GROUP_NOT_FORMED
 
 
 # Where the NVIDIA kernel driver says its version (the device plugin mounts it on GKE).

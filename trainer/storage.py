@@ -22,6 +22,7 @@ from typing import Protocol
 from uuid import uuid4
 
 from trainer import contract
+from trainer.contract import KnownError
 from trainer.numbers import bounded_float
 
 # https://cloud.google.com/storage/docs/buckets#naming (dotted names aside, 3-63 chars).
@@ -32,8 +33,11 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 AUTH_RETRY_SECONDS = 30.0
 
 
-class StoreError(Exception):
-    """A store operation failed in a way the user must act on."""
+class StoreError(KnownError):
+    """A store operation failed in a way the user must act on: a store that does not exist
+    or refuses us (retrying cannot help)."""
+
+    store_refusal = True
 
 
 class StoreUnavailableError(StoreError):
@@ -42,8 +46,10 @@ class StoreUnavailableError(StoreError):
     run (exit 75), never bad input. Only a store that answers "no such bucket" or
     "forbidden" is a permanent error."""
 
+    exit_code, resumable, store_refusal = contract.EXIT_PREEMPTED, True, False
 
-class StoreContentError(ValueError):
+
+class StoreContentError(KnownError, ValueError):
     """What the store holds is not what this project wrote (a damaged or foreign file) or
     not there (no such run, an incomplete one): bad input, exit 2, for every command that
     reads it (the trainer, predict, serving, jobs.results), never 1 in one and 2 in another."""
@@ -52,6 +58,8 @@ class StoreContentError(ValueError):
 class DamagedKeyError(StoreError, StoreContentError):
     """A key held by something that is not an object we wrote (a directory): store content,
     so exit 2 from every command, not a refusal of the store."""
+
+    store_refusal = False
 
 
 class NotFoundError(StoreError):

@@ -7,13 +7,20 @@ import signal
 import sys
 import threading
 
+from trainer import contract
+from trainer.contract import KnownError
 
-class DivergedError(Exception):
+
+class DivergedError(KnownError):
     """The training loss became NaN or infinite: the run stops before checkpointing it."""
 
+    exit_code = contract.EXIT_DIVERGED
 
-class RetryableError(Exception):
+
+class RetryableError(KnownError):
     """The run stopped at its last checkpoint and resumes when started again (exit 75)."""
+
+    exit_code, resumable = contract.EXIT_PREEMPTED, True
 
 
 class PreemptedError(RetryableError):
@@ -23,6 +30,8 @@ class PreemptedError(RetryableError):
 class GroupStoppedError(RetryableError):
     """Another worker of the group was signalled and the group stopped together at a
     checkpoint; this worker was not (exit 76, not counted by the Job)."""
+
+    exit_code = contract.EXIT_GROUP_STOPPED
 
 
 class Termination:

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from trainer import contract
-from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV
+from trainer.contract import MAX_DATA_BYTES_DEFAULT, MAX_DATA_BYTES_ENV, KnownError
 from trainer.numbers import bounded_int
 
 # The arrays of a dataset, as Keras's imdb.npz names them (the npz reader, the cache).
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DataError(ValueError):
+class DataError(KnownError, ValueError):
     """The data source is missing, corrupt, or not usable; the message says which and why."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from trainer import contract
 from trainer.commandline import as_int
+from trainer.contract import KnownError
 from trainer.numbers import bounded_int
 from trainer.runs import load_run
 
@@ -35,7 +36,7 @@ MAX_REVIEWS = 100_000
 MAX_BATCH = 65_536  # reviews per model call
 
 
-class PredictError(ValueError):
+class PredictError(KnownError, ValueError):
     """Bad input to prediction: the message names the value and what is valid."""
 
 
