@@ -47,8 +47,9 @@ def build(source: Path, factor: int, dest: Path, compresslevel: int = 1) -> Path
     try:
         with (
             tarfile.open(source, "r|gz") as src,
-            tarfile.open(tmp, "w:gz", compresslevel=compresslevel, format=tarfile.USTAR_FORMAT)
-            as out,
+            tarfile.open(
+                tmp, "w:gz", compresslevel=compresslevel, format=tarfile.USTAR_FORMAT
+            ) as out,
         ):
             for member in src:
                 if not member.isfile():

@@ -107,9 +107,7 @@ def _umask() -> int:
     return old
 
 
-def write_new_file(
-    directory: Path, name: str, data: bytes | Callable[[BinaryIO], object]
-) -> Path:
+def write_new_file(directory: Path, name: str, data: bytes | Callable[[BinaryIO], object]) -> Path:
     """Write `data` to a fresh, uniquely named temp file in `directory`, mode 0666 & ~umask.
 
     `data` is the bytes, or a function that writes them to the open file (a large file
