@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -28,12 +27,14 @@ from pathlib import Path
 
 from bench import corpora
 from bench.runner import ROOT, SHARED_TARBALL, machine
-from trainer.contract import PROGRESS_ENV
+from cluster.controlplane import free_ports
+from trainer.contract import MAX_DATA_BYTES_ENV, PROGRESS_ENV
 
 BASE_COMMIT = "ed888f9"  # the trainer before the stream (issue 30's "today")
 DEFAULT_ROOT = Path.home() / ".cache" / "imdb-train" / "bench"
 REVIEWS_1X = 50_000
 GB = 1e9
+MAX_DATA_BYTES = 8 << 30  # 32x IMDB expands to about 2.5 GB: above the trainer's default
 
 _LOAD = r"""
 import json, sys, time
@@ -81,7 +82,8 @@ def measure(cmd: list[str], cwd: Path, log: Path, rss_limit: float, env: dict | 
     """Run cmd; (exit code or "over the limit", wall s, peak RSS of its largest process, peak
     RSS of its process tree, the output's SCALE line as a dict)."""
     full_env = {**os.environ, "PYTHONPATH": str(cwd), PROGRESS_ENV: "0",
-                "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}  # fmt: skip
+                "TF_CPP_MIN_LOG_LEVEL": "2", MAX_DATA_BYTES_ENV: str(MAX_DATA_BYTES),
+                **(env or {})}  # fmt: skip
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
@@ -148,20 +150,9 @@ def _train(code: Path, corpus: Path, work: Path, tag: str, rss_limit: float, env
     return r
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _group(corpus: Path, cache: Path, work: Path, rss_limit: float) -> list[dict]:
     """A 2-worker group (loopback) training 1 epoch of the mean model; each worker's run."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     hosts = [f"127.0.0.1:{p}" for p in ports]
     procs = []
     for i in range(2):
@@ -308,7 +299,12 @@ def update_md(path: Path, result: dict) -> None:
 
 
 def main(factors="1,4,8,16,32", base_max_factor=8, md: str = "", results_dir: str = "") -> int:
-    fs = tuple(int(x) for x in str(factors).strip("()").split(",") if str(x).strip())
+    parts = [x.strip() for x in str(factors).strip("()[]").split(",") if x.strip()]
+    if not parts or not all(x.isascii() and x.isdigit() and int(x) >= 1 for x in parts):
+        raise SystemExit(
+            f"error: --scale-factors {factors!r}: expected positive integers, comma-separated"
+        )
+    fs = tuple(int(x) for x in parts)
     result = run(fs, base_max_factor=int(base_max_factor), log=lambda m: print(m, flush=True))
     out = Path(results_dir) if results_dir else ROOT / "bench-results"
     out.mkdir(parents=True, exist_ok=True)
