@@ -6,7 +6,7 @@ Per corpus (bench.corpora: N copies of every review, perturbed): reviews, encode
 warm cache, in a fresh process), epoch seconds of the mean model, peak RSS of the trainer
 process (wait4: its largest process) and of its whole process tree (sampled), the test
 accuracy. The older code runs only up to `base_max_factor` (its memory grows with the
-corpus: 6.3 GB at 8x; this machine is shared), and any run whose tree passes `rss_limit`
+corpus: 7.3 GB at 8x measured; this machine is shared), and any run whose tree passes `rss_limit`
 is stopped and reported as such, never run into the machine's OOM killer. Then encoding on
 1 core vs 2 (CPU affinity) for `cores_factor`, and a 2-worker group (loopback processes)
 on `group_factor` with each worker's peak RSS.
@@ -205,7 +205,7 @@ def run(
             if name == "base" and f > base_max_factor:
                 row[name] = {
                     "exit": f"not run: above {base_max_factor}x, its memory grows "
-                    "with the corpus (6.3 GB at 8x) on a shared machine"
+                    "with the corpus (7.3 GB at 8x here) on a shared machine"
                 }
                 continue
             log(f"scale: {name} {f}x (load {os.getloadavg()[0]:.1f})")
