@@ -34,6 +34,8 @@ def run(
     ours_args: str = "",
     gpu: bool = False,
     parity: str = "",
+    scale: bool = False,
+    scale_factors: str = "1,4,8,16,32",
 ) -> None:
     """Benchmark our trainer against the plain Keras reference; prints the result's path.
 
@@ -52,9 +54,16 @@ def run(
         gpu: run the GPU benchmark (bench/gpu.sh) instead; needs TensorFlow with a GPU.
         parity: a finished run (directory or URI) to check instead: its test split through
             the training encoder, trainer.predict and the serving SavedModel (bench/parity.py).
+        scale: the data-at-scale benchmark instead (bench/scale.py): corpora of
+            `scale_factors` times IMDB, ours beside the code before the stream; its table
+            goes to BENCHMARKS.md (or `md`), its JSON to `results_dir`.
     """
     from bench import report, runner
 
+    if scale:
+        from bench import scale as scale_bench
+
+        raise SystemExit(scale_bench.main(scale_factors, md=md, results_dir=results_dir))
     if parity:
         from bench import parity as parity_bench
 

@@ -461,6 +461,12 @@ MUTANTS = [
            "        return contract.EXIT_FAILED\n    return None\n",
            "        return None\n    return None\n",
            ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
+    Mutant("data-encode-whole-corpus", "trainer/data/dataset.py",
+           "    return encode_stream(path, vocab_size, max_review_length, "
+           "_split_orders, workers, scratch)",
+           "    from tests.oracle_encoder import encode_whole_corpus\n\n"
+           "    return encode_whole_corpus(path, vocab_size, max_review_length)",
+           ("tests/test_data_memory.py::test_encoding_4x_imdb_stays_within_the_arrays_plus_a_constant",)),
 ]  # fmt: skip
 
 

@@ -203,3 +203,24 @@ def test_fast_targets(accs, to_acc, accuracy_met, time_met):
     met = runner.check_targets(result)
     assert met["lstm_fast_accuracy"] is accuracy_met
     assert met["lstm_fast_time"] is time_met
+
+
+def test_scale_corpora_are_n_copies_perturbed_the_same_way_every_time(tmp_path):
+    import numpy as np
+
+    from bench import corpora
+    from tests.helpers import write_tarball
+    from trainer import data
+
+    src = write_tarball(tmp_path / "tiny.tar.gz")
+    a = corpora.build(src, 3, tmp_path / "a.tar.gz")
+    b = corpora.build(src, 3, tmp_path / "b.tar.gz")
+    one = data.load(str(src), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c1")
+    ds = data.load(str(a), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c3")
+    again = data.load(str(b), vocab_size=10, max_review_length=6, cache_dir=tmp_path / "c3b")
+    assert ds.stats["reviews"] == 3 * one.stats["reviews"]
+    assert len(ds.y_train) == 3 * len(one.y_train) and len(ds.y_test) == 3 * len(one.y_test)
+    assert ds.stats["tokens"] == 3 * one.stats["tokens"]  # words swapped, none lost
+    np.testing.assert_array_equal(ds.x_train, again.x_train)
+    assert corpora.perturbed(b"a b c d", "x/1_2.txt", 1) != b"a b c d"
+    assert sorted(corpora.perturbed(b"a b c d", "x/1_2.txt", 1).split()) == [b"a", b"b", b"c", b"d"]

@@ -128,3 +128,30 @@ def test_sample_keeps_both_classes_of_the_real_data(shared_tarball, tmp_path):
     assert ds.stats["reviews"] == 50_000
     assert list(ds.word_index)[:10] == ["the", "and", "a", "of", "to", "is", "br", "in", "it", "i"]
     assert ds.x_train.max() <= 4999 and ds.x_train.min() == 0
+
+
+@pytest.mark.parametrize("even", [False, True])
+def test_pipelines_give_the_batches_of_shuffling_the_rows_themselves(even):
+    import tensorflow as tf
+
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 50, (37, 5)).astype(np.int32)
+    y = rng.randint(0, 2, 37).astype(np.int32)
+    ds = data.Dataset(x, y, x[:11], y[:11], {}, "s", "h")
+    train, test, steps = data.make_tf_datasets(ds, 8, seed=3, eval_batch_size=4, even_batches=even)
+    rows = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        37, seed=3, reshuffle_each_iteration=True
+    )
+    expected = (rows.repeat() if even else rows).batch(8)
+    # Two passes: the second iterator (or the second pass of a repeat) is reshuffled.
+    for _ in range(1 if even else 2):
+        n = 2 * steps if even else None
+        got_all = list(train.take(n) if n else train)
+        want_all = list(expected.take(n) if n else expected)
+        assert len(got_all) == len(want_all) == (n or 5)
+        for got, want in zip(got_all, want_all, strict=True):
+            np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+            np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    assert [b[0].shape for b in train.take(1)] == [(8, 5)]
+    np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in test]), x[:11])
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in test]), y[:11])

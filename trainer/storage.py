@@ -16,9 +16,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from uuid import uuid4
 
 from trainer import contract
@@ -115,8 +115,11 @@ def _umask() -> int:
     return old
 
 
-def write_new_file(directory: Path, name: str, data: bytes) -> Path:
+def write_new_file(directory: Path, name: str, data: bytes | Callable[[BinaryIO], object]) -> Path:
     """Write `data` to a fresh, uniquely named temp file in `directory`, mode 0666 & ~umask.
+
+    `data` is the bytes, or a function that writes them to the open file (a large file
+    streamed from its parts, never whole in memory).
 
     The caller renames it into place (atomic publish) and removes it on failure; this
     function removes it itself when the write fails (e.g. ENOSPC), so no partial temp
@@ -127,9 +130,13 @@ def write_new_file(directory: Path, name: str, data: bytes) -> Path:
         try:
             # mkstemp creates 0600; artifacts are shared like any other file.
             os.fchmod(fd, 0o666 & ~_umask())
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            if callable(data):
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    data(f)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -140,7 +147,7 @@ def write_new_file(directory: Path, name: str, data: bytes) -> Path:
     return Path(tmp)
 
 
-def replace_file(path: Path, data: bytes) -> None:
+def replace_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
     """Publish `data` at `path` through a new temp file and an atomic rename: a reader sees
     the old file or the new one, never part of one, and the temp file never outlives the
     call (a concurrent writer has its own)."""

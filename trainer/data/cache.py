@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import struct
@@ -90,17 +89,19 @@ def read(path: Path) -> tuple[dict, dict[str, int], dict] | None:
 
 
 def write(path: Path, arrays: dict, word_index: dict, stats: dict) -> None:
-    """Publish one self-verifying cache file by atomic rename; on failure, warn and go on."""
+    """Publish one self-verifying cache file by atomic rename; on failure, warn and go on.
+
+    The file is written member by member into its temp file (numpy writes an array in
+    buffers of a few MB): memory stays the arrays themselves plus a constant, never a
+    second copy of them."""
     from trainer.storage import replace_file
 
     meta = json.dumps({"word_index": word_index, "stats": stats}).encode()
     members = {**arrays, _CACHE_META: np.frombuffer(meta, dtype=np.uint8)}
     members[_CACHE_SUM] = _cache_digest(members)
-    buf = io.BytesIO()
-    np.savez(buf, **members)
     try:
         # A unique temp name per writer: concurrent cold loads each publish a whole file.
-        replace_file(path, buf.getbuffer())
+        replace_file(path, lambda f: np.savez(f, **members))
     except OSError as e:
         warn(
             f"cannot write the encoded-data cache in {path.parent} "
