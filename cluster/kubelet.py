@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cluster import controlplane as cp
+from trainer import contract
 
 NODE_IP = "192.0.2.1"  # TEST-NET-1: never routed, private to this host
 HOST_LINK = "imdbtr-host"
@@ -506,6 +507,62 @@ def storage_policy(storage_url: str) -> list[dict]:
             "kind": "MutatingAdmissionPolicyBinding",
             "metadata": {"name": "imdb-train-storage-emulator"},
             "spec": {"policyName": "imdb-train-storage-emulator"},
+        },
+    ]
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def gpu_policy() -> list[dict]:
+    """The local cluster's stand-in for a GPU: its nodes' GPUs are capacity only and pods
+    run the CPU image, so a container that asks for `nvidia.com/gpu` is told it asked for
+    none (IMDB_TRAIN_GPUS=0), or the trainer would refuse to train without one (exit 2).
+    Only here: on GKE the device plugin gives the container the GPUs it asked for."""
+    asks = f"has(c.resources) && has(c.resources.limits) && '{GPU_RESOURCE}' in c.resources.limits"
+    env = f'[Object.spec.containers.env{{name: "{contract.GPUS_ENV}", value: "0"}}]'
+    expression = (
+        f"Object{{spec: Object.spec{{containers: object.spec.containers.filter(c, {asks})"
+        f".map(c, Object.spec.containers{{name: c.name, env: {env}}})}}}}"
+    )
+    name = "imdb-train-gpu-stand-in"
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                        }
+                    ]
+                },  # fmt: skip
+                "matchConditions": [
+                    {
+                        "name": "asks-for-a-gpu",
+                        "expression": f"object.spec.containers.exists(c, {asks})",
+                    },
+                ],  # fmt: skip
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "Never",
+                "mutations": [
+                    {
+                        "patchType": "ApplyConfiguration",
+                        "applyConfiguration": {"expression": expression},
+                    }
+                ],  # fmt: skip
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name},
         },
     ]
 

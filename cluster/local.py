@@ -214,6 +214,7 @@ def _up_real(
     state.extras["registry"] = kubelet.start_registry(state, registry_port)
     state.save()
     _apply(state, kubelet.storage_policy(storage_url(state)))
+    _apply(state, kubelet.gpu_policy())
     state.extras["coredns"] = kubelet.start_coredns(state, coredns)
     state.save()
     state.timings["storage+registry+dns"] = round(time.monotonic() - mark, 2)

@@ -461,6 +461,10 @@ MUTANTS = [
     Mutant("k8s-client-errors-unmapped", "trainer/commandline.py",
            '    ("kubernetes.client.exceptions.OpenApiException", _FAILED),\n', "",
            ("tests/test_reliability_audit4.py::test_any_other_kubernetes_client_error_is_one_line_not_a_traceback",)),
+    # --- the local cluster ---------------------------------------------------------------
+    Mutant("gpu-stand-in-for-every-container", "cluster/kubelet.py",
+           ".filter(c, {asks})", "",
+           ("tests/test_cluster_policies.py",)),
 ]  # fmt: skip
 
 

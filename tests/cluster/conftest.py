@@ -78,6 +78,34 @@ def push_image(state, image: str) -> str:
     return name
 
 
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+def image_digest(image: str) -> str:
+    """The digest a node pulls `image` by: the cluster registry's (`localhost:PORT/...`,
+    which is not the local image's id), else the local image's."""
+    host, _, rest = image.partition("/")
+    if host.startswith("localhost:") and rest:
+        import urllib.request
+
+        repo, _, tag = rest.rpartition(":")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{host.split(':', 1)[1]}/v2/{repo}/manifests/{tag}",
+            method="HEAD", headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.headers["Docker-Content-Digest"]
+    return subprocess.run(
+        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
 def kubectl(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(TOOLS / "kubectl"), *args], capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
