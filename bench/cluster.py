@@ -114,21 +114,26 @@ def run() -> dict:
         results["start_steps"] = dict(state.timings)
         try:
             os.environ["KUBECONFIG"] = str(state.kubeconfig)
-            os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{state.ports['storage']}"
+            os.environ["STORAGE_EMULATOR_HOST"] = local.storage_url(state)
+            image = IMAGE
+            if state.ports.get("registry"):  # real nodes pull it from the cluster's registry
+                mark = time.monotonic()
+                image = local.push_image(state, IMAGE)
+                results["push_seconds"] = round(time.monotonic() - mark, 2)
             bucket = gcs_client(os.environ["STORAGE_EMULATOR_HOST"]).create_bucket("bench")
             for key, n in (("small.tar.gz", 300), ("medium.tar.gz", 1500)):
                 path = small_tarball(Path(tmp) / key, n, SHARED_TARBALL)
                 bucket.blob(f"data/{key}").upload_from_filename(str(path), timeout=120)
             ns = "bench"
             _kubectl("create", "namespace", ns)
-            repo, tag = IMAGE.rsplit(":", 1)
+            repo, tag = image.rsplit(":", 1)
             subprocess.run([str(ROOT / ".tools" / "bin" / "helm"), "install", "imdb-train",
                             str(ROOT / "helm" / "imdb-train"), "-n", ns, "--set",
                             f"image.repository={repo}", "--set", f"image.tag={tag}", "--set",
                             f"tests.image.tag={tag}", "--set", "output=gs://bench/imdb", "--set",
                             f"accelerator={local.ACCELERATOR}"],
                            check=True, capture_output=True)  # fmt: skip
-            common = ["--namespace", ns, "--image", IMAGE, "--output", "gs://bench/imdb",
+            common = ["--namespace", ns, "--image", image, "--output", "gs://bench/imdb",
                       "--gpus", "1", "--accelerator", local.ACCELERATOR, "--cpu", "1",
                       "--memory", "2Gi"]  # fmt: skip
 

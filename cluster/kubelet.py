@@ -18,6 +18,7 @@ Host services pods use (the storage emulator, CoreDNS) listen on NODE_IP.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cluster import controlplane as cp
+from trainer import contract
 
 NODE_IP = "192.0.2.1"  # TEST-NET-1: never routed, private to this host
 HOST_LINK = "imdbtr-host"
@@ -40,6 +42,9 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"  # containerd's sandbox_image names i
 COREDNS_VERSION = "v1.15.0"
 CLUSTER_DOMAIN = "cluster.local"
 IPTABLES_PREFIXES = ("KUBE-", "CNI-")
+# A unix socket's path is at most 107 bytes, which a node directory under a deep state
+# directory (a test's tmp path) exceeds: the nodes' containerd sockets live here instead.
+SOCKET_ROOT = Path("/run/imdbtr")
 
 
 def run(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -149,8 +154,32 @@ def remove_cgroups(name: str) -> None:
 
 
 # --- one node --------------------------------------------------------------------------------
+# The longest socket path the kubelet makes under its --root-dir.
+KUBELET_LONGEST_SOCKET = "kubelet/device-plugins/kubelet.sock"
+
+
+def check_socket_paths(directory: Path, nodes: list[str]) -> None:
+    """Refuse a state directory so deep that a kubelet's sockets under it would exceed a
+    unix socket's 107 bytes (the kubelet would exit at start)."""
+    for name in nodes:
+        path = os.path.abspath(directory / "nodes" / name / KUBELET_LONGEST_SOCKET)
+        if len(path.encode()) > 107:
+            raise cp.ClusterError(
+                f"cluster directory {directory} is too deep: the kubelet's socket {path} "
+                f"would be {len(path.encode())} bytes, a unix socket's path is at most 107; "
+                "set IMDB_CLUSTER_DIR to a shorter path"
+            )
+
+
+def containerd_socket(node_dir: Path) -> Path:
+    """The node's containerd socket (its ttrpc one beside it), named by the node directory."""
+    digest = hashlib.sha256(os.path.abspath(node_dir).encode()).hexdigest()[:16]
+    return SOCKET_ROOT / digest / "containerd.sock"
+
+
 def containerd_config(node_dir: Path, registry_port: int) -> Path:
     c = node_dir / "containerd"
+    containerd_socket(node_dir).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     certs = c / "certs.d"
     host = f"localhost:{registry_port}"
     (certs / host).mkdir(parents=True, exist_ok=True)
@@ -166,9 +195,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
-  address = "{c / "containerd.sock"}"
+  address = "{containerd_socket(node_dir)}"
 [ttrpc]
-  address = "{c / "containerd.sock.ttrpc"}"
+  address = "{containerd_socket(node_dir)}.ttrpc"
 [debug]
   level = "warn"
 [{cri}]
@@ -254,7 +283,7 @@ def kubelet_config(node_dir: Path, node, port: int, healthz: int, client_ca: Pat
         "clusterDomain": CLUSTER_DOMAIN,
         "clusterDNS": [NODE_IP],
         "resolvConf": "/etc/resolv.conf",
-        "containerRuntimeEndpoint": f"unix://{node_dir / 'containerd' / 'containerd.sock'}",
+        "containerRuntimeEndpoint": f"unix://{containerd_socket(node_dir)}",
         "podLogsDir": str(node_dir / "pod-logs"),
         # A pull that also produced a preloaded image must not be refused.
         "imagePullCredentialsVerificationPolicy": "NeverVerify",
@@ -298,16 +327,16 @@ def import_image(socket: Path, archive: Path) -> None:
         "--all-platforms", str(archive))  # fmt: skip
 
 
-def wait_socket(socket: Path, pid: int, logs: Path, timeout: float = 60) -> None:
+def wait_socket(socket: Path, name: str, pid: int, logs: Path, timeout: float = 60) -> None:
     def ready() -> bool:
         return run("ctr", "--address", str(socket), "version", check=False).returncode == 0
 
-    cp.wait_until(f"containerd ({socket.parent.parent.name})", ready, timeout, [pid], logs)
+    cp.wait_until(f"containerd ({name})", ready, timeout, [pid], logs)
 
 
-def stop_containers(socket: Path) -> None:
-    """The pods' containers and sandboxes a node's containerd runs (a kubelet that is gone
-    leaves them): killed, then removed with their tasks and snapshots."""
+def kill_tasks(socket: Path) -> None:
+    """SIGKILL every container and sandbox a node's containerd runs (what a VM that is gone
+    does to them), until none runs; containerd records their exits as usual."""
     if not socket.exists():
         return
     base = ["ctr", "--address", str(socket), "-n", "k8s.io"]
@@ -316,11 +345,19 @@ def stop_containers(socket: Path) -> None:
         run(*base, "tasks", "kill", "-s", "SIGKILL", task, check=False)
     deadline = time.monotonic() + 10
     while tasks and time.monotonic() < deadline:
-        tasks = run(*base, "tasks", "ls", "-q", check=False).stdout.split()
         listing = run(*base, "tasks", "ls", check=False).stdout
         if "RUNNING" not in listing:
             break
         time.sleep(0.2)
+
+
+def stop_containers(socket: Path) -> None:
+    """The pods' containers and sandboxes a node's containerd runs (a kubelet that is gone
+    leaves them): killed, then removed with their tasks and snapshots."""
+    if not socket.exists():
+        return
+    base = ["ctr", "--address", str(socket), "-n", "k8s.io"]
+    kill_tasks(socket)
     for task in run(*base, "tasks", "ls", "-q", check=False).stdout.split():
         run(*base, "tasks", "delete", "-f", task, check=False)
     for c in run(*base, "containers", "ls", "-q", check=False).stdout.split():
@@ -436,8 +473,8 @@ def start_containerd(state: cp.State, name: str, registry_port: int, pause: Path
     config = containerd_config(node_dir, registry_port)
     logs = state.path / "logs"
     pid = cp.spawn(f"containerd-{name}", ["containerd", "--config", str(config)], logs)
-    socket = node_dir / "containerd" / "containerd.sock"
-    wait_socket(socket, pid, logs)
+    socket = containerd_socket(node_dir)
+    wait_socket(socket, name, pid, logs)
     import_image(socket, pause)
     return pid
 
@@ -467,6 +504,34 @@ def gpu_capacity_patch(node) -> dict:
     return {"status": {"capacity": {"nvidia.com/gpu": gpus}}}
 
 
+def mutating_policy(
+    name: str, expression: str, conditions: dict[str, str] | None = None
+) -> list[dict]:
+    """A MutatingAdmissionPolicy on pod creation (an ApplyConfiguration `expression`, only
+    where every CEL expression of `conditions` holds) and its binding."""
+    spec: dict = {
+        "matchConstraints": {
+            "resourceRules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                 "resources": ["pods"]},
+            ]
+        },
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "Never",
+        "mutations": [
+            {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}},
+        ],
+    }  # fmt: skip
+    if conditions:
+        spec["matchConditions"] = [{"name": k, "expression": v} for k, v in conditions.items()]
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+         "metadata": {"name": name}, "spec": spec},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+         "metadata": {"name": name}, "spec": {"policyName": name}},
+    ]  # fmt: skip
+
+
 def storage_policy(storage_url: str) -> list[dict]:
     """Stands in for Workload Identity: a MutatingAdmissionPolicy gives every container
     STORAGE_EMULATOR_HOST, so pods reach "the bucket" through the emulator."""
@@ -475,39 +540,25 @@ def storage_policy(storage_url: str) -> list[dict]:
         "Object{spec: Object.spec{containers: object.spec.containers.map(c, "
         f"Object.spec.containers{{name: c.name, env: {env}}})}}}}"
     )
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": "imdb-train-storage-emulator"},
-            "spec": {
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["pods"],
-                        }
-                    ]
-                },  # fmt: skip
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "Never",
-                "mutations": [
-                    {
-                        "patchType": "ApplyConfiguration",
-                        "applyConfiguration": {"expression": expression},
-                    }
-                ],  # fmt: skip
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": "imdb-train-storage-emulator"},
-            "spec": {"policyName": "imdb-train-storage-emulator"},
-        },
-    ]
+    return mutating_policy("imdb-train-storage-emulator", expression)
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def gpu_policy() -> list[dict]:
+    """The local cluster's stand-in for a GPU: its nodes' GPUs are capacity only and pods
+    run the CPU image, so a container that asks for `nvidia.com/gpu` is told it asked for
+    none (IMDB_TRAIN_GPUS=0), or the trainer would refuse to train without one (exit 2).
+    Only here: on GKE the device plugin gives the container the GPUs it asked for."""
+    asks = f"has(c.resources) && has(c.resources.limits) && '{GPU_RESOURCE}' in c.resources.limits"
+    env = f'[Object.spec.containers.env{{name: "{contract.GPUS_ENV}", value: "0"}}]'
+    expression = (
+        f"Object{{spec: Object.spec{{containers: object.spec.containers.filter(c, {asks})"
+        f".map(c, Object.spec.containers{{name: c.name, env: {env}}})}}}}"
+    )
+    asking = {"asks-for-a-gpu": f"object.spec.containers.exists(c, {asks})"}
+    return mutating_policy("imdb-train-gpu-stand-in", expression, asking)
 
 
 def teardown(directory: Path, node_names: list[str]) -> None:
@@ -516,6 +567,7 @@ def teardown(directory: Path, node_names: list[str]) -> None:
     unmount_under(directory)
     for name in node_names:
         remove_cgroups(name)
+        shutil.rmtree(containerd_socket(directory / "nodes" / name).parent, ignore_errors=True)
     remove_networking(max(len(node_names), 8))
     remove_iptables()
 
@@ -523,7 +575,7 @@ def teardown(directory: Path, node_names: list[str]) -> None:
 def container_pid(state: cp.State, node: str, container_id: str) -> int:
     """The host PID of a pod's container (`containerStatuses[].containerID`, which is
     containerd://ID) on `node`, from that node's containerd."""
-    socket = state.path / "nodes" / node / "containerd" / "containerd.sock"
+    socket = containerd_socket(state.path / "nodes" / node)
     cid = container_id.split("://", 1)[-1]
     out = run("ctr", "--address", str(socket), "-n", "k8s.io", "tasks", "ls").stdout
     for line in out.splitlines()[1:]:

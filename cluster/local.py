@@ -104,7 +104,7 @@ def down(directory: Path | None = None, *, quiet: bool = False) -> int:
                                         not n.startswith("containerd/"), n == "etcd"))  # fmt: skip
     for name in order:
         if name.startswith("containerd/"):
-            sock = directory / "nodes" / name.split("/", 1)[1] / "containerd" / "containerd.sock"
+            sock = kubelet.containerd_socket(directory / "nodes" / name.split("/", 1)[1])
             kubelet.stop_containers(sock)
         cp.stop_group(pids[name])
     if real:
@@ -160,6 +160,7 @@ def up(
     kind = node_kind()
     if kind == "kubelet":
         kubelet.require_tools()
+        kubelet.check_socket_paths(directory, [n.name for n in nodes or default_nodes()])
     started = time.monotonic()
     binary = cp.build(log=say)
     if kind == "kubelet":
@@ -214,6 +215,7 @@ def _up_real(
     state.extras["registry"] = kubelet.start_registry(state, registry_port)
     state.save()
     _apply(state, kubelet.storage_policy(storage_url(state)))
+    _apply(state, kubelet.gpu_policy())
     state.extras["coredns"] = kubelet.start_coredns(state, coredns)
     state.save()
     state.timings["storage+registry+dns"] = round(time.monotonic() - mark, 2)
@@ -282,6 +284,17 @@ def _apply(state: cp.State, objects: list[dict]) -> None:
         api.create(body=obj)
 
 
+def push_image(state: cp.State, image: str) -> str:
+    """`make push` of the local image `image` into the cluster's registry, as a user pushes
+    it; its name there (`localhost:PORT/NAME:TAG`), which the kubelets pull."""
+    name = f"localhost:{state.ports['registry']}/{image.rsplit('/', 1)[-1]}"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "image.sh"), "push", name, image],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    if proc.returncode != 0:
+        raise cp.ClusterError(f"push of {image} as {name} failed: {proc.stderr.strip()[-2000:]}")
+    return name
+
+
 def storage_url(state: cp.State) -> str:
     """The storage emulator, where host and pods reach it."""
     host = kubelet.NODE_IP if state.ports.get("registry") else "127.0.0.1"
@@ -307,6 +320,19 @@ def start_node(state: cp.State, node: NodeSpec, port: int | None = None) -> None
         "--forward", str(storage_port),
     ], state.path / "logs", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
     state.save()
+
+
+def lose_node(state: cp.State, name: str) -> None:
+    """Node `name` as a reclaimed Spot VM leaves it: on real nodes its kubelet stops and its
+    containers are killed (SIGKILL: the VM is gone), then its Node object is deleted, so
+    the pod garbage collector fails its pods. (The node agent kills its pods itself when
+    its Node is deleted.) `restart_node` brings it back, as GKE recreates the VM."""
+    from kubernetes import client
+
+    if f"kubelet/{name}" in state.pids:
+        cp.stop_group(state.pids[f"kubelet/{name}"])
+        kubelet.kill_tasks(kubelet.containerd_socket(state.path / "nodes" / name))
+    client.CoreV1Api(admin_client(state)).delete_node(name)
 
 
 def restart_node(state: cp.State, name: str) -> None:

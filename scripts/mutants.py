@@ -467,6 +467,10 @@ MUTANTS = [
            "    from tests.oracle_encoder import encode_whole_corpus\n\n"
            "    return encode_whole_corpus(path, vocab_size, max_review_length)",
            ("tests/test_data_memory.py::test_encoding_4x_imdb_stays_within_the_arrays_plus_a_constant",)),
+    # --- the local cluster ---------------------------------------------------------------
+    Mutant("gpu-stand-in-for-every-container", "cluster/kubelet.py",
+           ".filter(c, {asks})", "",
+           ("tests/test_cluster_policies.py",)),
 ]  # fmt: skip
 
 

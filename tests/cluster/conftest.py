@@ -70,12 +70,38 @@ def cluster(tmp_path_factory, shared_tarball):
 
 def push_image(state, image: str) -> str:
     """`make push` of `image` into the cluster's registry; its name there."""
-    name = f"localhost:{state.ports['registry']}/{image.rsplit('/', 1)[-1]}"
     started = time.monotonic()
-    subprocess.run(["bash", str(ROOT / "scripts" / "image.sh"), "push", name, image],
-                   check=True, capture_output=True, timeout=900)  # fmt: skip
+    name = local.push_image(state, image)
     print(f"pushed {name} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return name
+
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+def image_digest(image: str) -> str:
+    """The digest a node pulls `image` by: the cluster registry's (`localhost:PORT/...`,
+    which is not the local image's id), else the local image's."""
+    host, _, rest = image.partition("/")
+    if host.startswith("localhost:") and rest:
+        import urllib.request
+
+        repo, _, tag = rest.rpartition(":")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{host.split(':', 1)[1]}/v2/{repo}/manifests/{tag}",
+            method="HEAD", headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.headers["Docker-Content-Digest"]
+    return subprocess.run(
+        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def kubectl(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

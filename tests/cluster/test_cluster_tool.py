@@ -73,8 +73,9 @@ def listening(pids: set[int]) -> list[tuple[int, str]]:
     return out
 
 
-def test_up_reuses_cleans_up_listens_on_loopback_and_down_leaves_nothing(tmp_path):
-    directory = tmp_path / "c"
+def test_up_reuses_cleans_up_listens_on_loopback_and_down_leaves_nothing(tmp_path_factory):
+    # Short: the kubelet's sockets under its root (a unix socket path is at most 107 bytes).
+    directory = tmp_path_factory.mktemp("t") / "c"
     first = cluster_cli(directory, "up", "--gpu-nodes", "0", "--cpu-nodes", "1")
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines()[-1] == f"export KUBECONFIG={directory / 'kubeconfig'}"

@@ -131,7 +131,7 @@ def test_a_deleted_node_is_not_counted_and_the_run_completes_elsewhere(namespace
     (pod,) = running_pods(namespace, name)
     lost = pod["spec"]["nodeName"]
     try:
-        kubectl("delete", "node", lost)
+        local.lose_node(cluster, lost)  # the VM is gone, its containers with it
         done = finish(namespace, name, run_id)
         assert condition(done, "Complete"), done["status"]
         assert not done["status"].get("failed"), done["status"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.cluster.conftest import (
     SMALL,
     cli,
     helm,
+    image_digest,
     install_chart,
     kubectl,
     submit_args,
@@ -161,10 +161,8 @@ def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(na
 def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespace, tmp_path):
     """One ServiceAccount name for chart, NOTES and jobs.submit whatever the release is
     called; an image pinned by digest; jobs.submit in the kubeconfig context's namespace."""
-    digest = subprocess.run(
-        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}",
-         os.environ[IMAGE_ENV]], capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    digest = image_digest(os.environ[IMAGE_ENV])
+    assert digest.startswith("sha256:"), digest
     repo = os.environ[IMAGE_ENV].rsplit(":", 1)[0]
     helm("install", "nightly", str(ROOT / "helm" / "imdb-train"), "-n", namespace,
          "--set", f"image.repository={repo}", "--set", f"image.tag={digest}",
@@ -202,14 +200,36 @@ def test_the_notes_submit_command_runs_for_any_release_pinned_by_digest(namespac
     )
 
 
+def millicpu(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def cpu_requested_on(node: str) -> int:
+    """Millicores the pods bound to `node` and not yet ended request (what the scheduler
+    counts, pods being deleted included)."""
+    out = kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}", "-o", "json")
+    total = 0
+    for pod in json.loads(out.stdout)["items"]:
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            continue
+        for c in pod["spec"]["containers"]:
+            total += millicpu(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
+    return total
+
+
 def test_a_group_with_one_unschedulable_worker_is_pending_not_running(namespace):
-    """cpu-1 has 8 CPUs: one 5-CPU worker runs, its peer cannot be placed. The group waits
-    for it, so jobs.status says Pending with the scheduler's reason, and lists only this
-    Job's events."""
+    """Each worker asks for 60 % of cpu-1's CPUs (the only node without a GPU taint): one
+    runs, its peer cannot be placed. The group waits for it, so jobs.status says Pending
+    with the scheduler's reason, and lists only this Job's events."""
     install_chart(namespace)
+    node = json.loads(kubectl("get", "node", "cpu-1", "-o", "json").stdout)
+    allocatable = millicpu(node["status"]["allocatable"]["cpu"])
+    share = f"{allocatable * 3 // 5}m"
+    # Pods of earlier tests still terminating on cpu-1 would keep the first worker out too.
+    wait_for("cpu-1 free of earlier pods", lambda: cpu_requested_on("cpu-1") == 0, 180, every=2)
     run_id = f"half{uuid.uuid4().hex[:4]}"
     args = submit_args(namespace, "--model", "mean", "--gpus", "0", "--workers", "2",
-                       "--run-id", run_id, "--cpu", "5", "--cpu-limit", "5")  # fmt: skip
+                       "--run-id", run_id, "--cpu", share, "--cpu-limit", share)  # fmt: skip
     assert cli("jobs.submit", *args).returncode == 0
     name = f"imdb-train-mean-{run_id}"
 
