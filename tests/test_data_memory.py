@@ -41,12 +41,19 @@ def watch():
             os._exit(3)
         time.sleep(0.02)
 
+def hwm():
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
 threading.Thread(target=watch, daemon=True).start()
 from trainer import data
 
 ds = data.load(sys.argv[1], cache_dir=sys.argv[2])
 print(json.dumps({
-    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child started from a
+    # big process (a pytest worker that imported TensorFlow) would report that one's size.
+    "peak": hwm(),
     "worker_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     "reviews": ds.stats["reviews"],
 }))
