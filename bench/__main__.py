@@ -35,7 +35,8 @@ def run(
     gpu: bool = False,
     parity: str = "",
     scale: bool = False,
-    scale_factors: str = "1,4,8,16,32",
+    scale_factors: str = "",
+    scale_encode: bool = False,
 ) -> None:
     """Benchmark our trainer against the plain Keras reference; prints the result's path.
 
@@ -57,13 +58,21 @@ def run(
         scale: the data-at-scale benchmark instead (bench/scale.py): corpora of
             `scale_factors` times IMDB, ours beside the code before the stream; its table
             goes to BENCHMARKS.md (or `md`), its JSON to `results_dir`.
+        scale_encode: only the encode time per review of each corpus, on one core, wall
+            and CPU seconds (`scale_factors`, default 1,32).
     """
     from bench import report, runner
 
+    if scale_encode:
+        from bench import scale as scale_bench
+
+        factors = scale_factors or scale_bench.ENCODE_FACTORS
+        raise SystemExit(scale_bench.main_encode(factors, md=md, results_dir=results_dir))
     if scale:
         from bench import scale as scale_bench
 
-        raise SystemExit(scale_bench.main(scale_factors, md=md, results_dir=results_dir))
+        factors = scale_factors or scale_bench.FACTORS
+        raise SystemExit(scale_bench.main(factors, md=md, results_dir=results_dir))
     if parity:
         from bench import parity as parity_bench
 

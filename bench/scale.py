@@ -34,6 +34,8 @@ BASE_COMMIT = "ed888f9"  # the trainer before the stream (issue 30's "today")
 DEFAULT_ROOT = Path.home() / ".cache" / "imdb-train" / "bench"
 REVIEWS_1X = 50_000
 GB = 1e9
+FACTORS = "1,4,8,16,32"  # --scale's corpora
+ENCODE_FACTORS = "1,32"  # --scale-encode's: the issue's "32x costs at most 34x the 1x time"
 MAX_DATA_BYTES = 8 << 30  # 32x IMDB expands to about 2.5 GB: above the trainer's default
 
 _LOAD = r"""
@@ -110,6 +112,9 @@ def measure(cmd: list[str], cwd: Path, log: Path, rss_limit: float, env: dict | 
         "wall_seconds": round(wall, 2),
         "peak_rss_bytes": int(usage.ru_maxrss) * 1024,
         "tree_peak_rss_bytes": tree_peak,
+        # CPU of the process and its waited-for children (the tokenising workers): unlike
+        # the wall time it hardly moves with other people's load on a shared machine.
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         **result,
     }
 
@@ -177,6 +182,13 @@ def _group(corpus: Path, cache: Path, work: Path, rss_limit: float) -> list[dict
     return results
 
 
+def corpus(root: Path, factor: int) -> Path:
+    """IMDB itself at 1x, else its `factor`-times corpus under `root` (built once)."""
+    if factor == 1:
+        return SHARED_TARBALL
+    return corpora.build(SHARED_TARBALL, factor, corpora.path_for(root, factor))
+
+
 def run(
     factors: tuple[int, ...] = (1, 4, 8, 16, 32),
     base_commit: str = BASE_COMMIT,
@@ -194,8 +206,7 @@ def run(
     all_factors = sorted({*factors, cores_factor, group_factor})
     paths = {}
     for f in all_factors:
-        built = corpora.path_for(root, f)
-        paths[f] = SHARED_TARBALL if f == 1 else corpora.build(SHARED_TARBALL, f, built)
+        paths[f] = corpus(root, f)
     code = {"ours": ROOT, "base": base_tree(base_commit, root)}
     result: dict = {"stamp": stamp, "base_commit": base_commit, "machine": machine(),
                     "load_before": os.getloadavg(), "sizes": {}}  # fmt: skip
@@ -285,33 +296,106 @@ def render(result: dict) -> str:
 
 
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+ENCODE_BEGIN, ENCODE_END = "<!-- scale-encode:begin -->", "<!-- scale-encode:end -->"
 
 
-def update_md(path: Path, result: dict) -> None:
+def encode_scaling(factors: tuple[int, ...], root: Path = DEFAULT_ROOT, cores: int = 1,
+                   rss_limit: float = 10 * GB, log=print) -> dict:  # fmt: skip
+    """Encode each corpus (`encode_aclimdb`, no cache, `cores` CPUs by affinity) in a fresh
+    process: wall and CPU seconds, and CPU microseconds per review, so "the time per review
+    does not grow with the corpus" can be read on a shared machine from the CPU column."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    work = root / f"encode-{stamp}"
+    work.mkdir()
+    runs = {}
+    for f in sorted(set(factors)):
+        path = corpus(root, f)
+        log(f"scale: encode {f}x on {cores} core(s) (load {os.getloadavg()[0]:.1f})")
+        r = measure([sys.executable, "-c", _ENCODE, str(path), str(cores)], ROOT,
+                    work / f"encode-{f}x.log", rss_limit)  # fmt: skip
+        r["load"] = os.getloadavg()
+        runs[f] = r
+        log(f"  {json.dumps(r)}")
+    return {"stamp": stamp, "cores": cores, "machine": machine(), "runs": runs}
+
+
+def render_encode(result: dict) -> str:
+    runs = result["runs"]
+    base = runs[min(runs)]
+    lines = [
+        f"Run {result['stamp']} (`python -m bench --scale-encode`): `encode_aclimdb` of each "
+        f"corpus on {result['cores']} core(s) in a fresh process, no cache; CPU is the process "
+        "and its tokenising workers (user + system), which other load hardly moves.",
+        "",
+        f"| data | reviews | wall s | CPU s | CPU us a review | CPU vs {min(runs)}x | wall vs "
+        f"{min(runs)}x | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f, r in runs.items():
+        if r.get("exit") != 0:
+            lines.append(f"| {f}x | - | - | - | - | - | - | {r.get('exit')} |")
+            continue
+        per = r["cpu_seconds"] / r["reviews"] * 1e6
+        lines.append(
+            f"| {f}x | {r['reviews']:,} | {_s(r['seconds'])} | {_s(r['cpu_seconds'])} "
+            f"| {per:.0f} | {r['cpu_seconds'] / base['cpu_seconds']:.1f}x "
+            f"| {r['seconds'] / base['seconds']:.1f}x | {r['load'][0]:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def update_md(
+    path: Path,
+    result: dict,
+    begin: str = BEGIN,
+    end: str = END,
+    text_of=render,
+    title: str = "Data at scale (`python -m bench --scale`)",
+) -> None:
     text = path.read_text()
-    body = f"{BEGIN}\n{render(result)}{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + body + rest.split(END, 1)[1]
+    body = f"{begin}\n{text_of(result)}{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + body + rest.split(end, 1)[1]
     else:
-        text += f"\n## Data at scale (`python -m bench --scale`)\n\n{body}\n"
+        text += f"\n## {title}\n\n{body}\n"
     path.write_text(text)
 
 
-def main(factors="1,4,8,16,32", base_max_factor=8, md: str = "", results_dir: str = "") -> int:
+def parse_factors(factors) -> tuple[int, ...]:
     parts = [x.strip() for x in str(factors).strip("()[]").split(",") if x.strip()]
     if not parts or not all(x.isascii() and x.isdigit() and int(x) >= 1 for x in parts):
         raise SystemExit(
             f"error: --scale-factors {factors!r}: expected positive integers, comma-separated"
         )
-    fs = tuple(int(x) for x in parts)
-    result = run(fs, base_max_factor=int(base_max_factor), log=lambda m: print(m, flush=True))
+    return tuple(int(x) for x in parts)
+
+
+def _save(result: dict, name: str, results_dir: str) -> None:
     out = Path(results_dir) if results_dir else ROOT / "bench-results"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"scale-{result['stamp']}.json"
+    path = out / f"{name}-{result['stamp']}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"result: {path}")
-    md_path = Path(md) if md else ROOT / "BENCHMARKS.md"
-    update_md(md_path, result)
+
+
+def main(factors=FACTORS, base_max_factor=8, md: str = "", results_dir: str = "") -> int:
+    fs = parse_factors(factors)
+    result = run(fs, base_max_factor=int(base_max_factor), log=lambda m: print(m, flush=True))
+    _save(result, "scale", results_dir)
+    update_md(Path(md) if md else ROOT / "BENCHMARKS.md", result)
     print(render(result))
+    return 0
+
+
+def main_encode(
+    factors=ENCODE_FACTORS, md: str = "", results_dir: str = "", root: Path = DEFAULT_ROOT
+) -> int:
+    result = encode_scaling(parse_factors(factors), root, log=lambda m: print(m, flush=True))
+    _save(result, "scale-encode", results_dir)
+    title = "Encode time per review (`python -m bench --scale-encode`)"
+    md_path = Path(md) if md else ROOT / "BENCHMARKS.md"
+    update_md(md_path, result, ENCODE_BEGIN, ENCODE_END, render_encode, title)
+    print(render_encode(result))
     return 0

@@ -224,3 +224,27 @@ def test_scale_corpora_are_n_copies_perturbed_the_same_way_every_time(tmp_path):
     np.testing.assert_array_equal(ds.x_train, again.x_train)
     assert corpora.perturbed(b"a b c d", "x/1_2.txt", 1) != b"a b c d"
     assert sorted(corpora.perturbed(b"a b c d", "x/1_2.txt", 1).split()) == [b"a", b"b", b"c", b"d"]
+
+
+def test_scale_encode_measures_cpu_per_review_and_updates_only_its_section(
+    tmp_path, shared_tarball
+):
+    """`bench --scale-encode` on IMDB itself: the CPU seconds come from the process and its
+    workers (wait4), the table's per-review column is CPU over reviews, and BENCHMARKS.md
+    keeps every other line."""
+    from bench import scale
+
+    md = tmp_path / "B.md"
+    md.write_text("head\n<!-- scale:begin -->\nkept\n<!-- scale:end -->\ntail\n")
+    assert scale.main_encode("1", str(md), str(tmp_path / "r"), root=tmp_path / "bench") == 0
+    (saved,) = (tmp_path / "r").glob("scale-encode-*.json")
+    run = json.loads(saved.read_text())["runs"]["1"]
+    assert run["exit"] == 0 and run["reviews"] == 50_000
+    assert 0.5 < run["cpu_seconds"] < 10 * run["wall_seconds"]
+    text = md.read_text()
+    assert text.startswith("head\n<!-- scale:begin -->\nkept\n<!-- scale:end -->\ntail\n")
+    row = next(line for line in text.splitlines() if line.startswith("| 1x |"))
+    per_review = float(row.split("|")[5])
+    assert per_review == pytest.approx(run["cpu_seconds"] / 50_000 * 1e6, abs=1)
+    with pytest.raises(SystemExit, match="expected positive integers"):
+        scale.main_encode("1,x", md=str(md))
