@@ -63,14 +63,12 @@ def run(
     """
     from bench import report, runner
 
-    if scale_encode:
+    if scale or scale_encode:
         from bench import scale as scale_bench
 
-        factors = scale_factors or scale_bench.ENCODE_FACTORS
-        raise SystemExit(scale_bench.main_encode(factors, md=md, results_dir=results_dir))
-    if scale:
-        from bench import scale as scale_bench
-
+        if scale_encode:
+            factors = scale_factors or scale_bench.ENCODE_FACTORS
+            raise SystemExit(scale_bench.main_encode(factors, md=md, results_dir=results_dir))
         factors = scale_factors or scale_bench.FACTORS
         raise SystemExit(scale_bench.main(factors, md=md, results_dir=results_dir))
     if parity:

@@ -190,7 +190,7 @@ def corpus(root: Path, factor: int) -> Path:
 
 
 def run(
-    factors: tuple[int, ...] = (1, 4, 8, 16, 32),
+    factors: tuple[int, ...] | None = None,
     base_commit: str = BASE_COMMIT,
     base_max_factor: int = 8,
     cores_factor: int = 8,
@@ -199,6 +199,7 @@ def run(
     rss_limit: float = 10 * GB,
     log=print,
 ) -> dict:
+    factors = factors or parse_factors(FACTORS)
     root.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     work = root / f"work-{stamp}"

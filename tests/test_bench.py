@@ -239,12 +239,12 @@ def test_scale_encode_measures_cpu_per_review_and_updates_only_its_section(
     assert scale.main_encode("1", str(md), str(tmp_path / "r"), root=tmp_path / "bench") == 0
     (saved,) = (tmp_path / "r").glob("scale-encode-*.json")
     run = json.loads(saved.read_text())["runs"]["1"]
-    assert run["exit"] == 0 and run["reviews"] == 50_000
+    assert run["exit"] == 0 and run["reviews"] == scale.REVIEWS_1X
     assert 0.5 < run["cpu_seconds"] < 10 * run["wall_seconds"]
     text = md.read_text()
     assert text.startswith("head\n<!-- scale:begin -->\nkept\n<!-- scale:end -->\ntail\n")
     row = next(line for line in text.splitlines() if line.startswith("| 1x |"))
     per_review = float(row.split("|")[5])
-    assert per_review == pytest.approx(run["cpu_seconds"] / 50_000 * 1e6, abs=1)
+    assert per_review == pytest.approx(run["cpu_seconds"] / scale.REVIEWS_1X * 1e6, abs=1)
     with pytest.raises(SystemExit, match="expected positive integers"):
         scale.main_encode("1,x", md=str(md))
